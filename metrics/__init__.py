@@ -1,0 +1,1 @@
+"""Evaluation metrics (issue 3 fills this package)."""

@@ -1,0 +1,63 @@
+"""Toy models shared by the test suites: one linear and one small non-linear model per modality.
+
+Shapes: image (2, 8, 8), sequence (2, 16), tabular (6,); 3 classes. Seeds are fixed, so every test
+sees the same weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+SHAPES = {"image": (2, 8, 8), "sequence": (2, 16), "tabular": (6,)}
+CLASSES = 3
+
+
+class Linear(nn.Module):
+    """logits = flatten(x) @ W^T + b, so d logit_c / dx = W[c] reshaped to the sample shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = shape
+        self.fc = nn.Linear(int(torch.tensor(shape).prod()), CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+    def weight(self, c: int) -> torch.Tensor:
+        return self.fc.weight[c].detach().reshape(self.shape)
+
+
+def small_net(modality: str) -> nn.Module:
+    """A small ReLU network with a convolution (image, sequence) or hidden layer (tabular)."""
+    if modality == "image":
+        return nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, CLASSES),
+        )
+    if modality == "sequence":
+        return nn.Sequential(
+            nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv1d(4, 4, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool1d(4), nn.Flatten(), nn.Linear(16, CLASSES),
+        )
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, CLASSES))
+
+
+@pytest.fixture(params=sorted(SHAPES))
+def modality(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def make_inputs(modality: str, n: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand((n, *SHAPES[modality]), generator=torch.Generator().manual_seed(seed))
+
+
+def make_linear(modality: str, seed: int = 0) -> Linear:
+    torch.manual_seed(seed)
+    return Linear(SHAPES[modality]).eval()
+
+
+def make_net(modality: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return small_net(modality).eval()

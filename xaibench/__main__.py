@@ -1,0 +1,3 @@
+from xaibench.cli.app import main
+
+main()

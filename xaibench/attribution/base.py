@@ -1,0 +1,231 @@
+"""The method contract, the method registry and the helpers every method shares.
+
+A method is a class registered in ``METHODS`` with metadata as class attributes and a frozen ``Params``
+dataclass that declares its parameters (names, types, defaults). ``Method.attribute`` validates the
+parameters, the inputs and the target, and returns a tensor with the inputs' shape.
+
+One batch knob everywhere: ``batch_size`` bounds the number of rows (samples, path points or
+perturbed copies) in one forward pass; None means everything in one pass.
+
+torch is imported lazily so that listing methods does not import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from xaibench._lazy import lazy_import
+from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
+
+ALL_MODALITIES = ("image", "tabular", "sequence")
+
+METHODS: Registry[type[Method]] = Registry(
+    "method",
+    modules=(
+        "xaibench.attribution.gradient",
+        "xaibench.attribution.noise",
+        "xaibench.attribution.path",
+        "xaibench.attribution.cam",
+        "xaibench.attribution.perturbation",
+        "xaibench.attribution.control",
+    ),
+)
+
+
+class Method:
+    """Base class of attribution methods. Subclasses set the metadata and implement ``_attribute``.
+
+    Metadata (class attributes): ``modalities`` it applies to, ``category`` (gradient, path, cam,
+    perturbation, control), ``signed`` (whether maps carry a sign), ``needs_gradients``, ``stochastic``
+    (uses the generator), ``description`` (one line for listings).
+    """
+
+    name: ClassVar[str]
+    modalities: ClassVar[tuple[str, ...]] = ALL_MODALITIES
+    category: ClassVar[str] = "gradient"
+    signed: ClassVar[bool] = True
+    needs_gradients: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        """No parameters."""
+
+    def attribute(
+        self,
+        model: torch.nn.Module,
+        inputs: torch.Tensor,
+        *,
+        target: torch.Tensor | int,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        **params: Any,
+    ) -> torch.Tensor:
+        """Attributions for ``inputs`` (N, *shape) towards ``target`` class logits, same shape as inputs.
+
+        Args:
+            model: returns logits (N, classes).
+            inputs: float tensor, batch first.
+            target: class index per sample (N,) or one int for all.
+            batch_size: the most rows per forward pass; None for one pass.
+            generator: the only source of randomness for stochastic methods.
+            **params: method parameters; strings are converted to the declared types.
+        """
+        parsed = parse_params(self.Params, params, owner=f"method {self.name!r}")
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        if inputs.ndim < 2 or inputs.shape[0] == 0:
+            raise InputError(f"inputs must be a non-empty batch, got shape {tuple(inputs.shape)}")
+        if not torch.isfinite(inputs).all():
+            raise InputError("inputs contain NaN or infinite values")
+        target = as_target(target, inputs.shape[0])
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        out = self._attribute(model, inputs.detach().float(), target, parsed, batch_size, generator)
+        if out.shape != inputs.shape:  # a bug in a method, not a user error
+            raise AssertionError(f"{self.name} returned {tuple(out.shape)} for {tuple(inputs.shape)}")
+        return out.detach()
+
+    def _attribute(
+        self,
+        model: torch.nn.Module,
+        inputs: torch.Tensor,
+        target: torch.Tensor,
+        params: Any,
+        batch_size: int | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def attribute(method: str, model: torch.nn.Module, inputs: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """Functional form: ``attribute("integrated_gradients", model, x, target=y, n_steps=32)``."""
+    return METHODS.get(method)().attribute(model, inputs, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+
+_CONVERTERS = {"int": int, "float": float, "str": str}
+
+
+def _to_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def parse_params(params_cls: type, raw: dict[str, Any], *, owner: str) -> Any:
+    """Build ``params_cls`` from ``raw``; string values are converted to the field's declared type.
+
+    Field types are written as strings (``from __future__ import annotations``): int, float, str, bool,
+    optionally ``| None`` (the string "none" then gives None).
+
+    Raises:
+        UnknownNameError: for a parameter the method does not declare (with the closest name).
+        InputError: for a value that does not convert.
+    """
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise UnknownNameError.for_name(f"parameter of {owner}", key, list(fields))
+        values[key] = _convert(str(fields[key].type), value, key, owner)
+    return params_cls(**values)
+
+
+def _convert(type_name: str, value: Any, key: str, owner: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    optional = "None" in type_name
+    base = type_name.replace("| None", "").replace("None |", "").strip()
+    if optional and value.strip().lower() == "none":
+        return None
+    try:
+        return _to_bool(value) if base == "bool" else _CONVERTERS.get(base, str)(value)
+    except ValueError:
+        raise InputError(f"parameter {key!r} of {owner} expects {base}, got {value!r}") from None
+
+
+def describe_params(params_cls: type) -> dict[str, Any]:
+    """Parameter name -> default, for listings and run.json."""
+    return {f.name: f.default for f in dataclasses.fields(params_cls)}
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def as_target(target: torch.Tensor | int, n: int) -> torch.Tensor:
+    """Target class per sample as an int64 tensor of shape (n,)."""
+    t = torch.as_tensor(target, dtype=torch.long)
+    if t.ndim == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise InputError(f"target must be one int or {n} ints, got shape {tuple(t.shape)}")
+    return t.clone()
+
+
+def modality_of(inputs: torch.Tensor) -> str:
+    """Modality by sample rank: (F,) tabular, (C, L) sequence, (C, H, W) image."""
+    rank = inputs.ndim - 1
+    if rank not in (1, 2, 3):
+        raise InputError(f"unsupported sample shape {tuple(inputs.shape[1:])}")
+    return {1: "tabular", 2: "sequence", 3: "image"}[rank]
+
+
+def row_slices(n: int, batch_size: int | None) -> Iterator[slice]:
+    """Consecutive slices of at most ``batch_size`` rows covering ``range(n)``."""
+    step = n if batch_size is None else max(1, batch_size)
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
+def target_gradients(
+    model: torch.nn.Module,
+    points: torch.Tensor,
+    target: torch.Tensor,
+    batch_size: int | None,
+) -> torch.Tensor:
+    """d logit[target] / d points, one row of ``target`` per row of ``points``, in row chunks.
+
+    Raises:
+        IncompatibleError: when the model's output does not depend differentiably on its input.
+    """
+    grads = torch.empty_like(points)
+    for rows in row_slices(points.shape[0], batch_size):
+        with torch.enable_grad():
+            x = points[rows].detach().requires_grad_(True)
+            logits = model(x)
+            if not logits.requires_grad:
+                raise IncompatibleError("the model gives no gradients; use a perturbation method")
+            picked = logits.gather(1, target[rows, None]).sum()
+            (grads[rows],) = torch.autograd.grad(picked, x)
+    return grads
+
+
+def sample_seeds(generator: torch.Generator, n: int) -> list[int]:
+    """``n`` independent seeds drawn from ``generator``: one per sample, whatever the batching."""
+    return torch.randint(0, 2**62, (n,), generator=generator).tolist()
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run code that draws from torch's global RNG (captum does) with ``seed``, restoring it after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+

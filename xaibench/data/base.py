@@ -1,0 +1,46 @@
+"""The in-memory dataset every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Samples as tensors, ready for a model (after ``normalise`` when the model asks for it).
+
+    Attributes:
+        x: float32 inputs, shape (N, *sample_shape); raw values (not normalised).
+        y: int64 labels (N,), or None when the data has no labels.
+        masks: bool ground-truth object masks (N, H, W) for image data that has them, else None.
+        indices: int64 (N,): each sample's index in the split it came from.
+        name: dataset name or file path; split: "train" / "test" / "all".
+        modality: "image", "tabular" or "sequence".
+        class_names, feature_names: optional names.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    name: str
+    split: str
+    modality: str
+    indices: torch.Tensor
+    masks: torch.Tensor | None = None
+    class_names: tuple[str, ...] | None = None
+    feature_names: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def select(self, positions: torch.Tensor | list[int]) -> Dataset:
+        """The samples at ``positions`` (positions in this dataset, not original indices)."""
+        pos = torch.as_tensor(positions, dtype=torch.long)
+        return replace(
+            self,
+            x=self.x[pos],
+            y=None if self.y is None else self.y[pos],
+            masks=None if self.masks is None else self.masks[pos],
+            indices=self.indices[pos],
+        )

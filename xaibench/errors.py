@@ -1,0 +1,44 @@
+"""Errors that the CLI maps to a one-line message and an exit code (DESIGN.md: 2 usage/input, 1 run)."""
+
+from __future__ import annotations
+
+import difflib
+
+
+class XaibenchError(Exception):
+    """Base of the errors a user can cause; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+
+class InputError(XaibenchError):
+    """Bad input: a missing or corrupt file, a shape that does not fit, NaN values, a bad target."""
+
+
+class UnknownNameError(InputError):
+    """An unknown method, dataset, parameter or format name."""
+
+    @classmethod
+    def for_name(cls, kind: str, name: str, choices: list[str]) -> UnknownNameError:
+        matches = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+        hint = f"; did you mean {matches[0]!r}?" if matches else ""
+        known = "" if matches or len(choices) > 30 else f" (known: {', '.join(sorted(choices))})"
+        return cls(f"unknown {kind} {name!r}{hint}{known}")
+
+
+class UntrustedModelError(InputError):
+    """A file that would execute code when loaded, refused without --trust-model."""
+
+
+class IncompatibleError(InputError):
+    """A method that does not fit the model or modality (gradcam on a tabular MLP, ...)."""
+
+
+class RunExistsError(InputError):
+    """The output directory exists and --overwrite was not given."""
+
+
+class RunFailedError(XaibenchError):
+    """A run that started but failed, or a threshold that was not met."""
+
+    exit_code = 1
