@@ -55,6 +55,7 @@ class Method:
     signed: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
+    needs_references: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
     @dataclasses.dataclass(frozen=True)
@@ -88,9 +89,13 @@ class Method:
             raise InputError(f"inputs must be a non-empty batch, got shape {tuple(inputs.shape)}")
         if not torch.isfinite(inputs).all():
             raise InputError("inputs contain NaN or infinite values")
+        if (modality := modality_of(inputs)) not in self.modalities:
+            raise IncompatibleError(f"{self.name} does not apply to {modality} inputs")
         target = as_target(target, inputs.shape[0])
         if generator is None:
             generator = torch.Generator().manual_seed(0)
+        if self.needs_gradients:
+            require_gradients(model, inputs[:1])
         out = self._attribute(model, inputs.detach().float(), target, parsed, batch_size, generator)
         if out.shape != inputs.shape:  # a bug in a method, not a user error
             raise AssertionError(f"{self.name} returned {tuple(out.shape)} for {tuple(inputs.shape)}")
@@ -108,7 +113,7 @@ class Method:
         raise NotImplementedError
 
 
-def attribute(method: str, model: torch.nn.Module, inputs: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+def attribute(method: str, model: torch.nn.Module, inputs: torch.Tensor, /, **kwargs: Any) -> torch.Tensor:
     """Functional form: ``attribute("integrated_gradients", model, x, target=y, n_steps=32)``."""
     return METHODS.get(method)().attribute(model, inputs, **kwargs)
 
@@ -200,21 +205,22 @@ def target_gradients(
     target: torch.Tensor,
     batch_size: int | None,
 ) -> torch.Tensor:
-    """d logit[target] / d points, one row of ``target`` per row of ``points``, in row chunks.
-
-    Raises:
-        IncompatibleError: when the model's output does not depend differentiably on its input.
-    """
+    """d logit[target] / d points, one row of ``target`` per row of ``points``, in row chunks."""
     grads = torch.empty_like(points)
     for rows in row_slices(points.shape[0], batch_size):
         with torch.enable_grad():
             x = points[rows].detach().requires_grad_(True)
-            logits = model(x)
-            if not logits.requires_grad:
-                raise IncompatibleError("the model gives no gradients; use a perturbation method")
-            picked = logits.gather(1, target[rows, None]).sum()
+            picked = model(x).gather(1, target[rows, None]).sum()
             (grads[rows],) = torch.autograd.grad(picked, x)
     return grads
+
+
+def require_gradients(model: torch.nn.Module, probe: torch.Tensor) -> None:
+    """Raise IncompatibleError unless the model's output is differentiable w.r.t. ``probe``."""
+    with torch.enable_grad():
+        out = model(probe.detach().float().requires_grad_(True))
+    if not (isinstance(out, torch.Tensor) and out.requires_grad):
+        raise IncompatibleError("the model gives no gradients; use a perturbation method")
 
 
 def sample_seeds(generator: torch.Generator, n: int) -> list[int]:

@@ -1,10 +1,16 @@
-"""The in-memory dataset every loader returns."""
+"""The in-memory dataset every loader returns; torch is imported lazily so that listing stays light."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-import torch
+from xaibench._lazy import lazy_import
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""Options shared by commands that load a model and select data, and their parsing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+MODEL = typer.Argument(..., help="Model file: xaibench checkpoint, TorchScript, .pt2, safetensors.")
+DATA = typer.Option(None, "--data", "-d", help="NAME[:SPLIT] of a built-in dataset or a PATH "
+                    "(image folder, .npz, .csv, .pt). Default: the model's dataset, test split.")
+N = typer.Option(None, "--n", "-n", min=1, help="Use the first N selected samples.")
+INDICES = typer.Option(None, "--indices", help="Sample positions, e.g. 0,3,10-19.")
+TARGET = typer.Option("pred", "--target", "-t", help="Class to explain: pred, label or an index.")
+OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<command>-...).")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing run directory.")
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+SEED = typer.Option(0, "--seed", help="Seed of the random generator.")
+BATCH = typer.Option(None, "--batch-size", "-b", min=1, help="Most rows per forward pass.")
+PARAM = typer.Option(None, "--param", "-p", help="Method parameter name=value (repeatable).")
+TRUST = typer.Option(False, "--trust-model",
+                     help="Allow formats that can run code when loaded (pickle, TorchScript, .pt2).")
+ARCH = typer.Option(None, "--arch", help="Architecture for bare weights: name or module:factory.")
+MODALITY = typer.Option(None, "--modality", help="Override the modality: image, tabular, sequence.")
+INPUT_SHAPE = typer.Option(None, "--input-shape", help="Override the sample shape, e.g. 3,64,64.")
+CLASSES = typer.Option(None, "--classes", help="Class count or comma-separated class names.")
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` -> ``{"k": "v"}``; a malformed item is a usage error."""
+    from xaibench.errors import InputError
+
+    params: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"parameters are name=value, got {item!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    from xaibench.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise InputError(f"--input-shape takes integers like 3,64,64, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise InputError(f"--input-shape takes positive integers, got {text!r}")
+    return shape
+
+
+def parse_classes(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    if text.strip().isdigit():
+        return tuple(str(i) for i in range(int(text)))
+    return tuple(name.strip() for name in text.split(","))
+
+
+def parse_modality(text: str | None) -> str | None:
+    from xaibench.errors import UnknownNameError
+    from xaibench.models.meta import MODALITIES
+
+    if text is not None and text not in MODALITIES:
+        raise UnknownNameError.for_name("modality", text, list(MODALITIES))
+    return text
+
+
+def selection(**values: Any) -> Any:
+    """Build an ``xaibench.inputs.Selection`` from raw CLI values."""
+    from xaibench.inputs import Selection
+
+    return Selection(
+        data=values["data"], n=values["n"], indices=values["indices"], target=values["target"],
+        modality=parse_modality(values["modality"]), input_shape=parse_shape(values["input_shape"]),
+        classes=parse_classes(values["classes"]),
+    )

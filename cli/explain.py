@@ -1,0 +1,65 @@
+"""``xaibench explain``: attributions and heatmaps for selected samples, written as a run directory."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("explain")(explain)
+
+
+def explain(
+    model: str = common.MODEL,
+    method: str = typer.Option("integrated_gradients", "--method", "-m", help="Attribution method."),
+    data: str = common.DATA,
+    n: int = common.N,
+    indices: str = common.INDICES,
+    target: str = common.TARGET,
+    param: list[str] = common.PARAM,
+    out: str = common.OUT,
+    overwrite: bool = common.OVERWRITE,
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+) -> None:
+    """Explain a model's predictions: attributions, heatmaps and a run directory."""
+    from xaibench.explain import ExplainConfig
+    from xaibench.explain import explain as run_explain
+
+    output = Output(json_mode)
+    config = ExplainConfig(
+        model=model, method=method, params=common.parse_params(param), out=out, overwrite=overwrite,
+        seed=seed, batch_size=batch_size, trust_model=trust_model, arch=arch,
+        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
+                                   input_shape=input_shape, classes=classes),
+    )
+    result = run_explain(config, ["xaibench", *sys.argv[1:]],
+                         on_progress=lambda total: output.progress(f"{method}", total))
+    summary = {
+        "run_dir": str(result.run_dir),
+        "heatmaps": str(result.run_dir / "heatmaps"),
+        "grid": str(result.run_dir / "heatmaps" / "grid.png"),
+        "method": method,
+        "samples": result.samples,
+        "seconds": round(result.seconds, 3),
+    }
+
+    def human(console: object) -> None:
+        console.print(f"Explained {result.samples} samples with [bold]{method}[/] "
+                      f"in {result.seconds:.1f} s")
+        console.print(f"  run directory: {summary['run_dir']}")
+        console.print(f"  heatmaps:      {summary['heatmaps']}  ({len(result.heatmaps)} files)")
+        console.print(f"  overview:      {summary['grid']}")
+
+    output.result(summary, human)

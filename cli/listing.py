@@ -1,0 +1,64 @@
+"""Listing commands (``xaibench methods``, ``xaibench datasets``); they never import torch."""
+
+from __future__ import annotations
+
+import typer
+
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("methods")(methods)
+    app.command("datasets")(datasets)
+
+
+def methods(
+    pattern: str = typer.Argument("*", help="Glob(s), comma-separated, e.g. '*gradient*'."),
+    modality: str = typer.Option(None, "--modality", help="Only methods for this modality."),
+    json_mode: bool = common.JSON,
+) -> None:
+    """List attribution methods with their modalities and parameters."""
+    from xaibench.attribution import METHODS, describe_params
+
+    rows = []
+    for name in METHODS.list(pattern):
+        cls = METHODS.get(name)
+        if modality and modality not in cls.modalities:
+            continue
+        rows.append({
+            "name": name, "category": cls.category, "modalities": list(cls.modalities),
+            "signed": cls.signed, "needs_gradients": cls.needs_gradients, "stochastic": cls.stochastic,
+            "params": describe_params(cls.Params), "description": cls.description,
+        })
+    Output(json_mode).result(rows, lambda console: _table(console, rows, ["name", "category",
+                                                                          "modalities", "params"]))
+
+
+def datasets(json_mode: bool = common.JSON) -> None:
+    """List the built-in datasets (all generated or shipped offline)."""
+    from xaibench.data import DATASETS
+
+    rows = [{"name": name, "modality": entry.modality, "splits": list(entry.splits),
+             "description": entry.description} for name, entry in DATASETS.items()]
+    Output(json_mode).result(rows, lambda console: _table(console, rows, ["name", "modality",
+                                                                          "splits", "description"]))
+
+
+def _table(console: object, rows: list[dict], columns: list[str]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=i < len(columns) - 1)
+    for row in rows:
+        table.add_row(*[_cell(row[c]) for c in columns])
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)

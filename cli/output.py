@@ -1,0 +1,43 @@
+"""One output object that knows human vs JSON mode; everything but the JSON document goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+
+
+class Output:
+    """Human output (rich, stdout) or exactly one JSON document on stdout; progress on stderr."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    def result(self, data: dict[str, Any] | list[Any], human: Callable[[Console], None]) -> None:
+        """Print ``data`` as JSON in JSON mode, else call ``human`` with the stdout console."""
+        if self.json_mode:
+            sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        else:
+            human(self.out)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator[None]:
+        """A progress bar on stderr fed by ``xaibench.progress.advance`` inside the block."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from xaibench.progress import reporting
+
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.err, transient=True, disable=not self.err.is_terminal,
+        )
+        with bar:
+            task = bar.add_task(description, total=total)
+            with reporting(lambda done: bar.advance(task, done)):
+                yield

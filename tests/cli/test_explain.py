@@ -1,0 +1,147 @@
+"""``xaibench explain``, ``heatmap``, ``inspect`` and the listings, end to end through the entry point."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.cli.conftest import ROOT, SAMPLES
+from xaibench.attribution import METHODS, attribute
+from xaibench.data import load_data
+from xaibench.models import load_model
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _explain(cli, tmp_path: Path, model: str, *args: str) -> tuple[Path, dict]:
+    out = tmp_path / "run"
+    result = cli("explain", str(SAMPLES / model), "--out", str(out), "--json", *args)
+    assert result.code == 0, result.stderr
+    return out, result.json()
+
+
+def test_explain_writes_a_complete_run(cli, tmp_path):
+    out, summary = _explain(cli, tmp_path, "digits_cnn.pt", "-n", "3", "-p", "n_steps=16")
+    assert summary["run_dir"] == str(out) and summary["samples"] == 3
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == "explain"
+    assert record["seed"] == 0
+    assert set(record["versions"]) == {"python", "torch", "captum", "xaibench"}
+    model_bytes = (SAMPLES / "digits_cnn.pt").read_bytes()
+    assert record["model"]["sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert record["method"]["params"]["n_steps"] == "16"
+    assert set(record["timings"]) >= {"load", "attribute", "heatmaps"}
+    tensors = load_file(str(out / "attributions.safetensors"))
+    assert tensors["attributions"].shape == (3, 1, 32, 32)
+    assert torch.equal(tensors["targets"], tensors["predictions"])
+    heatmaps = sorted(p.name for p in (out / "heatmaps").iterdir())
+    assert heatmaps == ["grid.png", "sample_0000.png", "sample_0001.png", "sample_0002.png"]
+    assert all((out / "heatmaps" / name).read_bytes().startswith(PNG) for name in heatmaps)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_cli_attributions_equal_the_library(cli, tmp_path):
+    out, _ = _explain(cli, tmp_path, "digits_cnn.pt", "--indices", "4-6", "--target", "label",
+                      "-m", "integrated_gradients", "-p", "n_steps=8", "--batch-size", "5")
+    tensors = load_file(str(out / "attributions.safetensors"))
+    data = load_data("digits:test")
+    model = load_model(SAMPLES / "digits_cnn.pt").module
+    expected = attribute("integrated_gradients", model, data.x[4:7], target=data.y[4:7], n_steps=8)
+    torch.testing.assert_close(tensors["attributions"], expected)
+    assert torch.equal(tensors["labels"], data.y[4:7])
+
+
+def test_explain_logistic_regression_is_weight_times_input(cli, tmp_path):
+    out, _ = _explain(cli, tmp_path, "breast_cancer_logreg.pt", "-n", "4", "-m", "input_x_gradient")
+    tensors = load_file(str(out / "attributions.safetensors"))
+    module = load_model(SAMPLES / "breast_cancer_logreg.pt").module
+    weight = [p for p in module.parameters() if p.ndim == 2][0].detach()
+    expected = weight[tensors["targets"]] * tensors["inputs"]
+    torch.testing.assert_close(tensors["attributions"], expected)
+
+
+@pytest.mark.parametrize(("model", "method", "shape"), [
+    ("shapes_cnn.pt", "gradcam", (2, 3, 64, 64)),
+    ("mnist1d_cnn.pt", "saliency", (2, 1, 40)),
+    ("breast_cancer_mlp.pt", "occlusion", (2, 30)),
+])
+def test_each_modality(cli, tmp_path, model, method, shape):
+    out, _ = _explain(cli, tmp_path, model, "-n", "2", "-m", method)
+    assert load_file(str(out / "attributions.safetensors"))["attributions"].shape == shape
+    assert len(list((out / "heatmaps").glob("sample_*.png"))) == 2
+
+
+def test_default_run_directory_and_human_output(cli, tmp_path):
+    result = cli("explain", str(SAMPLES / "digits_cnn.pt"), "-n", "1", "-m", "saliency")
+    assert result.code == 0, result.stderr
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("explain-digits_cnn-saliency-")
+    assert "heatmaps" in result.stdout and str(Path("runs") / runs[0].name) in result.stdout
+
+
+def test_heatmap_reexport(cli, tmp_path):
+    out, _ = _explain(cli, tmp_path, "digits_cnn.pt", "-n", "2", "-m", "saliency")
+    before = (out / "heatmaps" / "sample_0000.png").read_bytes()
+    result = cli("heatmap", str(out), "--style", "masked", "--cmap", "viridis", "--clip", "95",
+                 "--json")
+    assert result.code == 0, result.stderr
+    files = result.json()["files"]
+    assert sorted(Path(f).name for f in files) == ["grid.png", "sample_0000.png", "sample_0001.png"]
+    assert (out / "heatmaps" / "sample_0000.png").read_bytes() != before
+    bad = cli("heatmap", str(out), "--style", "blurry")
+    assert bad.code == 2 and "blurry" in bad.stderr
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == sorted(Path(f).name for f in files)
+    assert cli("heatmap", str(tmp_path)).code == 2
+
+
+def test_methods_listing(cli):
+    result = cli("methods", "--json")
+    assert result.code == 0, result.stderr
+    rows = {row["name"]: row for row in result.json()}
+    assert set(rows) == set(METHODS.list())
+    assert rows["gradcam"]["modalities"] == ["image", "sequence"]
+    tabular = cli("methods", "--modality", "tabular", "--json").json()
+    assert "gradcam" not in {row["name"] for row in tabular}
+
+
+def test_inspect(cli):
+    result = cli("inspect", str(SAMPLES / "digits_cnn.pt"), "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    module = load_model(SAMPLES / "digits_cnn.pt").module
+    assert summary["format"] == "checkpoint"
+    assert summary["parameters"] == sum(p.numel() for p in module.parameters())
+    assert summary["meta"]["input_shape"] == [1, 32, 32]
+    assert summary["layers"][-1]["output_shape"] == [1, 10]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["methods", "--json"]])
+def test_help_and_listing_do_not_import_torch(argv):
+    code = (
+        "import sys\n"
+        f"sys.argv = ['xaibench', *{argv!r}]\n"
+        "from xaibench.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    assert done.code == 0, done.code\n"
+        "assert 'torch._C' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_python_dash_m():
+    proc = subprocess.run([sys.executable, "-m", "xaibench", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "0.1.0"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = next(line for line in ci.splitlines() if "pytest" in line).strip()
+    assert command in readme

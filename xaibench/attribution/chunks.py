@@ -1,0 +1,67 @@
+"""Running a per-sample attribution in chunks of rows, with progress, or sample by sample with seeds."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from xaibench._lazy import lazy_import
+from xaibench.attribution.base import row_slices, sample_seeds, seeded
+from xaibench.progress import advance
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
+
+
+# captum's notices about its own bookkeeping (it enables input gradients and sets hooks itself): not
+# something a user can act on.
+_CAPTUM_NOTICES = (
+    r"Input Tensor \d+ did not already require gradients",
+    r"Setting forward, backward hooks and attributes on non-linear",
+    r"Setting backward hooks on ReLU activations",
+)
+
+
+@contextmanager
+def quiet_captum() -> Iterator[None]:
+    """Hide captum's bookkeeping warnings (other warnings still show)."""
+    with warnings.catch_warnings():
+        for notice in _CAPTUM_NOTICES:
+            warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+        yield
+
+
+def map_chunks(
+    inputs: torch.Tensor, rows_per_chunk: int | None, attribute: Callable[[slice], torch.Tensor]
+) -> torch.Tensor:
+    """``attribute(rows)`` for consecutive row slices of ``inputs``, assembled into one tensor.
+
+    Reports each finished chunk's sample count to ``xaibench.progress``.
+    """
+    out = torch.empty_like(inputs)
+    for rows in row_slices(inputs.shape[0], rows_per_chunk):
+        with quiet_captum():
+            out[rows] = attribute(rows).detach()
+        advance(rows.stop - rows.start)
+    return out
+
+
+def map_seeded_samples(
+    inputs: torch.Tensor, generator: torch.Generator, attribute: Callable[[slice], torch.Tensor]
+) -> torch.Tensor:
+    """``attribute(rows)`` one sample at a time, each under its own seed of torch's global RNG.
+
+    For captum methods that draw from the global RNG: one seed per sample from ``generator`` makes the
+    result reproducible and independent of how the samples are batched.
+    """
+    seeds = sample_seeds(generator, inputs.shape[0])
+    out = torch.empty_like(inputs)
+    for i, seed in enumerate(seeds):
+        with seeded(seed), quiet_captum():
+            out[i : i + 1] = attribute(slice(i, i + 1)).detach()
+        advance(1)
+    return out

@@ -1,0 +1,263 @@
+"""User data files: a folder of images, ``.npz``, ``.csv`` or ``.pt``, read into a ``Dataset``.
+
+Every reader produces plain arrays; one function then checks them and infers the modality from the
+per-sample rank: 1 tabular (F,), 2 sequence (C, L), 3 image (C, H, W). A rank-2 array is read as a
+single-channel image (H, W) instead when it has masks, is uint8, or has more than ``MAX_SEQUENCE_CHANNELS``
+rows. uint8 images are scaled to [0, 1]. ``.pt`` files are read with ``torch.load(weights_only=True)``,
+``.npz`` without pickle, so reading data never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xaibench._lazy import lazy_import
+from xaibench.data.base import Dataset
+from xaibench.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TARGET_COLUMNS = ("target", "label", "y", "class")
+MAX_SEQUENCE_CHANNELS = 4
+_GREY_MODES = ("1", "L", "LA", "La")
+_READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile)
+
+
+@dataclass(frozen=True)
+class _RawData:
+    """Arrays as read from a file, before checks. ``y`` may hold strings (class names)."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
+    feature_names: tuple[str, ...] | None = None
+
+
+def load_file(path: Path) -> Dataset:
+    """Read a data file or image folder as split "all".
+
+    Raises:
+        InputError: missing, unsupported or corrupt file, or arrays of the wrong shape or type.
+    """
+    if not path.exists():
+        raise InputError(f"no such data file or folder: {path}")
+    suffix = path.suffix.lower()
+    readers = {".npz": _read_npz, ".pt": _read_pt, ".csv": _read_csv}
+    if not path.is_dir() and suffix not in readers:
+        raise InputError(f"unsupported data file {path}: use an image folder, .npz, .csv or .pt")
+    reader = _read_image_folder if path.is_dir() else readers[suffix]
+    try:
+        raw = reader(path)
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"cannot read {path}: corrupt, or it holds objects other than tensors, lists, dicts and strings"
+        ) from None
+    except _READ_ERRORS as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"cannot read {path}: {first_line}") from None
+    return _to_dataset(raw, str(path))
+
+
+def _to_dataset(raw: _RawData, name: str) -> Dataset:
+    """Check ``raw``, infer the modality and convert to tensors (split "all", indices 0..N-1).
+
+    Raises:
+        InputError: on a non-numeric, empty or non-finite x, or y / masks / names that do not fit x.
+    """
+    x = raw.x
+    if x.dtype.kind not in "biuf" or not 2 <= x.ndim <= 4 or len(x) == 0:
+        raise InputError(
+            f"{name}: x must be a non-empty numeric array (N, F), (N, C, L), (N, H, W) or (N, C, H, W); "
+            f"got {x.dtype} {x.shape}"
+        )
+    image = x.ndim == 4 or (
+        x.ndim == 3 and (raw.masks is not None or x.dtype == np.uint8 or x.shape[1] > MAX_SEQUENCE_CHANNELS)
+    )
+    modality = "image" if image else ("tabular" if x.ndim == 2 else "sequence")
+    values = x.astype(np.float32)
+    if image and x.dtype == np.uint8:
+        values /= np.float32(255)
+    if image and x.ndim == 3:
+        values = values[:, None]
+    if not np.isfinite(values).all():
+        raise InputError(f"{name}: x contains NaN or infinite values")
+    y, class_names = _labels(raw.y, raw.class_names, len(x), name)
+    if raw.feature_names is not None and (modality != "tabular" or len(raw.feature_names) != x.shape[1]):
+        raise InputError(f"{name}: {len(raw.feature_names)} feature names do not fit x of shape {x.shape}")
+    return Dataset(
+        x=torch.from_numpy(np.ascontiguousarray(values)),
+        y=None if y is None else torch.from_numpy(y),
+        name=name,
+        split="all",
+        modality=modality,
+        indices=torch.arange(len(x)),
+        masks=None if raw.masks is None else torch.from_numpy(_masks(raw.masks, values.shape, name)),
+        class_names=class_names,
+        feature_names=raw.feature_names,
+    )
+
+
+def _labels(
+    y: np.ndarray | None, class_names: tuple[str, ...] | None, n: int, name: str
+) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
+    """int64 labels and class names; string labels become indices into their sorted unique values."""
+    if y is None:
+        return None, class_names
+    if y.shape != (n,):
+        raise InputError(f"{name}: y must have shape ({n},), got {y.shape}")
+    if y.dtype.kind in "US":
+        names, y = np.unique(y, return_inverse=True)
+        return y.astype(np.int64), tuple(str(c) for c in names)
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.array_equal(y, np.round(y))):
+        raise InputError(f"{name}: y must hold integer class labels, got {y.dtype}")
+    labels = y.astype(np.int64)
+    if labels.min() < 0:
+        raise InputError(f"{name}: y holds negative class labels")
+    if class_names is not None and labels.max() >= len(class_names):
+        raise InputError(f"{name}: label {labels.max()} has no name among {len(class_names)} class names")
+    return labels, class_names
+
+
+def _masks(masks: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Masks as bool (N, H, W) matching images (N, C, H, W)."""
+    if len(image_shape) != 4:
+        raise InputError(f"{name}: masks are only for images, but x has shape {image_shape}")
+    expected = (image_shape[0], *image_shape[2:])
+    if masks.shape != expected:
+        raise InputError(f"{name}: masks must have shape {expected} for images, got {masks.shape}")
+    return masks.astype(bool)
+
+
+def _names(value: Any) -> tuple[str, ...] | None:
+    """Class or feature names from a 1-D string array or list (None when absent)."""
+    return None if value is None else tuple(str(v) for v in np.asarray(value).ravel())
+
+
+def _from_mapping(arrays: Mapping[str, Any], path: Path) -> _RawData:
+    """_RawData from a name -> array mapping with "x" and optional y, masks, class_names, feature_names."""
+    if "x" not in arrays:
+        raise InputError(f"{path} has no array named 'x' (found: {', '.join(sorted(arrays)) or 'nothing'})")
+    y, masks = arrays.get("y"), arrays.get("masks")
+    return _RawData(
+        x=np.asarray(arrays["x"]),
+        y=None if y is None else np.asarray(y),
+        masks=None if masks is None else np.asarray(masks),
+        class_names=_names(arrays.get("class_names")),
+        feature_names=_names(arrays.get("feature_names")),
+    )
+
+
+def _read_npz(path: Path) -> _RawData:
+    with np.load(path, allow_pickle=False) as npz:
+        return _from_mapping({key: npz[key] for key in npz.files}, path)
+
+
+def _read_pt(path: Path) -> _RawData:
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(content, torch.Tensor):
+        content = {"x": content}
+    if not isinstance(content, dict):
+        raise InputError(f"{path} must hold a tensor x or a dict with x (and optional y, masks)")
+    return _from_mapping({k: _tensor_to_numpy(v) for k, v in content.items()}, path)
+
+
+def _tensor_to_numpy(value: Any) -> Any:
+    """numpy view of a tensor (half and bfloat16 widened to float32); other values unchanged."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach()
+    if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
+        value = value.float()
+    return value.numpy()
+
+
+def _read_csv(path: Path) -> _RawData:
+    """Numeric features; the target is the first header name in TARGET_COLUMNS, else the last column."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(handle) if row]
+    header = rows[0] if _has_header(rows) else None
+    body = rows[1:] if header else rows
+    if not body or len(body[0]) < 2:
+        raise InputError(f"{path}: need a header (optional) and rows with at least one feature and a target")
+    width = len(body[0])
+    for number, row in enumerate(body, start=2 if header else 1):
+        if len(row) != width:
+            raise InputError(f"{path}: line {number} has {len(row)} fields, expected {width}")
+    table = np.array(body, dtype=str)
+    lowered = [h.lower() for h in header] if header else []
+    target = next((lowered.index(t) for t in TARGET_COLUMNS if t in lowered), width - 1)
+    features = [c for c in range(width) if c != target]
+    for column in features:
+        bad = next((cell for cell in table[:, column] if not _is_number(cell)), None)
+        if bad is not None:
+            label = repr(header[column]) if header else str(column + 1)
+            raise InputError(f"{path}: column {label} holds a non-number {str(bad)!r}")
+    y = table[:, target]
+    return _RawData(
+        x=table[:, features].astype(np.float64),
+        y=y.astype(np.float64) if all(_is_number(cell) for cell in y) else y,
+        feature_names=tuple(header[c] for c in features) if header else None,
+    )
+
+
+def _has_header(rows: list[list[str]]) -> bool:
+    """A first row with a non-number above a number (a name over a numeric column) is a header."""
+    if not rows:
+        return False
+    below = rows[1] if len(rows) > 1 else ["0"] * len(rows[0])
+    return any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], below, strict=False))
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_image_folder(path: Path) -> _RawData:
+    """Images in ``path`` (unlabelled) or in its class subfolders (labelled by subfolder name)."""
+    files = sorted(
+        p for p in path.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise InputError(f"{path} holds no .png or .jpg images")
+    classes = [p.relative_to(path).parts[0] if p.parent != path else None for p in files]
+    if None in classes and any(c is not None for c in classes):
+        raise InputError(f"{path} mixes images at its top level with images in class subfolders")
+    images = [_read_image(p) for p in files]
+    if len({im.shape[:2] for im in images}) > 1:
+        sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images})
+        raise InputError(f"images in {path} differ in size ({', '.join(sizes)}); resize them to one size")
+    if len({im.shape[2] for im in images}) > 1:  # some greyscale, some colour: colour wins
+        images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
+    x = np.stack(images).transpose(0, 3, 1, 2)
+    if classes[0] is None:
+        return _RawData(x=x)
+    return _RawData(x=x, y=np.array(classes, dtype=str))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """uint8 (H, W, C) with C = 1 for greyscale and 3 otherwise (alpha dropped)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        grey = image.mode in _GREY_MODES
+        pixels = np.asarray(image.convert("L" if grey else "RGB"))
+    return pixels[:, :, None] if grey else pixels

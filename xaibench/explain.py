@@ -1,0 +1,171 @@
+"""The explain job: attributions for selected samples, written as a run directory with heatmaps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from xaibench import runs
+from xaibench.attribution import METHODS, describe_params, parse_params
+from xaibench.data import load_data
+from xaibench.inputs import Prepared, Selection, normalise, prepare
+from xaibench.models import LoadedModel, load_model
+from xaibench.report import HeatmapStyle, render_heatmaps
+
+REFERENCE_SAMPLES = 100  # training samples drawn as baselines by methods that need references
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """Everything ``xaibench explain`` was asked to do."""
+
+    model: str
+    method: str
+    selection: Selection = Selection()
+    params: dict[str, str] = field(default_factory=dict)
+    out: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+    batch_size: int | None = None
+    trust_model: bool = False
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    run_dir: Path
+    heatmaps: list[Path]
+    samples: int
+    seconds: float
+
+
+def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> ExplainResult:
+    """Run ``config`` and write its run directory; ``on_progress(total)`` gives a progress context."""
+    started = time.perf_counter()
+    method = METHODS.get(config.method)()
+    parse_params(method.Params, config.params, owner=f"method {method.name!r}")  # fail before loading
+    out = Path(config.out) if config.out else runs.default_run_dir(
+        "explain", Path(config.model).stem, method.name)
+    runs.check_destination(out, config.overwrite)
+    loaded = load_model(config.model, trust_model=config.trust_model, arch=config.arch)
+    prepared = prepare(loaded, config.selection, config.batch_size)
+    timings = {"load": time.perf_counter() - started}
+    generator = torch.Generator().manual_seed(config.seed)
+    extra = _references(method, prepared, generator)
+    tic = time.perf_counter()
+    progress = on_progress(len(prepared.data)) if on_progress else _null()
+    with progress:
+        attributions = method.attribute(loaded.module, prepared.inputs, target=prepared.targets,
+                                        batch_size=config.batch_size, generator=generator,
+                                        **config.params, **extra)
+    timings["attribute"] = time.perf_counter() - tic
+    with runs.staged_dir(out, config.overwrite) as staging:
+        tic = time.perf_counter()
+        spec = heatmap_spec(prepared, attributions, method, loaded.path)
+        heatmaps = render_run_heatmaps(spec, attributions, prepared.data.x, staging / runs.HEATMAPS_DIR,
+                                       HeatmapStyle())
+        timings["heatmaps"] = time.perf_counter() - tic
+        _write_attributions(staging, prepared, attributions, method.name)
+        record = runs.run_record("explain", argv, _config_dict(config, method), config.seed)
+        record.update(model=_model_record(loaded, prepared), data=_data_record(prepared),
+                      method={"name": method.name,
+                              "params": {**describe_params(method.Params), **config.params}},
+                      heatmaps=spec,
+                      timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR])
+        runs.write_json(staging / runs.RUN_FILE, record)
+    files = [out / p.relative_to(staging) for p in heatmaps]
+    return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started)
+
+
+def _null() -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _references(method: Any, prepared: Prepared, generator: torch.Generator) -> dict[str, Any]:
+    """Training samples for methods that draw baselines from data (expected_gradients)."""
+    if not getattr(method, "needs_references", False):
+        return {}
+    data = prepared.data
+    pool = load_data(f"{data.name}:train").x if data.split in ("test", "train") else data.x
+    picks = torch.randperm(pool.shape[0], generator=generator)[:REFERENCE_SAMPLES]
+    return {"references": normalise(pool[picks], prepared.meta)}
+
+
+def _captions(prepared: Prepared) -> list[str]:
+    names = prepared.meta.class_names
+    lines = []
+    for i in range(len(prepared.data)):
+        pred = int(prepared.predictions[i])
+        parts = [f"#{int(prepared.data.indices[i])}"]
+        if prepared.data.y is not None:
+            parts.append(f"label {names[int(prepared.data.y[i])]}")
+        parts.append(f"pred {names[pred]} ({float(prepared.probabilities[i, pred]):.2f})")
+        parts.append(f"target {names[int(prepared.targets[i])]}")
+        lines.append(" · ".join(parts))
+    return lines
+
+
+def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any, model_path: str) -> dict[str, Any]:
+    """What run.json keeps so that ``xaibench heatmap`` can re-render without the model."""
+    meta = prepared.meta
+    return {
+        "modality": meta.modality,
+        "signed": bool(method.signed and (attributions < 0).any()),
+        "stems": [f"sample_{int(i):04d}" for i in prepared.data.indices],
+        "captions": _captions(prepared),
+        "feature_names": list(meta.feature_names) if meta.feature_names else None,
+        "value_range": list(meta.value_range) if meta.value_range else None,
+        "title": f"{method.name} · {Path(model_path).stem}",
+    }
+
+
+def render_run_heatmaps(spec: dict[str, Any], attributions: torch.Tensor, raw_inputs: torch.Tensor,
+                        out_dir: Path, style: HeatmapStyle) -> list[Path]:
+    """Render the heatmaps described by ``spec`` (a run.json "heatmaps" entry) into ``out_dir``."""
+    value_range = spec.get("value_range")
+    return render_heatmaps(
+        attributions.numpy(), raw_inputs.numpy(), modality=spec["modality"], signed=spec["signed"],
+        out_dir=out_dir, stems=spec["stems"], captions=spec["captions"],
+        feature_names=spec.get("feature_names"), value_range=tuple(value_range) if value_range else None,
+        style=style, title=spec.get("title", ""),
+    )
+
+
+def _write_attributions(staging: Path, prepared: Prepared, attributions: torch.Tensor, method: str) -> None:
+    tensors = {
+        "attributions": attributions.contiguous(),
+        "inputs": prepared.inputs.contiguous(),
+        "targets": prepared.targets,
+        "predictions": prepared.predictions,
+        "probabilities": prepared.probabilities.contiguous(),
+        "indices": prepared.data.indices,
+    }
+    if prepared.data.y is not None:
+        tensors["labels"] = prepared.data.y
+    if prepared.data.masks is not None:
+        tensors["masks"] = prepared.data.masks.to(torch.uint8)
+    save_file(tensors, str(staging / runs.ATTRIBUTIONS_FILE), metadata={"method": method})
+
+
+def _model_record(loaded: LoadedModel, prepared: Prepared) -> dict[str, Any]:
+    return {"path": str(loaded.path), "sha256": loaded.sha256, "format": loaded.format,
+            "meta": prepared.meta.to_dict()}
+
+
+def _data_record(prepared: Prepared) -> dict[str, Any]:
+    data = prepared.data
+    return {"name": data.name, "split": data.split, "modality": data.modality, "samples": len(data),
+            "indices": data.indices.tolist()}
+
+
+def _config_dict(config: ExplainConfig, method: Any) -> dict[str, Any]:
+    values = asdict(config)
+    values["method"] = method.name
+    return values

@@ -1,0 +1,134 @@
+"""From a model file and a data spec to validated model inputs, predictions and targets.
+
+Shared by every command that runs a model: it completes the model's metadata from the data and the
+user's flags, selects samples, normalises them as the model expects, checks that they fit, and resolves
+the target (pred, label or a class index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xaibench.attribution.base import row_slices
+from xaibench.data import Dataset, load_data, select
+from xaibench.errors import InputError
+from xaibench.models import LoadedModel, ModelMeta
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the user asked for: data spec, sample selection, target and metadata overrides."""
+
+    data: str | None = None
+    n: int | None = None
+    indices: str | None = None
+    target: str = "pred"
+    modality: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    classes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Validated inputs in model space with the model's view of them."""
+
+    meta: ModelMeta
+    data: Dataset
+    inputs: torch.Tensor
+    probabilities: torch.Tensor
+    predictions: torch.Tensor
+    targets: torch.Tensor
+
+
+def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = None) -> Prepared:
+    """Load and check the data for ``model``; compute predictions and targets.
+
+    Raises:
+        InputError: no data named, empty selection, NaN inputs, a shape the model does not take,
+            a target outside the classes or "label" on unlabelled data.
+    """
+    meta = model.meta.merged(modality=selection.modality, input_shape=selection.input_shape,
+                             class_names=selection.classes)
+    spec = selection.data or (f"{meta.dataset}:test" if meta.dataset else None)
+    if spec is None:
+        raise InputError("the model names no dataset; pass --data NAME[:SPLIT] or --data PATH")
+    data = select(load_data(spec), n=selection.n, indices=selection.indices)
+    if not torch.isfinite(data.x).all():
+        raise InputError(f"the data {spec} contains NaN or infinite values")
+    sample_shape = tuple(data.x.shape[1:])
+    if meta.input_shape is not None and tuple(meta.input_shape) != sample_shape:
+        raise InputError(f"data samples have shape {sample_shape} but the model expects "
+                         f"{tuple(meta.input_shape)}")
+    inputs = normalise(data.x, meta)
+    logits = forward(model.module, inputs, batch_size)
+    meta = meta.merged(modality=meta.modality or data.modality, input_shape=sample_shape,
+                       class_names=meta.class_names or data.class_names
+                       or tuple(str(i) for i in range(logits.shape[1])),
+                       feature_names=meta.feature_names or data.feature_names)
+    if len(meta.class_names) != logits.shape[1]:
+        raise InputError(f"the model has {logits.shape[1]} outputs but {len(meta.class_names)} "
+                         "class names were given")
+    probabilities = logits.softmax(dim=1)
+    predictions = probabilities.argmax(dim=1)
+    targets = resolve_target(selection.target, predictions, data, logits.shape[1])
+    return Prepared(meta, data, inputs, probabilities, predictions, targets)
+
+
+def normalise(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """(x - mean) / std per channel when the model's metadata asks for it."""
+    stats = _channel_stats(x, meta)
+    return x if stats is None else (x - stats[0]) / stats[1]
+
+
+def denormalise(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """Inverse of ``normalise``: model inputs back to raw values for display."""
+    stats = _channel_stats(x, meta)
+    return x if stats is None else x * stats[1] + stats[0]
+
+
+def _channel_stats(x: torch.Tensor, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if meta.mean is None and meta.std is None:
+        return None
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = torch.tensor(meta.mean or (0.0,), dtype=x.dtype).reshape(shape)
+    std = torch.tensor(meta.std or (1.0,), dtype=x.dtype).reshape(shape)
+    return mean, std
+
+
+def forward(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int | None) -> torch.Tensor:
+    """Logits for ``inputs`` in row chunks; InputError when the model does not take them."""
+    outputs = []
+    with torch.no_grad():
+        for rows in row_slices(inputs.shape[0], batch_size):
+            try:
+                out = module(inputs[rows])
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise InputError(f"the model does not accept inputs of shape "
+                                 f"{tuple(inputs.shape[1:])}: {first}") from None
+            if not isinstance(out, torch.Tensor) or out.ndim != 2:
+                raise InputError("the model must return logits of shape (batch, classes)")
+            outputs.append(out.float())
+    return torch.cat(outputs)
+
+
+def resolve_target(spec: str, predictions: torch.Tensor, data: Dataset, classes: int) -> torch.Tensor:
+    """Target class per sample from "pred", "label" or a class index."""
+    if spec == "pred":
+        return predictions.clone()
+    if spec == "label":
+        if data.y is None:
+            raise InputError("--target label needs labelled data; this data has no labels")
+        if int(data.y.max()) >= classes or int(data.y.min()) < 0:
+            raise InputError(f"labels fall outside the model's {classes} classes")
+        return data.y.clone()
+    try:
+        index = int(spec)
+    except ValueError:
+        raise InputError(f"--target must be pred, label or a class index, got {spec!r}") from None
+    if not 0 <= index < classes:
+        raise InputError(f"target {index} is outside the model's {classes} classes (0..{classes - 1})")
+    return torch.full_like(predictions, index)
+

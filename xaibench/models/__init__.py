@@ -1,0 +1,20 @@
+"""Model loading (safe by default), xaibench's architectures, checkpoints and inspection.
+
+Importing this package does not import torch; loading a model does.
+"""
+
+from xaibench.models.archs import ARCHITECTURES
+from xaibench.models.checkpoint import save_checkpoint
+from xaibench.models.formats import MODEL_FORMATS, LoadedModel, load_model
+from xaibench.models.meta import ModelMeta
+from xaibench.models.summary import summarize
+
+__all__ = [
+    "ARCHITECTURES",
+    "MODEL_FORMATS",
+    "LoadedModel",
+    "ModelMeta",
+    "load_model",
+    "save_checkpoint",
+    "summarize",
+]

@@ -1,0 +1,200 @@
+"""The xaibench checkpoint: architecture reference, weights and metadata in one weights-only file.
+
+A checkpoint is a dict saved with ``torch.save`` and read with ``torch.load(weights_only=True)``::
+
+    {"format": "xaibench-checkpoint", "version": 1, "arch": "module:factory", "arch_kwargs": {...},
+     "state_dict": {...}, "meta": ModelMeta.to_dict()}
+
+Resolving ``"module:factory"`` imports ``module`` and calls ``factory(**arch_kwargs)``: done for a name
+found inside a file, that is code execution chosen by the file ("os:system"). So a file may only name
+the factories registered in ``ARCHITECTURES``; anything else needs ``trusted=True`` (``--trust-model``,
+or an architecture the user passed with ``--arch``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xaibench._lazy import lazy_import
+from xaibench.errors import InputError, UntrustedModelError
+from xaibench.models.archs import ARCHITECTURES, ARCHS_MODULE, reference
+from xaibench.models.meta import ModelMeta
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = lazy_import("torch")
+
+CHECKPOINT_FORMAT = "xaibench-checkpoint"
+CHECKPOINT_VERSION = 1
+_PLAIN = (bool, int, float, str, type(None))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A validated checkpoint dict (see the module docstring)."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    meta: ModelMeta
+
+
+def is_checkpoint(obj: object) -> bool:
+    """Whether a weights-only-loaded object carries the xaibench checkpoint tag."""
+    return isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def save_checkpoint(
+    path: str | Path, module: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], meta: ModelMeta
+) -> None:
+    """Write ``module``'s weights as an xaibench checkpoint, atomically (temp file, then rename).
+
+    Args:
+        path: destination file.
+        module: the model; only its ``state_dict`` is stored.
+        arch: a registered architecture name (stored as ``"xaibench.models.archs:<name>"``) or
+            ``"module:factory"``.
+        arch_kwargs: keyword arguments of the factory: plain values (numbers, strings, lists, dicts).
+        meta: the model's metadata.
+
+    Raises:
+        UnknownNameError: ``arch`` is neither registered nor ``"module:factory"``.
+        TypeError: ``arch_kwargs`` holds a value that a weights-only load cannot read back.
+    """
+    ref = reference(arch) if arch in ARCHITECTURES else arch
+    if ":" not in ref:
+        ARCHITECTURES.get(ref)  # raises with a suggestion
+    _check_plain(arch_kwargs)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": ref,
+        "arch_kwargs": dict(arch_kwargs),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "meta": meta.to_dict(),
+    }
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with staging.open("xb") as handle:
+            torch.save(payload, handle)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def _check_plain(value: object) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_plain(key)
+            _check_plain(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item)
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(f"arch_kwargs must hold plain values, got a {type(value).__name__}")
+
+
+def parse_checkpoint(obj: Mapping[str, Any], source: str) -> Checkpoint:
+    """Validate a tagged checkpoint dict read from ``source``.
+
+    Raises:
+        InputError: an unsupported version or a missing / malformed entry.
+    """
+    version = obj.get("version")
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise InputError(f"{source}: checkpoint version {version!r} is not supported "
+                         f"(this xaibench reads version {CHECKPOINT_VERSION})")
+    arch, kwargs = obj.get("arch"), obj.get("arch_kwargs") or {}
+    state_dict, meta = obj.get("state_dict"), obj.get("meta") or {}
+    if not isinstance(arch, str) or not arch:
+        raise InputError(f"{source}: checkpoint names no architecture ('arch')")
+    if not isinstance(kwargs, Mapping) or not isinstance(meta, Mapping):
+        raise InputError(f"{source}: checkpoint 'arch_kwargs' and 'meta' must be dicts")
+    if not is_state_dict(state_dict):
+        raise InputError(f"{source}: checkpoint 'state_dict' is not a dict of tensors")
+    return Checkpoint(arch, dict(kwargs), dict(state_dict), ModelMeta.from_dict(dict(meta)))
+
+
+def is_state_dict(obj: object) -> bool:
+    """A non-empty mapping of names to tensors."""
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
+
+
+def resolve_architecture(ref: str, *, trusted: bool, source: str) -> Callable[..., nn.Module]:
+    """The factory named by ``ref``: a registered name, ``"xaibench.models.archs:<name>"`` or, only
+    when ``trusted``, any importable ``"module:factory"`` (``factory`` may be dotted: ``Class.build``).
+
+    Raises:
+        UnknownNameError: a bare name that is not registered (with a suggestion).
+        UntrustedModelError: an unregistered ``"module:factory"`` while not trusted.
+        InputError: the module cannot be imported or has no such callable.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep:
+        return ARCHITECTURES.get(ref)
+    if module_name == ARCHS_MODULE and attr in ARCHITECTURES:
+        return ARCHITECTURES.get(attr)
+    if not trusted:
+        raise UntrustedModelError(
+            f"{source} names architecture {ref!r}, which is not built into xaibench; building it "
+            "would import and run that code; pass --trust-model only for files you trust"
+        )
+    try:
+        factory = functools.reduce(getattr, attr.split("."), importlib.import_module(module_name))
+    except ImportError as error:
+        raise InputError(f"cannot import {module_name!r} for architecture {ref!r}: {error}") from error
+    except AttributeError:
+        raise InputError(f"module {module_name!r} has no {attr!r} (architecture {ref!r})") from None
+    if not callable(factory):
+        raise InputError(f"architecture {ref!r} is not callable")
+    return factory
+
+
+def build_model(
+    ref: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], *, trusted: bool,
+    source: str,
+) -> nn.Module:
+    """Build the architecture ``ref`` with ``kwargs`` and load ``state_dict`` into it (strictly).
+
+    Raises:
+        InputError: the factory rejects the arguments, returns no module, or the weights do not fit.
+        UntrustedModelError: see ``resolve_architecture``.
+    """
+    factory = resolve_architecture(ref, trusted=trusted, source=source)
+    try:
+        module = factory(**kwargs)
+    except TypeError as error:
+        raise InputError(f"architecture {ref!r} does not accept {dict(kwargs)}: {error}") from error
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"architecture {ref!r} returned a {type(module).__name__}, not a module")
+    problems = _mismatches(module.state_dict(), state_dict)
+    if problems:
+        raise InputError(f"{source}: the weights do not fit architecture {ref!r} ({problems})")
+    module.load_state_dict(state_dict)
+    return module
+
+
+def _mismatches(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> str:
+    """One line naming missing keys, unexpected keys and shape mismatches ('' when they fit)."""
+
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} is {tuple(given[k].shape)} in the file but {tuple(v.shape)} in the model"
+              for k, v in expected.items() if k in given and given[k].shape != v.shape]
+    parts = ([f"missing {names(missing)}"] if missing else []) + (
+        [f"unexpected {names(unexpected)}"] if unexpected else []) + shapes[:2]
+    return "; ".join(parts)

@@ -1,0 +1,289 @@
+"""Loading model files safely: format detection by content, one registered loader per format.
+
+Safe by default means that loading a file without ``trust_model`` never runs code the file chooses:
+
+- "checkpoint", "state_dict": pickles read with ``torch.load(weights_only=True)``, whose unpickler only
+  builds tensors and plain containers; a checkpoint may only name xaibench's own architectures.
+- "safetensors": a JSON header and raw tensor bytes; no code at all.
+- "pickle" (a full pickled ``nn.Module``), "torchscript" and "export": PyTorch documents that
+  ``torch.load(weights_only=False)``, ``torch.jit.load`` and ``torch.export.load`` can execute
+  arbitrary code from a crafted file, so these need ``trust_model=True``.
+
+Detection never unpickles untrusted content: zip archives are told apart by their member names
+(TorchScript has ``code/``, a .pt2 program ``archive_format``), safetensors by its header, and a pickle
+that the weights-only unpickler refuses is inspected with ``pickletools`` (which only parses opcodes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import pickletools
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from xaibench._lazy import lazy_import
+from xaibench.errors import InputError, UntrustedModelError
+from xaibench.models.archs import ARCHITECTURES
+from xaibench.models.checkpoint import build_model, is_checkpoint, is_state_dict, parse_checkpoint
+from xaibench.models.meta import ModelMeta
+from xaibench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+else:
+    torch = lazy_import("torch")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to run, with what is known about it.
+
+    Attributes:
+        module: the model in eval mode (an exported program keeps the mode it was exported in).
+        meta: metadata from the file (checkpoints) or all None (other formats).
+        format: the ``MODEL_FORMATS`` name of the loader that read it.
+        path: the file it came from.
+        sha256: hex digest of the file's bytes.
+    """
+
+    module: nn.Module
+    meta: ModelMeta
+    format: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What the caller asked for; ``arch`` and ``arch_kwargs`` come from the user: trusted."""
+
+    path: Path
+    trust_model: bool
+    arch: str | None
+    arch_kwargs: dict[str, Any] | None
+
+
+Loader = Callable[[LoadRequest, Any], "tuple[nn.Module, ModelMeta]"]
+MODEL_FORMATS: Registry[Loader] = Registry("model format")
+
+
+def load_model(
+    path: str | Path, *, trust_model: bool = False, arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Load a model file of any supported format (see the module docstring).
+
+    Args:
+        path: the model file.
+        trust_model: allow formats that execute code from the file, and architectures outside
+            xaibench named inside a checkpoint.
+        arch: architecture to build (required for bare weights): a registered name or
+            ``"module:factory"``; overrides a checkpoint's own.
+        arch_kwargs: factory arguments; default: the checkpoint's, else none.
+
+    Raises:
+        InputError: missing, empty, corrupt or unrecognised file; bare weights without ``arch``;
+            weights that do not fit the architecture.
+        UntrustedModelError: a format or architecture that would run code, without ``trust_model``.
+    """
+    file = _existing_file(Path(path))
+    request = LoadRequest(file, trust_model, arch, arch_kwargs)
+    name, payload = _detect(file)
+    loader = MODEL_FORMATS.get(name)
+    if not loader.safe and not trust_model:
+        raise UntrustedModelError(f"{file} {loader.risk}; loading it can run code from the file; "
+                                  "pass --trust-model only for files you trust")
+    module, meta = loader(request, payload)
+    return LoadedModel(module.eval(), meta, name, str(file), _sha256(file))
+
+
+def _existing_file(path: Path) -> Path:
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"{path} is not a model file (a directory or a special file)")
+    if path.stat().st_size == 0:
+        raise InputError(f"model file {path} is empty")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unreadable(path: Path, what: str = "a model file") -> InputError:
+    return InputError(f"{path} is not {what} xaibench can read (corrupt, truncated or another format)")
+
+
+def _detect(path: Path) -> tuple[str, Any]:
+    """(format name, payload): the weights-only-loaded object for pickles, else None."""
+    if zipfile.is_zipfile(path):
+        kind = _zip_kind(path)
+        if kind != "torch.save":
+            return kind, None
+    elif _has_safetensors_header(path):
+        return "safetensors", None
+    elif path.suffix in (".safetensors", ".pt2"):
+        raise _unreadable(path, f"a {path.suffix} file")
+    return _classify_torch_save(path)
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.split("/", 1)[-1] for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError) as error:
+        raise _unreadable(path) from error
+    if "constants.pkl" in members and any(m.startswith("code/") for m in members):
+        return "torchscript"
+    if "archive_format" in members or "serialized_exported_program.json" in members:
+        return "export"
+    if "data.pkl" in members:
+        return "torch.save"
+    raise _unreadable(path, "a PyTorch archive")
+
+
+def _has_safetensors_header(path: Path) -> bool:
+    """safetensors: 8-byte little-endian header length, then a JSON object."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    size = path.stat().st_size
+    return len(head) == 9 and 0 < int.from_bytes(head[:8], "little") <= size - 8 and head[8:] == b"{"
+
+
+def _classify_torch_save(path: Path) -> tuple[str, Any]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a probe: torch warns about pickle protocols it may refuse
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if _pickle_imports_code(path):
+            return "pickle", None
+        raise _unreadable(path) from error
+    except Exception as error:  # torch raises RuntimeError, KeyError, EOFError... for corrupt files
+        raise _unreadable(path) from error
+    if is_checkpoint(obj):
+        return "checkpoint", obj
+    if is_state_dict(obj):
+        return "state_dict", obj
+    raise InputError(f"{path} holds a Python {type(obj).__name__!r}, not a model: expected an xaibench "
+                     "checkpoint, a state_dict (with --arch), TorchScript, .pt2 or safetensors")
+
+
+def _pickle_imports_code(path: Path) -> bool:
+    """Whether the file's pickle stream(s) parse and reference importable names (classes, functions).
+
+    That is why a well-formed pickle fails the weights-only unpickler; random bytes fail to parse.
+    A legacy ``torch.save`` file is several pickles in a row, a zip one holds ``data.pkl``.
+    """
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.split("/", 1)[-1] == "data.pkl")
+            stream = io.BytesIO(archive.read(name))
+    else:
+        stream = io.BytesIO(path.read_bytes())
+    imports = {"GLOBAL", "STACK_GLOBAL", "INST"}
+    while stream.tell() < len(stream.getbuffer()):
+        try:  # parse a whole pickle, up to STOP, before trusting what it contains
+            opcodes = {op.name for op, _, _ in pickletools.genops(stream)}
+        except ValueError:  # not (or no longer) a pickle: raw storage bytes or garbage
+            return False
+        if opcodes & imports:
+            return True
+    return False
+
+
+def _require_arch(request: LoadRequest, what: str) -> str:
+    if request.arch is None:
+        known = ", ".join(ARCHITECTURES.list())
+        raise InputError(f"{request.path} holds {what} without an architecture; pass --arch NAME "
+                         f"(one of: {known}) or --arch module:factory")
+    return request.arch
+
+
+@MODEL_FORMATS.register("checkpoint", safe=True, risk="", extensions=(".pt", ".pth"),
+                        description="xaibench checkpoint: architecture, weights, metadata")
+def _load_checkpoint(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
+    checkpoint = parse_checkpoint(payload, str(request.path))
+    kwargs = checkpoint.arch_kwargs if request.arch_kwargs is None else request.arch_kwargs
+    module = build_model(request.arch or checkpoint.arch, kwargs, checkpoint.state_dict,
+                         trusted=request.trust_model or request.arch is not None,
+                         source=str(request.path))
+    return module, checkpoint.meta
+
+
+@MODEL_FORMATS.register("state_dict", safe=True, risk="", extensions=(".pt", ".pth"),
+                        description="torch.save'd state_dict; needs --arch")
+def _load_state_dict(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
+    arch = _require_arch(request, "a state_dict")
+    module = build_model(arch, request.arch_kwargs or {}, payload, trusted=True,
+                         source=str(request.path))
+    return module, ModelMeta()
+
+
+@MODEL_FORMATS.register("safetensors", safe=True, risk="", extensions=(".safetensors",),
+                        description="safetensors weights; needs --arch")
+def _load_safetensors(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    arch = _require_arch(request, "safetensors weights")
+    try:
+        weights = load_file(request.path, device="cpu")
+    except (SafetensorError, OSError) as error:
+        raise _unreadable(request.path, "a safetensors file") from error
+    module = build_model(arch, request.arch_kwargs or {}, weights, trusted=True,
+                         source=str(request.path))
+    return module, ModelMeta()
+
+
+@MODEL_FORMATS.register("torchscript", safe=False, risk="is a TorchScript archive",
+                        extensions=(".pt", ".ts"), description="TorchScript archive (torch.jit.save)")
+def _load_torchscript(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated upstream
+            module = torch.jit.load(str(request.path), map_location="cpu")
+    except RuntimeError as error:
+        raise _unreadable(request.path, "a TorchScript archive") from error
+    return module, ModelMeta()
+
+
+@MODEL_FORMATS.register("export", safe=False, risk="is a torch.export program",
+                        extensions=(".pt2",), description="torch.export program (torch.export.save)")
+def _load_export(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
+    from xaibench.models.exported import ExportedModule, fixed_batch_size
+
+    try:
+        program = torch.export.load(request.path)
+    except Exception as error:  # torch raises many types (RuntimeError, KeyError, AssertionError)
+        raise _unreadable(request.path, "a torch.export program") from error
+    return ExportedModule(program.module(), fixed_batch_size(program)), ModelMeta()
+
+
+@MODEL_FORMATS.register("pickle", safe=False, risk="is a pickled Python object",
+                        extensions=(".pt", ".pth", ".pkl"),
+                        description="pickled nn.Module (torch.save(model))")
+def _load_pickle(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
+    try:
+        obj = torch.load(request.path, map_location="cpu", weights_only=False)
+    except Exception as error:  # trusted, so anything the file does may fail
+        raise _unreadable(request.path) from error
+    if isinstance(obj, torch.nn.Module):
+        return obj, ModelMeta()
+    if is_checkpoint(obj):
+        return _load_checkpoint(request, obj)
+    if is_state_dict(obj):
+        return _load_state_dict(request, obj)
+    raise InputError(f"{request.path} holds a Python {type(obj).__name__!r}, not a model")
