@@ -16,7 +16,7 @@ class Output:
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
-        self.out = Console(highlight=False)
+        self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False)
 
     def result(self, data: dict[str, Any] | list[Any], human: Callable[[Console], None]) -> None:
