@@ -205,14 +205,24 @@ def target_gradients(
     target: torch.Tensor,
     batch_size: int | None,
 ) -> torch.Tensor:
-    """d logit[target] / d points, one row of ``target`` per row of ``points``, in row chunks."""
+    """d logit[target] / d points, one row of ``target`` per row of ``points``, in row chunks.
+
+    Returns a fresh dense tensor the caller may modify in place.
+    """
+    if batch_size is None or batch_size >= points.shape[0]:
+        return _gradient(model, points, target).contiguous()  # one pass: no buffer, no copy
     grads = torch.empty_like(points)
     for rows in row_slices(points.shape[0], batch_size):
-        with torch.enable_grad():
-            x = points[rows].detach().requires_grad_(True)
-            picked = model(x).gather(1, target[rows, None]).sum()
-            (grads[rows],) = torch.autograd.grad(picked, x)
+        grads[rows] = _gradient(model, points[rows], target[rows])
     return grads
+
+
+def _gradient(model: torch.nn.Module, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad():
+        x = points.detach().requires_grad_(True)
+        picked = model(x).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(picked, x)
+    return grad
 
 
 def require_gradients(model: torch.nn.Module, probe: torch.Tensor) -> None:

@@ -53,8 +53,7 @@ def noisy_gradients(
     if params.n_samples < 1 or params.stdev < 0:
         raise InputError("noise methods need n_samples >= 1 and stdev >= 0")
     n, sample_shape = inputs.shape[0], inputs.shape[1:]
-    flat = inputs.flatten(1)
-    scale = (params.stdev * (flat.amax(1) - flat.amin(1))).view(n, 1, *([1] * len(sample_shape)))
+    scale = range_scale(inputs, params.stdev)
     noise = torch.randn((n, params.n_samples, *sample_shape), generator=generator, dtype=inputs.dtype)
     noise, target = noise.to(inputs.device), target.to(inputs.device)
     out = torch.empty_like(inputs)
@@ -65,6 +64,12 @@ def noisy_gradients(
         out[samples] = reduce(grads.abs_() if params.abs else grads)
         advance(samples.stop - samples.start)
     return out
+
+
+def range_scale(inputs: torch.Tensor, stdev: float) -> torch.Tensor:
+    """``stdev * (max - min)`` of each sample, shaped (N, 1, 1, ...) to scale noise of shape (N, n, *S)."""
+    flat = inputs.flatten(1)
+    return (stdev * (flat.amax(1) - flat.amin(1))).view(-1, *([1] * inputs.ndim))
 
 
 def _mean_over_draws(grads: torch.Tensor) -> torch.Tensor:
@@ -140,7 +145,8 @@ def expected_path_gradients(
 
     Args:
         baselines: (N, n, *S), the drawn baselines of each sample.
-        stdev: Gaussian noise added to the input of each draw, as a fraction of the sample's range.
+        stdev: ``x_j = x + noise_j``, Gaussian noise with this standard deviation as a fraction of the
+            sample's value range; 0 for ``x_j = x``.
 
     alpha_j ~ U(0, 1) and the noise are drawn here, for all samples at once, before any gradient.
     """
@@ -148,10 +154,8 @@ def expected_path_gradients(
     alphas = torch.rand((n, draws, 1), generator=generator, dtype=inputs.dtype).to(inputs.device)
     noise = None
     if stdev > 0:
-        flat = inputs.flatten(1)
-        scale = (stdev * (flat.amax(1) - flat.amin(1))).view(n, 1, *([1] * (inputs.ndim - 1)))
         draws_noise = torch.randn(baselines.shape, generator=generator, dtype=inputs.dtype)
-        noise = scale * draws_noise.to(inputs.device)
+        noise = range_scale(inputs, stdev) * draws_noise.to(inputs.device)
     ones = torch.ones(1, dtype=inputs.dtype)
     return straight_path_integral(
         model, inputs, baselines, target, alphas, ones, batch_size, input_noise=noise

@@ -7,8 +7,8 @@ A path method attributes ``F(x) - F(start)`` along a path ``p(t)`` from a start 
 where the ``p_k`` are quadrature points and ``d_k = p'(t_k) * weight_k``. The engine evaluates the
 points of many samples (and of several starts per sample, as BEE needs) in one pass: points are built
 with one broadcasted expression per chunk of samples, gradients come from ``target_gradients`` in row
-chunks of at most ``batch_size`` rows, and the sum over k is one batched product (or in-place product and
-sum for general paths).
+chunks of at most ``batch_size`` rows, and the weighted sum over k is one batched matrix product (an
+in-place product and sum for general paths).
 
 Two entry points:
 - ``straight_path_integral``: the straight line ``b + alpha (x - b)`` (Sundararajan et al., ICML 2017,
