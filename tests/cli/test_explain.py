@@ -145,3 +145,26 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     command = next(line for line in ci.splitlines() if "pytest" in line).strip()
     assert command in readme
+
+
+def test_metadata_is_inferred_and_overridable_for_models_without_it(cli, tmp_path):
+    module = load_model(SAMPLES / "breast_cancer_mlp.pt").module
+    path = tmp_path / "mlp.ts"
+    torch.jit.trace(module, torch.zeros(1, 30)).save(str(path))
+    common = ("explain", str(path), "--trust-model", "--data", "breast_cancer", "-n", "2", "--json")
+    result = cli(*common, "--out", str(tmp_path / "a"), "--classes", "no,yes")
+    assert result.code == 0, result.stderr
+    meta = json.loads((tmp_path / "a" / "run.json").read_text())["model"]["meta"]
+    assert meta["class_names"] == ["no", "yes"]
+    assert meta["modality"] == "tabular" and meta["input_shape"] == [30]
+    assert meta["feature_names"][0] == "mean radius"  # inferred from the data
+    inferred = cli(*common, "--out", str(tmp_path / "b"))
+    assert inferred.code == 0, inferred.stderr
+    meta = json.loads((tmp_path / "b" / "run.json").read_text())["model"]["meta"]
+    assert meta["class_names"] == ["malignant", "benign"]
+    wrong_classes = cli(*common, "--classes", "3")
+    assert wrong_classes.code == 2 and "2 outputs but 3 class names" in wrong_classes.stderr
+    wrong_shape = cli(*common, "--input-shape", "31")
+    assert wrong_shape.code == 2 and "(30,) but the model expects (31,)" in wrong_shape.stderr
+    wrong_modality = cli(*common, "--modality", "images")
+    assert wrong_modality.code == 2 and "did you mean 'image'" in wrong_modality.stderr
