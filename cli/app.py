@@ -57,6 +57,7 @@ def _fail(err: BaseException, code: int, debug: bool, prefix: str = "") -> None:
         import traceback
 
         traceback.print_exception(err)
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    sys.stderr.write(f"error: {prefix}{message}\n")
+    from xaibench.errors import first_line
+
+    sys.stderr.write(f"error: {prefix}{first_line(err)}\n")
     sys.exit(code)

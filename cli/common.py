@@ -9,7 +9,8 @@ import typer
 MODEL = typer.Argument(..., help="Model file: xaibench checkpoint, TorchScript, .pt2, safetensors.")
 DATA = typer.Option(None, "--data", "-d", help="NAME[:SPLIT] of a built-in dataset or a PATH "
                     "(image folder, .npz, .csv, .pt). Default: the model's dataset, test split.")
-N = typer.Option(None, "--n", "-n", min=1, help="Use the first N selected samples.")
+N = typer.Option(None, "--n", "-n", min=1,
+                help="Use the first N selected samples (explain: 16 unless --n or --indices).")
 INDICES = typer.Option(None, "--indices", help="Sample positions, e.g. 0,3,10-19.")
 TARGET = typer.Option("pred", "--target", "-t", help="Class to explain: pred, label or an index.")
 OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<command>-...).")
@@ -21,6 +22,8 @@ PARAM = typer.Option(None, "--param", "-p", help="Method parameter name=value (r
 TRUST = typer.Option(False, "--trust-model",
                      help="Allow formats that can run code when loaded (pickle, TorchScript, .pt2).")
 ARCH = typer.Option(None, "--arch", help="Architecture for bare weights: name or module:factory.")
+ARCH_ARG = typer.Option(None, "--arch-arg", help="Architecture argument name=value (repeatable), "
+                        "e.g. in_features=30.")
 MODALITY = typer.Option(None, "--modality", help="Override the modality: image, tabular, sequence.")
 INPUT_SHAPE = typer.Option(None, "--input-shape", help="Override the sample shape, e.g. 3,64,64.")
 CLASSES = typer.Option(None, "--classes", help="Class count or comma-separated class names.")
@@ -37,6 +40,23 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
             raise InputError(f"parameters are name=value, got {item!r}")
         params[key.strip()] = value.strip()
     return params
+
+
+def parse_arch_args(items: list[str] | None) -> dict[str, Any] | None:
+    """``--arch-arg`` values as Python values: int, then float, then the text itself."""
+    if not items:
+        return None
+    kwargs: dict[str, Any] = {}
+    for key, text in parse_params(items).items():
+        for convert in (int, float):
+            try:
+                kwargs[key] = convert(text)
+                break
+            except ValueError:
+                continue
+        else:
+            kwargs[key] = text
+    return kwargs
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:

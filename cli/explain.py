@@ -22,6 +22,8 @@ def explain(
     indices: str = common.INDICES,
     target: str = common.TARGET,
     param: list[str] = common.PARAM,
+    layer: str = typer.Option(None, "--layer", help="Layer for layer methods (gradcam), e.g. conv3; "
+                              "default: the last convolution."),
     out: str = common.OUT,
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
@@ -29,6 +31,7 @@ def explain(
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
     modality: str = common.MODALITY,
     input_shape: str = common.INPUT_SHAPE,
     classes: str = common.CLASSES,
@@ -38,9 +41,13 @@ def explain(
     from xaibench.explain import explain as run_explain
 
     output = Output(json_mode)
+    params = common.parse_params(param)
+    if layer is not None:
+        params["layer"] = layer
     config = ExplainConfig(
-        model=model, method=method, params=common.parse_params(param), out=out, overwrite=overwrite,
-        seed=seed, batch_size=batch_size, trust_model=trust_model, arch=arch,
+        model=model, method=method, params=params, out=out, overwrite=overwrite, seed=seed,
+        batch_size=batch_size, trust_model=trust_model, arch=arch,
+        arch_kwargs=common.parse_arch_args(arch_arg),
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes),
     )

@@ -16,13 +16,15 @@ def inspect(
     model: str = common.MODEL,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
     input_shape: str = common.INPUT_SHAPE,
     json_mode: bool = common.JSON,
 ) -> None:
     """Show what a model file holds: format, metadata, layers and parameter count."""
     from xaibench.models import load_model, summarize
 
-    loaded = load_model(model, trust_model=trust_model, arch=arch)
+    loaded = load_model(model, trust_model=trust_model, arch=arch,
+                        arch_kwargs=common.parse_arch_args(arch_arg))
     summary = summarize(loaded, common.parse_shape(input_shape))
     summary = {"path": model, "sha256": loaded.sha256, **summary}
     Output(json_mode).result(summary, lambda console: _print(console, summary))

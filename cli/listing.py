@@ -21,6 +21,7 @@ def methods(
     """List attribution methods with their modalities and parameters."""
     from xaibench.attribution import METHODS, describe_params
 
+    common.parse_modality(modality)
     rows = []
     for name in METHODS.list(pattern):
         cls = METHODS.get(name)

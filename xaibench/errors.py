@@ -5,6 +5,12 @@ from __future__ import annotations
 import difflib
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 class XaibenchError(Exception):
     """Base of the errors a user can cause; ``exit_code`` is what the CLI returns."""
 
@@ -19,11 +25,12 @@ class UnknownNameError(InputError):
     """An unknown method, dataset, parameter or format name."""
 
     @classmethod
-    def for_name(cls, kind: str, name: str, choices: list[str]) -> UnknownNameError:
+    def for_name(cls, kind: str, name: str, choices: list[str], where: str = "") -> UnknownNameError:
         matches = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
         hint = f"; did you mean {matches[0]!r}?" if matches else ""
         known = "" if matches or len(choices) > 30 else f" (known: {', '.join(sorted(choices))})"
-        return cls(f"unknown {kind} {name!r}{hint}{known}")
+        context = f" of {where}" if where else ""
+        return cls(f"unknown {kind} {name!r}{context}{hint}{known}")
 
 
 class UntrustedModelError(InputError):

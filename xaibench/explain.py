@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ from safetensors.torch import save_file
 
 from xaibench import runs
 from xaibench.attribution import METHODS, describe_params, parse_params
-from xaibench.data import load_data
+from xaibench.data import DATASETS, load_data
 from xaibench.inputs import Prepared, Selection, normalise, prepare
 from xaibench.models import LoadedModel, load_model
 from xaibench.report import HeatmapStyle, render_heatmaps
 
 REFERENCE_SAMPLES = 100  # training samples drawn as baselines by methods that need references
+DEFAULT_SAMPLES = 16  # explained when neither --n nor --indices is given: a grid a person can read
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ExplainConfig:
     batch_size: int | None = None
     trust_model: bool = False
     arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,17 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     out = Path(config.out) if config.out else runs.default_run_dir(
         "explain", Path(config.model).stem, method.name)
     runs.check_destination(out, config.overwrite)
-    loaded = load_model(config.model, trust_model=config.trust_model, arch=config.arch)
-    prepared = prepare(loaded, config.selection, config.batch_size)
+    loaded = load_model(config.model, trust_model=config.trust_model, arch=config.arch,
+                        arch_kwargs=config.arch_kwargs)
+    selection = config.selection
+    if selection.n is None and selection.indices is None:
+        selection = replace(selection, n=DEFAULT_SAMPLES)
+    prepared = prepare(loaded, selection, config.batch_size)
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
     extra = _references(method, prepared, generator)
     tic = time.perf_counter()
-    progress = on_progress(len(prepared.data)) if on_progress else _null()
+    progress = on_progress(len(prepared.data)) if on_progress else nullcontext()
     with progress:
         attributions = method.attribute(loaded.module, prepared.inputs, target=prepared.targets,
                                         batch_size=config.batch_size, generator=generator,
@@ -82,18 +89,12 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started)
 
 
-def _null() -> Any:
-    from contextlib import nullcontext
-
-    return nullcontext()
-
-
 def _references(method: Any, prepared: Prepared, generator: torch.Generator) -> dict[str, Any]:
     """Training samples for methods that draw baselines from data (expected_gradients)."""
     if not getattr(method, "needs_references", False):
         return {}
-    data = prepared.data
-    pool = load_data(f"{data.name}:train").x if data.split in ("test", "train") else data.x
+    name = prepared.data.name
+    pool = load_data(f"{name}:train" if name in DATASETS else name).x  # a file: all of it
     picks = torch.randperm(pool.shape[0], generator=generator)[:REFERENCE_SAMPLES]
     return {"references": normalise(pool[picks], prepared.meta)}
 
@@ -112,17 +113,19 @@ def _captions(prepared: Prepared) -> list[str]:
     return lines
 
 
-def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any, model_path: str) -> dict[str, Any]:
+def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any,
+                 model_path: str) -> dict[str, Any]:
     """What run.json keeps so that ``xaibench heatmap`` can re-render without the model."""
     meta = prepared.meta
     return {
         "modality": meta.modality,
-        "signed": bool(method.signed and (attributions < 0).any()),
+        "signed": bool((attributions < 0).any()),  # by the values: saliency with abs=false is signed
         "stems": [f"sample_{int(i):04d}" for i in prepared.data.indices],
         "captions": _captions(prepared),
         "feature_names": list(meta.feature_names) if meta.feature_names else None,
         "value_range": list(meta.value_range) if meta.value_range else None,
         "title": f"{method.name} · {Path(model_path).stem}",
+        "style": asdict(HeatmapStyle()),
     }
 
 

@@ -13,8 +13,9 @@ import torch
 
 from xaibench.attribution.base import row_slices
 from xaibench.data import Dataset, load_data, select
-from xaibench.errors import InputError
+from xaibench.errors import InputError, first_line
 from xaibench.models import LoadedModel, ModelMeta
+from xaibench.models.meta import SAMPLE_RANK
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
     if not torch.isfinite(data.x).all():
         raise InputError(f"the data {spec} contains NaN or infinite values")
     sample_shape = tuple(data.x.shape[1:])
+    if meta.modality is not None and SAMPLE_RANK.get(meta.modality) != len(sample_shape):
+        raise InputError(f"modality {meta.modality!r} does not fit samples of shape {sample_shape} "
+                         "(image: C,H,W; sequence: C,L; tabular: F)")
     if meta.input_shape is not None and tuple(meta.input_shape) != sample_shape:
         raise InputError(f"data samples have shape {sample_shape} but the model expects "
                          f"{tuple(meta.input_shape)}")
@@ -70,6 +74,8 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
     if len(meta.class_names) != logits.shape[1]:
         raise InputError(f"the model has {logits.shape[1]} outputs but {len(meta.class_names)} "
                          "class names were given")
+    if data.y is not None and not 0 <= int(data.y.min()) <= int(data.y.max()) < logits.shape[1]:
+        raise InputError(f"labels of {spec} fall outside the model's {logits.shape[1]} classes")
     probabilities = logits.softmax(dim=1)
     predictions = probabilities.argmax(dim=1)
     targets = resolve_target(selection.target, predictions, data, logits.shape[1])
@@ -105,9 +111,8 @@ def forward(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int | Non
             try:
                 out = module(inputs[rows])
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise InputError(f"the model does not accept inputs of shape "
-                                 f"{tuple(inputs.shape[1:])}: {first}") from None
+                                 f"{tuple(inputs.shape[1:])}: {first_line(err)}") from None
             if not isinstance(out, torch.Tensor) or out.ndim != 2:
                 raise InputError("the model must return logits of shape (batch, classes)")
             outputs.append(out.float())
@@ -121,8 +126,6 @@ def resolve_target(spec: str, predictions: torch.Tensor, data: Dataset, classes:
     if spec == "label":
         if data.y is None:
             raise InputError("--target label needs labelled data; this data has no labels")
-        if int(data.y.max()) >= classes or int(data.y.min()) < 0:
-            raise InputError(f"labels fall outside the model's {classes} classes")
         return data.y.clone()
     try:
         index = int(spec)

@@ -39,30 +39,39 @@ def default_run_dir(command: str, *parts: str) -> Path:
     return path
 
 
-def check_destination(out: Path, overwrite: bool) -> None:
-    """Fail early (exit 2) when ``out`` exists and may not be replaced."""
-    if out.exists() and not overwrite:
-        raise RunExistsError(f"output directory {out} exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
+def check_destination(out: Path, overwrite: bool, marker: str = RUN_FILE) -> None:
+    """Fail early (exit 2) when ``out`` exists and may not be replaced.
+
+    ``--overwrite`` replaces only what xaibench wrote: a folder holding ``marker`` (run.json for a run)
+    or an empty one, never an arbitrary directory.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
         raise InputError(f"output path {out} exists and is not a directory")
+    if not overwrite:
+        raise RunExistsError(f"output directory {out} exists; pass --overwrite to replace it")
+    if any(out.iterdir()) and not (out / marker).is_file():
+        raise RunExistsError(f"{out} exists and was not written by xaibench (no {marker}); "
+                             "refusing to replace it")
 
 
 @contextmanager
-def staged_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+def staged_dir(out: Path, overwrite: bool, marker: str = RUN_FILE) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it becomes ``out``, on error it is removed."""
-    check_destination(out, overwrite)
+    check_destination(out, overwrite, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield staging
-        _swap_into_place(staging, out, overwrite)
+        check_destination(out, overwrite, marker)
+        _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _swap_into_place(staging: Path, out: Path, overwrite: bool) -> None:
-    check_destination(out, overwrite)
+def _swap_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"

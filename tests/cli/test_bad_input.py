@@ -126,6 +126,7 @@ def test_existing_output_directory_is_kept(cli, tmp_path):
 def test_failed_overwrite_leaves_existing_run(cli, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    (out / "run.json").write_text("{}")
     (out / "keep.txt").write_text("mine")
     result = cli("explain", DIGITS, "-n", "1", "--out", str(out), "--overwrite", "--target", "99")
     _assert_usage_error(result, "outside")
@@ -167,3 +168,59 @@ def test_unpickling_payload_never_runs_through_the_cli(cli, tmp_path):
     path.write_bytes(pickle.dumps(Payload()))
     _assert_usage_error(cli("inspect", str(path)), "--trust-model")
     assert not marker.exists()
+
+
+def test_labels_outside_the_classes(cli, tmp_path):
+    x = np.zeros((2, 1, 32, 32), dtype=np.float32)
+    np.savez(tmp_path / "labels.npz", x=x, y=np.array([3, 11]))
+    _assert_usage_error(cli("explain", DIGITS, "--data", str(tmp_path / "labels.npz"), "-m", "saliency"),
+                        "outside the model's 10 classes")
+    _no_run_written(tmp_path)
+
+
+def test_duplicate_indices(cli, tmp_path):
+    _assert_usage_error(cli("explain", DIGITS, "--indices", "3,1-4"), "given twice")
+
+
+def test_modality_that_contradicts_the_data(cli, tmp_path):
+    _assert_usage_error(cli("explain", DIGITS, "--modality", "tabular"), "does not fit samples")
+
+
+def test_parameters_xaibench_supplies_cannot_be_set(cli, tmp_path):
+    _assert_usage_error(cli("explain", DIGITS, "-m", "expected_gradients", "-p", "references=x"),
+                        "'references'", "supplied by xaibench")
+
+
+def test_layer_option_only_for_layer_methods(cli, tmp_path):
+    _assert_usage_error(cli("explain", DIGITS, "-m", "saliency", "--layer", "conv2"),
+                        "unknown parameter 'layer' of method 'saliency'")
+    _assert_usage_error(cli("explain", DIGITS, "-m", "gradcam", "--layer", "conv9"),
+                        "did you mean 'conv")
+
+
+def test_overwrite_refuses_a_directory_xaibench_did_not_write(cli, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    _assert_usage_error(cli("explain", DIGITS, "-n", "1", "--out", str(out), "--overwrite"),
+                        "not written by xaibench")
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_heatmap_out_never_destroys_user_files_or_the_run(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli("explain", DIGITS, "-n", "1", "-m", "saliency", "--out", str(run)).code == 0
+    before = sorted(p.name for p in run.iterdir())
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("mine")
+    _assert_usage_error(cli("heatmap", str(run), "--out", str(precious)), "--overwrite")
+    _assert_usage_error(cli("heatmap", str(run), "--out", str(precious), "--overwrite"),
+                        "not written by xaibench")
+    assert [p.name for p in precious.iterdir()] == ["thesis.tex"]
+    _assert_usage_error(cli("heatmap", str(run), "--out", str(run)), "inside the run")
+    assert sorted(p.name for p in run.iterdir()) == before
+    elsewhere = tmp_path / "elsewhere"
+    assert cli("heatmap", str(run), "--out", str(elsewhere), "--style", "heatmap").code == 0
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["grid.png", "sample_0000.png"]
+    assert cli("heatmap", str(run), "--out", str(elsewhere), "--overwrite").code == 0

@@ -168,3 +168,35 @@ def test_metadata_is_inferred_and_overridable_for_models_without_it(cli, tmp_pat
     assert wrong_shape.code == 2 and "(30,) but the model expects (31,)" in wrong_shape.stderr
     wrong_modality = cli(*common, "--modality", "images")
     assert wrong_modality.code == 2 and "did you mean 'image'" in wrong_modality.stderr
+
+
+def test_signed_maps_are_drawn_signed_and_reexport_records_the_style(cli, tmp_path):
+    out, _ = _explain(cli, tmp_path, "digits_cnn.pt", "-n", "1", "-m", "saliency", "-p", "abs=false")
+    spec = json.loads((out / "run.json").read_text())["heatmaps"]
+    assert spec["signed"] is True and spec["style"]["style"] == "overlay"
+    assert cli("heatmap", str(out), "--style", "masked", "--alpha", "0.3").code == 0
+    spec = json.loads((out / "run.json").read_text())["heatmaps"]
+    assert spec["style"] == {"style": "masked", "cmap": None, "clip": 99.0, "alpha": 0.3}
+
+
+def test_default_selection_is_sixteen_samples(cli, tmp_path):
+    _, summary = _explain(cli, tmp_path, "breast_cancer_logreg.pt", "-m", "saliency")
+    assert summary["samples"] == 16
+
+
+def test_bare_weights_with_arch_and_arch_args(cli, tmp_path):
+    from safetensors.torch import save_file
+
+    loaded = load_model(SAMPLES / "breast_cancer_logreg.pt")
+    weights = tmp_path / "logreg.safetensors"
+    save_file({k: v.contiguous() for k, v in loaded.module.state_dict().items()}, str(weights))
+    args = ("--arch", "logreg", "--arch-arg", "in_features=30", "--arch-arg", "num_classes=2")
+    result = cli("explain", str(weights), *args, "--data", "breast_cancer", "-n", "3",
+                 "-m", "input_x_gradient", "--out", str(tmp_path / "w"), "--json")
+    assert result.code == 0, result.stderr
+    reference, _ = _explain(cli, tmp_path / "ref", "breast_cancer_logreg.pt", "-n", "3",
+                            "-m", "input_x_gradient")
+    torch.testing.assert_close(load_file(str(tmp_path / "w" / "attributions.safetensors"))["attributions"],
+                               load_file(str(reference / "attributions.safetensors"))["attributions"])
+    inspected = cli("inspect", str(weights), *args, "--json")
+    assert inspected.code == 0 and inspected.json()["parameters"] == 62

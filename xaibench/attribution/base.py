@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from xaibench._lazy import lazy_import
 from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.models.meta import MODALITIES, SAMPLE_RANK
 from xaibench.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 else:
     torch = lazy_import("torch")
-
-ALL_MODALITIES = ("image", "tabular", "sequence")
 
 METHODS: Registry[type[Method]] = Registry(
     "method",
@@ -50,7 +49,7 @@ class Method:
     """
 
     name: ClassVar[str]
-    modalities: ClassVar[tuple[str, ...]] = ALL_MODALITIES
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
     category: ClassVar[str] = "gradient"
     signed: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
@@ -137,7 +136,8 @@ def parse_params(params_cls: type, raw: dict[str, Any], *, owner: str) -> Any:
     """Build ``params_cls`` from ``raw``; string values are converted to the field's declared type.
 
     Field types are written as strings (``from __future__ import annotations``): int, float, str, bool,
-    optionally ``| None`` (the string "none" then gives None).
+    optionally ``| None`` (the string "none" then gives None). A field typed ``object`` holds data that
+    callers pass as Python objects (expected_gradients' references): it cannot come from a string.
 
     Raises:
         UnknownNameError: for a parameter the method does not declare (with the closest name).
@@ -147,7 +147,7 @@ def parse_params(params_cls: type, raw: dict[str, Any], *, owner: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
-            raise UnknownNameError.for_name(f"parameter of {owner}", key, list(fields))
+            raise UnknownNameError.for_name("parameter", key, list(fields), where=owner)
         values[key] = _convert(str(fields[key].type), value, key, owner)
     return params_cls(**values)
 
@@ -155,6 +155,8 @@ def parse_params(params_cls: type, raw: dict[str, Any], *, owner: str) -> Any:
 def _convert(type_name: str, value: Any, key: str, owner: str) -> Any:
     if not isinstance(value, str):
         return value
+    if type_name == "object":
+        raise InputError(f"parameter {key!r} of {owner} is supplied by xaibench, not set as text")
     optional = "None" in type_name
     base = type_name.replace("| None", "").replace("None |", "").strip()
     if optional and value.strip().lower() == "none":
@@ -166,8 +168,8 @@ def _convert(type_name: str, value: Any, key: str, owner: str) -> Any:
 
 
 def describe_params(params_cls: type) -> dict[str, Any]:
-    """Parameter name -> default, for listings and run.json."""
-    return {f.name: f.default for f in dataclasses.fields(params_cls)}
+    """Parameter name -> default of the parameters a user sets as text, for listings and run.json."""
+    return {f.name: f.default for f in dataclasses.fields(params_cls) if str(f.type) != "object"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,10 +188,10 @@ def as_target(target: torch.Tensor | int, n: int) -> torch.Tensor:
 
 def modality_of(inputs: torch.Tensor) -> str:
     """Modality by sample rank: (F,) tabular, (C, L) sequence, (C, H, W) image."""
-    rank = inputs.ndim - 1
-    if rank not in (1, 2, 3):
+    by_rank = {rank: modality for modality, rank in SAMPLE_RANK.items()}
+    if inputs.ndim - 1 not in by_rank:
         raise InputError(f"unsupported sample shape {tuple(inputs.shape[1:])}")
-    return {1: "tabular", 2: "sequence", 3: "image"}[rank]
+    return by_rank[inputs.ndim - 1]
 
 
 def row_slices(n: int, batch_size: int | None) -> Iterator[slice]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from xaibench._lazy import lazy_import
 from xaibench.data.base import Dataset
-from xaibench.errors import InputError
+from xaibench.errors import InputError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -66,8 +66,7 @@ def load_file(path: Path) -> Dataset:
             f"cannot read {path}: corrupt, or it holds objects other than tensors, lists, dicts and strings"
         ) from None
     except _READ_ERRORS as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise InputError(f"cannot read {path}: {first_line}") from None
+        raise InputError(f"cannot read {path}: {first_line(err)}") from None
     return _to_dataset(raw, str(path))
 
 

@@ -80,4 +80,7 @@ def _parse_positions(text: str, size: int) -> torch.Tensor:
                 f"no samples selected: position {last} is out of range for {size} samples (0-{size - 1})"
             )
         parts.append(torch.arange(first, last + 1))
-    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+    positions = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+    if positions.unique().numel() != positions.numel():
+        raise InputError(f"position given twice in {text!r}: each sample may be selected once")
+    return positions

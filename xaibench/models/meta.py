@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 MODALITIES = ("image", "tabular", "sequence")
+SAMPLE_RANK = {"tabular": 1, "sequence": 2, "image": 3}  # axes of one sample: (F,), (C, L), (C, H, W)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
-from xaibench.errors import InputError
+from xaibench.errors import InputError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -70,8 +70,8 @@ def _output_shapes(module: nn.Module, leaves: list[tuple[str, nn.Module]],
         try:
             module(sample)
         except Exception as error:  # any failure of the user's forward means the shape does not fit
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise InputError(f"the model does not run on inputs of shape {shape}: {reason}") from error
+            raise InputError(f"the model does not run on inputs of shape {shape}: "
+                             f"{first_line(error)}") from error
     return shapes
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xaibench.errors import InputError
+from xaibench.models.meta import SAMPLE_RANK
 from xaibench.report._canvas import DPI, RenderJob, add_axes, grid_shape, grid_title, new_figure, save
 from xaibench.report.colors import (
     HeatmapStyle,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.image import AxesImage
 
-SAMPLE_NDIM = {"image": 3, "sequence": 2, "tabular": 1}
 IMAGE_SIZE = (7.6, 3.6)  # inches: input panel, map panel, colour bar
 PANEL = 2.9  # inches, side of each square image panel
 TILE = (1.7, 2.05)  # inches per grid tile: the image and a two-line caption
@@ -96,12 +96,12 @@ def render_heatmaps(
 
 def _check_job(job: RenderJob, modality: str) -> None:
     """Raise InputError for a job whose arrays, names or lengths do not fit together."""
-    if modality not in SAMPLE_NDIM:
-        raise InputError(f"unknown modality {modality!r}; expected one of {', '.join(sorted(SAMPLE_NDIM))}")
+    if modality not in SAMPLE_RANK:
+        raise InputError(f"unknown modality {modality!r}; expected one of {', '.join(sorted(SAMPLE_RANK))}")
     a, x, n = job.attributions, job.inputs, len(job.stems)
     if a.shape != x.shape:
         raise InputError(f"attributions {a.shape} and inputs {x.shape} differ in shape")
-    if a.ndim != SAMPLE_NDIM[modality] + 1:
+    if a.ndim != SAMPLE_RANK[modality] + 1:
         raise InputError(f"{modality} attributions must be (N, {_dims(modality)}), got {a.shape}")
     if n == 0 or a.shape[0] != n or len(job.captions) != n:
         raise InputError(f"need one stem and caption per sample: {a.shape[0]} samples, "
