@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method
 from xaibench.attribution.chunks import map_chunks
+from xaibench.attribution.path import QUADRATURES
 from xaibench.attribution.reference import simple_baseline
 from xaibench.errors import InputError, UnknownNameError
 
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 else:
     captum = lazy_import("captum")
     torch = lazy_import("torch")
-
-INTEGRATION_RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
 @METHODS.register("saliency")
@@ -112,8 +111,8 @@ class IntegratedGradients(Method):
     ) -> torch.Tensor:
         if params.n_steps < 1:
             raise InputError(f"n_steps must be at least 1, got {params.n_steps}")
-        if params.method not in INTEGRATION_RULES:
-            raise UnknownNameError.for_name("integration method", params.method, list(INTEGRATION_RULES))
+        if params.method not in QUADRATURES:  # captum's rules, the path engine's list
+            raise UnknownNameError.for_name("integration method", params.method, list(QUADRATURES))
         method = captum.attr.IntegratedGradients(model)
         baselines = simple_baseline(inputs, params.baseline)
         target = target.to(inputs.device)
@@ -137,6 +136,10 @@ class DeepLift(Method):
     """DeepLIFT with the Rescale rule (Shrikumar et al., 2017), as captum implements it.
 
     Relies on ``nn.ReLU``-style activation modules (not functional calls, each module used once).
+
+    captum forwards the inputs and their references together, so a chunk of s samples is one pass of
+    2 s rows: chunks hold ``batch_size // 2`` samples, and a ``batch_size`` below 2 still means one
+    sample, that is 2 rows, per pass.
     """
 
     description = "DeepLIFT rescale rule from a constant reference (Shrikumar et al. 2017)"

@@ -2,20 +2,24 @@
 
 These are xaibench's own batched implementations rather than captum's ``NoiseTunnel``: NoiseTunnel draws
 its noise from torch's global RNG chunk by chunk, so its result depends on how the samples are batched.
-Here every random quantity (noise, baseline choices, path positions) is drawn up front for all samples
-at once from the method's ``generator``; only then are the gradients evaluated, with
-``target_gradients`` in row chunks of at most ``batch_size``. The result is therefore identical for
-every ``batch_size`` and reproducible from the generator's seed.
+Here the method's ``generator`` gives one seed per sample up front (``sample_seeds``), and each sample
+draws all its random quantities (noise, baseline choices, path positions) from a generator of its own
+seeded with that seed. The draws are made inside the loop over chunks of samples (``sample_chunks``), for
+one chunk at a time, so memory is bounded by the chunk and not by the number of samples; gradients are
+evaluated with ``target_gradients`` in row chunks of at most ``batch_size``. A sample's draws depend only
+on its seed, so they are bit-identical for every ``batch_size`` and reproducible from the generator's
+seed (the gradients may still differ in the last bits where a model's kernels round differently for
+different numbers of rows per pass, as convolutions on CPU do).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, target_gradients
+from xaibench.attribution.base import METHODS, Method, sample_seeds, target_gradients
 from xaibench.attribution.path import sample_chunks, straight_path_integral
 from xaibench.attribution.reference import simple_baseline
 from xaibench.errors import InputError
@@ -48,22 +52,56 @@ def noisy_gradients(
 ) -> torch.Tensor:
     """``reduce`` over axis 1 of the gradients at ``x + N(0, (stdev * (max x - min x))^2)``, (N, n, *S).
 
-    The noise scale is relative to each sample's range, as Smilkov et al. (2017) define it.
+    The noise scale is relative to each sample's range, as Smilkov et al. (2017) define it. Each sample's
+    noise is one ``randn((n_samples, *S))`` from its own generator (see ``sample_generators``), drawn
+    chunk by chunk.
     """
     if params.n_samples < 1 or params.stdev < 0:
         raise InputError("noise methods need n_samples >= 1 and stdev >= 0")
     n, sample_shape = inputs.shape[0], inputs.shape[1:]
+    seeds = sample_seeds(generator, n)
     scale = range_scale(inputs, params.stdev)
-    noise = torch.randn((n, params.n_samples, *sample_shape), generator=generator, dtype=inputs.dtype)
-    noise, target = noise.to(inputs.device), target.to(inputs.device)
+    target = target.to(inputs.device)
     out = torch.empty_like(inputs)
     for samples in sample_chunks(n, params.n_samples, batch_size):
-        points = torch.addcmul(inputs[samples].unsqueeze(1), scale[samples], noise[samples])
+        noise = draw_normal(sample_generators(seeds, samples), (params.n_samples, *sample_shape), inputs.dtype)
+        # the points overwrite the chunk's noise: x + scale * noise
+        points = noise.to(inputs.device).mul_(scale[samples]).add_(inputs[samples].unsqueeze(1))
         rows = target[samples].repeat_interleave(params.n_samples)
         grads = target_gradients(model, points.flatten(0, 1), rows, batch_size).view_as(points)
         out[samples] = reduce(grads.abs_() if params.abs else grads)
         advance(samples.stop - samples.start)
     return out
+
+
+def sample_generators(seeds: Sequence[int], samples: slice) -> list[torch.Generator]:
+    """A fresh CPU generator for each sample of ``samples``, seeded with that sample's seed."""
+    return [torch.Generator().manual_seed(seed) for seed in seeds[samples]]
+
+
+def draw_normal(
+    generators: Sequence[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """(len(generators), *shape) on the CPU: row i is ``randn(shape)`` from ``generators[i]``."""
+    out = torch.empty((len(generators), *shape), dtype=dtype)
+    for row, generator in zip(out, generators):
+        row.normal_(generator=generator)  # what torch.randn does, into the chunk's buffer
+    return out
+
+
+def draw_uniform(
+    generators: Sequence[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """(len(generators), *shape) on the CPU: row i is ``rand(shape)`` from ``generators[i]``."""
+    out = torch.empty((len(generators), *shape), dtype=dtype)
+    for row, generator in zip(out, generators):
+        row.uniform_(generator=generator)  # what torch.rand does
+    return out
+
+
+def draw_indices(generators: Sequence[torch.Generator], high: int, count: int) -> torch.Tensor:
+    """(len(generators), count) int64 on the CPU: row i is ``randint(high, (count,))`` from ``generators[i]``."""
+    return torch.stack([torch.randint(high, (count,), generator=generator) for generator in generators])
 
 
 def range_scale(inputs: torch.Tensor, stdev: float) -> torch.Tensor:
@@ -135,31 +173,44 @@ class VarGrad(Method):
 def expected_path_gradients(
     model: torch.nn.Module,
     inputs: torch.Tensor,
-    baselines: torch.Tensor,
     target: torch.Tensor,
+    n_draws: int,
+    draw_baselines: Callable[[slice, list[torch.Generator]], torch.Tensor],
     batch_size: int | None,
     generator: torch.Generator,
     stdev: float = 0.0,
 ) -> torch.Tensor:
-    """``mean_j grad F(b_j + alpha_j (x_j - b_j)) * (x_j - b_j)``, one draw per row of ``baselines``.
+    """``mean_j grad F(b_j + alpha_j (x_j - b_j)) * (x_j - b_j)`` over ``n_draws`` draws per sample.
 
     Args:
-        baselines: (N, n, *S), the drawn baselines of each sample.
+        n_draws: draws per sample.
+        draw_baselines: maps a chunk of samples and one generator per sample of it to the drawn
+            baselines of the chunk, (s, n_draws, *S), drawing only from those generators.
         stdev: ``x_j = x + noise_j``, Gaussian noise with this standard deviation as a fraction of the
             sample's value range; 0 for ``x_j = x``.
 
-    alpha_j ~ U(0, 1) and the noise are drawn here, for all samples at once, before any gradient.
+    Each sample draws from its own generator (seeded from ``generator``), in this order: what
+    ``draw_baselines`` draws, then alpha ~ U(0, 1) as ``rand((n_draws, 1))``, then, if stdev > 0, the
+    noise as ``randn((n_draws, *S))``. Draws are made for one chunk of samples at a time.
     """
-    n, draws = baselines.shape[:2]
-    alphas = torch.rand((n, draws, 1), generator=generator, dtype=inputs.dtype).to(inputs.device)
-    noise = None
-    if stdev > 0:
-        draws_noise = torch.randn(baselines.shape, generator=generator, dtype=inputs.dtype)
-        noise = range_scale(inputs, stdev) * draws_noise.to(inputs.device)
+    n, sample_shape = inputs.shape[0], inputs.shape[1:]
+    seeds = sample_seeds(generator, n)
+    scale = range_scale(inputs, stdev)
     ones = torch.ones(1, dtype=inputs.dtype)
-    return straight_path_integral(
-        model, inputs, baselines, target, alphas, ones, batch_size, input_noise=noise
-    )
+    out = torch.empty_like(inputs)
+    for samples in sample_chunks(n, n_draws, batch_size):
+        generators = sample_generators(seeds, samples)
+        baselines = draw_baselines(samples, generators)
+        alphas = draw_uniform(generators, (n_draws, 1), inputs.dtype)
+        noise = None
+        if stdev > 0:
+            noise = draw_normal(generators, (n_draws, *sample_shape), inputs.dtype)
+            noise = noise.to(inputs.device).mul_(scale[samples])
+        # one chunk of straight_path_integral: its rows per sample are n_draws, as here
+        out[samples] = straight_path_integral(
+            model, inputs[samples], baselines, target[samples], alphas, ones, batch_size, input_noise=noise
+        )
+    return out
 
 
 @METHODS.register("gradient_shap")
@@ -200,11 +251,15 @@ class GradientShap(Method):
         kinds = [kind.strip() for kind in params.baselines.split(",") if kind.strip()]
         if params.n_samples < 1 or params.stdev < 0 or not kinds:
             raise InputError("gradient_shap needs n_samples >= 1, stdev >= 0 and at least one baseline")
-        pool = torch.stack([simple_baseline(inputs, kind) for kind in kinds], dim=1)  # (N, P, *S)
-        picks = torch.randint(len(kinds), (inputs.shape[0], params.n_samples), generator=generator)
-        baselines = pool[torch.arange(inputs.shape[0])[:, None], picks]
+
+        def draw_baselines(samples: slice, generators: list[torch.Generator]) -> torch.Tensor:
+            chunk = inputs[samples]
+            pool = torch.stack([simple_baseline(chunk, kind) for kind in kinds], dim=1)  # (s, P, *S)
+            picks = draw_indices(generators, len(kinds), params.n_samples).to(inputs.device)
+            return pool[torch.arange(chunk.shape[0], device=inputs.device)[:, None], picks]
+
         return expected_path_gradients(
-            model, inputs, baselines, target, batch_size, generator, params.stdev
+            model, inputs, target, params.n_samples, draw_baselines, batch_size, generator, params.stdev
         )
 
 
@@ -249,6 +304,11 @@ class ExpectedGradients(Method):
             )
         if params.n_samples < 1:
             raise InputError("expected_gradients needs n_samples >= 1")
-        picks = torch.randint(refs.shape[0], (inputs.shape[0], params.n_samples), generator=generator)
-        baselines = refs.detach().to(inputs.device, inputs.dtype)[picks.to(inputs.device)]
-        return expected_path_gradients(model, inputs, baselines, target, batch_size, generator)
+        refs = refs.detach().to(inputs.device, inputs.dtype)
+
+        def draw_baselines(samples: slice, generators: list[torch.Generator]) -> torch.Tensor:
+            return refs[draw_indices(generators, refs.shape[0], params.n_samples).to(inputs.device)]
+
+        return expected_path_gradients(
+            model, inputs, target, params.n_samples, draw_baselines, batch_size, generator
+        )

@@ -112,14 +112,13 @@ def straight_path_integral(
     Returns:
         Attributions (N, *S) in the inputs' dtype.
 
-    Memory: each chunk of samples materialises its points once (rows x sample size, plus as much for
-    their gradients); with ``batch_size`` None that is all N * B * K points.
+    Memory: each chunk of samples materialises its differences ``x_nb - b_nb`` (chunk x B x sample
+    size) and its points once (rows x sample size, plus as much for their gradients); with
+    ``batch_size`` None that is all N * B * K points. Nothing of size N * B is built outside the chunks.
     """
     n, sample_shape = inputs.shape[0], inputs.shape[1:]
     like = {"dtype": inputs.dtype, "device": inputs.device}
     starts = baselines if baselines.ndim == inputs.ndim + 1 else baselines.unsqueeze(1)
-    ends = inputs.unsqueeze(1) if input_noise is None else inputs.unsqueeze(1) + input_noise
-    diffs = ends - starts  # (N, B, *S)
     n_paths, n_steps = starts.shape[1], alphas.shape[-1]
     alphas = alphas.to(**like).expand(n, n_paths, n_steps)
     weights = weights.to(**like).expand(n, n_paths, n_steps)
@@ -127,7 +126,10 @@ def straight_path_integral(
     rows_per_sample = n_paths * n_steps
     out = torch.empty_like(inputs)
     for samples in sample_chunks(n, rows_per_sample, batch_size):
-        diff = diffs[samples]
+        end = inputs[samples].unsqueeze(1)
+        if input_noise is not None:
+            end = end + input_noise[samples]
+        diff = end - starts[samples]  # (s, B, *S)
         alpha = alphas[samples].reshape(*alphas[samples].shape, *([1] * len(sample_shape)))
         points = torch.addcmul(starts[samples].unsqueeze(2), alpha, diff.unsqueeze(2))  # one kernel
         rows = target[samples].repeat_interleave(rows_per_sample)
