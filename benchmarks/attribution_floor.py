@@ -13,9 +13,8 @@ the floor's time in the same round.
 
     .venv/bin/python benchmarks/attribution_floor.py [--threads T] [--repeats R]
 
-Writes benchmarks/results/attribution_floor.json and prints a table. The sample models are used when
-sample_models/*.pt exist; otherwise the architectures with random weights (timing does not depend on
-the weights).
+Writes benchmarks/results/attribution_floor.json and prints a table. The models are the committed
+sample models (sample_models/*.pt).
 """
 
 from __future__ import annotations
@@ -34,21 +33,16 @@ from captum.attr import IntegratedGradients
 
 import xaibench
 from xaibench.attribution.path import PathIntegratedGradients
-from xaibench.models import archs, load_model
+from xaibench.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("digits_cnn", "shapes_cnn")
 
 
-def load(name: str) -> tuple[torch.nn.Module, tuple[int, ...], str]:
-    """The sample model ``name`` if trained, else its architecture with seeded random weights."""
-    path = ROOT / "sample_models" / f"{name}.pt"
-    factory = archs.ARCHITECTURES.get(name)
-    if path.exists():
-        loaded = load_model(path)
-        return loaded.module.eval(), tuple(loaded.meta.input_shape or factory.input_shape), "sample model"
-    torch.manual_seed(0)
-    return factory().eval(), tuple(factory.input_shape), "random weights"
+def load(name: str) -> tuple[torch.nn.Module, tuple[int, ...]]:
+    """The sample model ``name`` and its input shape."""
+    loaded = load_model(ROOT / "sample_models" / f"{name}.pt")
+    return loaded.module.eval(), tuple(loaded.meta.input_shape)
 
 
 def floor(model: torch.nn.Module, points: torch.Tensor, target: torch.Tensor, batch_size: int) -> None:
@@ -67,7 +61,7 @@ def timed(run: Callable[[], object]) -> float:
 
 def measure(name: str, n: int, n_steps: int, batch_size: int | None, repeats: int) -> dict[str, object]:
     """Median seconds of floor, captum and xaibench, interleaved, after one warm-up round each."""
-    model, shape, source = load(name)
+    model, shape = load(name)
     x = torch.rand((n, *shape), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         target = model(x).argmax(1)
@@ -91,7 +85,7 @@ def measure(name: str, n: int, n_steps: int, batch_size: int | None, repeats: in
         return {"of_minimum": min(times[key]) / min(times[base]), "median_per_round": per_round}
 
     return {
-        "model": name, "weights": source, "input_shape": list(shape), "n": n, "n_steps": n_steps,
+        "model": name, "input_shape": list(shape), "n": n, "n_steps": n_steps,
         "points": rows, "batch_size": batch_size,
         "median_seconds": {key: statistics.median(values) for key, values in times.items()},
         "minimum_seconds": {key: min(values) for key, values in times.items()},

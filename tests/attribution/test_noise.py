@@ -1,13 +1,15 @@
 """SmoothGrad, VarGrad, GradientSHAP and expected gradients: closed forms on linear models, plain loops
-over the same draws on non-linear ones, batch-size invariance and determinism."""
+over the same draws on non-linear ones, batch-size invariance and determinism, and memory bounded by the
+chunk of samples rather than by the number of samples."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import SHAPES, make_inputs, make_linear, make_net
-from xaibench.attribution.base import Method
+from xaibench.attribution.base import Method, sample_seeds
 from xaibench.attribution.noise import ExpectedGradients, GradientShap, SmoothGrad, VarGrad
 from xaibench.errors import InputError
 
@@ -34,6 +36,12 @@ def gradient(model: torch.nn.Module, point: torch.Tensor) -> torch.Tensor:
     return grad
 
 
+def generators(seed: int, n: int = 4) -> list[torch.Generator]:
+    """The per-sample generators a method builds from ``Generator().manual_seed(seed)``."""
+    seeds = sample_seeds(torch.Generator().manual_seed(seed), n)
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
 def per_sample(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.view(-1, *([1] * (ndim - 1)))
 
@@ -48,9 +56,9 @@ def test_smoothgrad_on_linear_model_is_the_weight_and_vargrad_is_zero(modality: 
 
 @pytest.mark.parametrize("use_abs", [False, True])
 def test_smoothgrad_and_vargrad_equal_a_loop_over_the_same_draws(modality: str, use_abs: bool) -> None:
-    # the noise is N(0, 1) drawn as one (N, n, *S) tensor, scaled by stdev * (max - min) per sample
+    # each sample's noise is one randn((n, *S)) from its own generator, scaled by stdev * (max - min)
     model, x = make_net(modality), make_inputs(modality)
-    noise = torch.randn((4, 6, *SHAPES[modality]), generator=torch.Generator().manual_seed(3))
+    noise = torch.stack([torch.randn((6, *SHAPES[modality]), generator=g) for g in generators(3)])
     scale = per_sample(0.2 * (x.flatten(1).amax(1) - x.flatten(1).amin(1)), x.ndim)
     grads = torch.stack([gradient(model, x + scale * noise[:, j]) for j in range(6)], dim=1)
     grads = grads.abs() if use_abs else grads
@@ -72,11 +80,10 @@ def test_gradient_shap_and_expected_gradients_on_linear_model_with_one_baseline(
 
 
 def test_expected_gradients_equals_a_loop_over_the_same_draws(modality: str) -> None:
-    # draw order: reference indices (N, n), then positions alpha (N, n, 1)
+    # per sample, from its own generator: reference indices (n,), then positions alpha (n, 1)
     model, x, refs = make_net(modality), make_inputs(modality), references(modality)
-    generator = torch.Generator().manual_seed(4)
-    picks = torch.randint(3, (4, 5), generator=generator)
-    alphas = torch.rand((4, 5, 1), generator=generator)
+    draws = [(torch.randint(3, (5,), generator=g), torch.rand((5, 1), generator=g)) for g in generators(4)]
+    picks, alphas = (torch.stack(parts) for parts in zip(*draws))
     terms = []
     for j in range(5):
         baseline, alpha = refs[picks[:, j]], per_sample(alphas[:, j, 0], x.ndim)
@@ -89,12 +96,15 @@ def test_expected_gradients_equals_a_loop_over_the_same_draws(modality: str) -> 
 
 
 def test_gradient_shap_with_input_noise_on_linear_model() -> None:
-    # draw order: baseline kinds (N, n), alphas (N, n, 1), noise (N, n, *S); linear F: w * mean(x~ - b)
+    # per sample, from its own generator: baseline kinds (n,), alphas (n, 1), noise (n, *S);
+    # linear F: w * mean(x~ - b)
     model, x = make_linear("image"), make_inputs("image")
-    generator = torch.Generator().manual_seed(8)
-    picks = torch.randint(2, (4, 7), generator=generator)
-    torch.rand((4, 7, 1), generator=generator)
-    noise = torch.randn((4, 7, *SHAPES["image"]), generator=generator)
+    picks, noise = [], []
+    for g in generators(8):
+        picks.append(torch.randint(2, (7,), generator=g))
+        torch.rand((7, 1), generator=g)
+        noise.append(torch.randn((7, *SHAPES["image"]), generator=g))
+    picks, noise = torch.stack(picks), torch.stack(noise)
     scale = per_sample(0.1 * (x.flatten(1).amax(1) - x.flatten(1).amin(1)), x.ndim)
     white = per_sample(x.flatten(1).amax(1), x.ndim)
     chosen = picks.view(4, 7, 1, 1, 1) * white[:, None]  # kind 1 is white, kind 0 is zero
@@ -121,6 +131,71 @@ def test_batch_size_invariance_and_determinism(name: str) -> None:
     assert not torch.equal(run(1, None), full)
     for batch_size in (2, 7):
         torch.testing.assert_close(run(0, batch_size), full)
+
+
+MEMORY_PARAMS = {
+    "smoothgrad": {},
+    "vargrad": {},
+    "gradient_shap": {"baselines": "zero,white,mean", "stdev": 0.1},  # a pool of 3 baselines and noise
+    "expected_gradients": {"references": references("image")},
+}
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the most elements of any tensor an aten operation returns (factories, views included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(value, torch.Tensor):
+                self.largest = max(self.largest, value.numel())
+        return out
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_memory_is_bounded_by_the_chunk_not_by_the_number_of_samples(name: str) -> None:
+    # 16 samples, 4 draws each, batch_size 4: one sample (4 rows) per chunk. Every tensor the method
+    # builds, random draws included, must then stay within the size of the inputs themselves (16
+    # samples), while drawing the noise, baselines or positions for all samples at once builds at least
+    # 16 x 4 samples' worth. The same probe with batch_size None sees those whole-batch tensors, which
+    # shows that it would catch them.
+    model, x = make_net("image"), make_inputs("image", n=16)
+    params = {"n_samples": 4, **MEMORY_PARAMS[name]}
+
+    def largest(batch_size: int | None) -> int:
+        probe = LargestTensor()
+        with probe:
+            ALL[name]().attribute(model, x, target=1, batch_size=batch_size, **params)
+        return probe.largest
+
+    assert largest(4) <= x.numel()
+    assert largest(None) >= 4 * x.numel()
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_draws_are_bit_identical_for_every_batch_size(name: str) -> None:
+    # the points reaching the model, in order, are the same bits whatever the chunking
+    model, x = make_net("image"), make_inputs("image", n=5)
+    params = {"n_samples": 3, **MEMORY_PARAMS[name]}
+
+    def points(batch_size: int | None) -> torch.Tensor:
+        seen: list[torch.Tensor] = []
+        handle = model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+        try:
+            generator = torch.Generator().manual_seed(0)
+            ALL[name]().attribute(model, x, target=1, batch_size=batch_size, generator=generator, **params)
+        finally:
+            handle.remove()
+        return torch.cat(seen[1:])  # seen[0] is the gradient check on the first sample
+
+    full = points(None)
+    assert full.shape == (5 * 3, *x.shape[1:])
+    for batch_size in (1, 2, 7):
+        assert torch.equal(points(batch_size), full)
 
 
 def test_metadata_and_bad_parameters() -> None:

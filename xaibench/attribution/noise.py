@@ -64,7 +64,8 @@ def noisy_gradients(
     target = target.to(inputs.device)
     out = torch.empty_like(inputs)
     for samples in sample_chunks(n, params.n_samples, batch_size):
-        noise = draw_normal(sample_generators(seeds, samples), (params.n_samples, *sample_shape), inputs.dtype)
+        generators = sample_generators(seeds, samples)
+        noise = draw_normal(generators, (params.n_samples, *sample_shape), inputs.dtype)
         # the points overwrite the chunk's noise: x + scale * noise
         points = noise.to(inputs.device).mul_(scale[samples]).add_(inputs[samples].unsqueeze(1))
         rows = target[samples].repeat_interleave(params.n_samples)
@@ -100,7 +101,7 @@ def draw_uniform(
 
 
 def draw_indices(generators: Sequence[torch.Generator], high: int, count: int) -> torch.Tensor:
-    """(len(generators), count) int64 on the CPU: row i is ``randint(high, (count,))`` from ``generators[i]``."""
+    """(len(generators), count) int64 on the CPU: row i is ``randint(high, (count,))`` from generator i."""
     return torch.stack([torch.randint(high, (count,), generator=generator) for generator in generators])
 
 
