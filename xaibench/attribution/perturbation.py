@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method, modality_of
@@ -189,39 +190,28 @@ class ShapleyValueSampling(_Perturbation):
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        _check_samples(params.n_samples)
-        mask = feature_mask(inputs, params.patch)
-        baselines = simple_baseline(inputs, params.baseline)
-        _, per_pass = chunking(1, batch_size, int(mask.max()) + 1)
-        method = captum.attr.ShapleyValueSampling(model)
-        target = target.to(inputs.device)
-        return map_seeded_samples(
-            inputs,
-            generator,
-            lambda r: method.attribute(
-                inputs[r],
-                baselines=baselines[r],
-                target=target[r],
-                feature_mask=mask,
-                n_samples=params.n_samples,
-                perturbations_per_eval=per_pass,
-            ),
-        )
+        return _seeded_per_sample(captum.attr.ShapleyValueSampling(model), inputs, target, params,
+                                  batch_size, generator, per_pass_of=lambda mask: int(mask.max()) + 1)
 
 
-def _surrogate_attribute(
-    method: captum.attr.Lime,
+def _seeded_per_sample(
+    method: Any,
     inputs: torch.Tensor,
     target: torch.Tensor,
-    params: Lime.Params | KernelShap.Params,
+    params: Any,
     batch_size: int | None,
     generator: torch.Generator,
+    per_pass_of: Callable[[torch.Tensor], int],
 ) -> torch.Tensor:
-    """Run a captum surrogate-model method (Lime, KernelShap) sample by sample under seeds."""
+    """Run a sampling captum method (Shapley sampling, Lime, KernelShap) sample by sample under seeds.
+
+    ``per_pass_of(feature_mask)`` is the number of perturbations one sample needs per round; it is
+    bounded by ``batch_size`` through captum's ``perturbations_per_eval``.
+    """
     _check_samples(params.n_samples)
     mask = feature_mask(inputs, params.patch)
     baselines = simple_baseline(inputs, params.baseline)
-    _, per_pass = chunking(1, batch_size, params.n_samples)
+    _, per_pass = chunking(1, batch_size, per_pass_of(mask))
     target = target.to(inputs.device)
     return map_seeded_samples(
         inputs,
@@ -275,7 +265,8 @@ class Lime(_Perturbation):
         else:
             surrogate = surrogates.SkLearnLinearRegression()
         method = captum.attr.Lime(model, interpretable_model=surrogate)
-        return _surrogate_attribute(method, inputs, target, params, batch_size, generator)
+        return _seeded_per_sample(method, inputs, target, params, batch_size, generator,
+                                  per_pass_of=lambda _: params.n_samples)
 
 
 @METHODS.register("kernel_shap")
@@ -305,6 +296,5 @@ class KernelShap(_Perturbation):
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        return _surrogate_attribute(
-            captum.attr.KernelShap(model), inputs, target, params, batch_size, generator
-        )
+        return _seeded_per_sample(captum.attr.KernelShap(model), inputs, target, params, batch_size,
+                                  generator, per_pass_of=lambda _: params.n_samples)
