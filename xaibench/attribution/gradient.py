@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method
 from xaibench.attribution.chunks import map_chunks
-from xaibench.attribution.path import QUADRATURES
+from xaibench.attribution.path import IntegrationParams, quadrature
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import InputError, UnknownNameError
 
 if TYPE_CHECKING:
     import captum
@@ -91,28 +90,18 @@ class IntegratedGradients(Method):
 
     category = "path"
     description = "integrated gradients from a constant reference (Sundararajan et al. 2017)"
-
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        """n_steps: path points; method: quadrature rule; baseline: zero, black, white or mean."""
-
-        n_steps: int = 50
-        method: str = "gausslegendre"
-        baseline: str = "zero"
+    Params = IntegrationParams
 
     def _attribute(
         self,
         model: torch.nn.Module,
         inputs: torch.Tensor,
         target: torch.Tensor,
-        params: Params,
+        params: IntegrationParams,
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if params.n_steps < 1:
-            raise InputError(f"n_steps must be at least 1, got {params.n_steps}")
-        if params.method not in QUADRATURES:  # captum's rules, the path engine's list
-            raise UnknownNameError.for_name("integration method", params.method, list(QUADRATURES))
+        quadrature(params.method, params.n_steps)  # the same rules and checks as the path engine
         method = captum.attr.IntegratedGradients(model)
         baselines = simple_baseline(inputs, params.baseline)
         target = target.to(inputs.device)

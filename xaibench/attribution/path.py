@@ -41,6 +41,15 @@ QUADRATURES = ("gausslegendre", "riemann_left", "riemann_middle", "riemann_right
 BLUR_IG_SIGMA_PER_PIXEL = 50.0 / 224.0
 
 
+@dataclasses.dataclass(frozen=True)
+class IntegrationParams:
+    """n_steps: points on the path; method: quadrature rule; baseline: zero, black, white or mean."""
+
+    n_steps: int = 50
+    method: str = "gausslegendre"
+    baseline: str = "zero"
+
+
 def quadrature(method: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Points ``alphas`` in [0, 1] and weights of a rule for integrals over [0, 1], float64, (n_steps,).
 
@@ -183,21 +192,14 @@ class PathIntegratedGradients(Method):
 
     category = "path"
     description = "integrated gradients on the batched path engine (Sundararajan et al. 2017)"
-
-    @dataclasses.dataclass(frozen=True)
-    class Params:
-        """n_steps: points on the path; method: quadrature rule; baseline: zero, black, white or mean."""
-
-        n_steps: int = 50
-        method: str = "gausslegendre"
-        baseline: str = "zero"
+    Params = IntegrationParams
 
     def _attribute(
         self,
         model: torch.nn.Module,
         inputs: torch.Tensor,
         target: torch.Tensor,
-        params: Params,
+        params: IntegrationParams,
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
