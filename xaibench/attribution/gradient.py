@@ -9,7 +9,7 @@ batching, and DeepLift, which runs inputs and references together, uses chunks o
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method
@@ -23,6 +23,28 @@ if TYPE_CHECKING:
 else:
     captum = lazy_import("captum")
     torch = lazy_import("torch")
+
+
+class _ParameterFreeCaptum(Method):
+    """A captum method called as ``captum.attr.<captum_class>(model).attribute(x, target=t)``, in
+    chunks of ``batch_size`` samples."""
+
+    captum_class: ClassVar[str]
+
+    def _attribute(
+        self,
+        model: torch.nn.Module,
+        inputs: torch.Tensor,
+        target: torch.Tensor,
+        params: Method.Params,
+        batch_size: int | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        method = getattr(captum.attr, self.captum_class)(model)
+        target = target.to(inputs.device)
+        return map_chunks(
+            inputs, batch_size, lambda rows: method.attribute(inputs[rows], target=target[rows])
+        )
 
 
 @METHODS.register("saliency")
@@ -61,25 +83,12 @@ class Saliency(Method):
 
 
 @METHODS.register("input_x_gradient")
-class InputXGradient(Method):
+class InputXGradient(_ParameterFreeCaptum):
     """Input times gradient of the target logit (Shrikumar et al., 2016)."""
 
     description = "input times gradient (Shrikumar et al. 2016)"
 
-    def _attribute(
-        self,
-        model: torch.nn.Module,
-        inputs: torch.Tensor,
-        target: torch.Tensor,
-        params: Method.Params,
-        batch_size: int | None,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        method = captum.attr.InputXGradient(model)
-        target = target.to(inputs.device)
-        return map_chunks(
-            inputs, batch_size, lambda rows: method.attribute(inputs[rows], target=target[rows])
-        )
+    captum_class = "InputXGradient"
 
 
 @METHODS.register("integrated_gradients")
@@ -161,44 +170,18 @@ class DeepLift(Method):
 
 
 @METHODS.register("guided_backprop")
-class GuidedBackprop(Method):
+class GuidedBackprop(_ParameterFreeCaptum):
     """Guided backpropagation (Springenberg et al., 2015): ReLU gradients also clipped to positive."""
 
     description = "guided backpropagation (Springenberg et al. 2015)"
 
-    def _attribute(
-        self,
-        model: torch.nn.Module,
-        inputs: torch.Tensor,
-        target: torch.Tensor,
-        params: Method.Params,
-        batch_size: int | None,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        method = captum.attr.GuidedBackprop(model)
-        target = target.to(inputs.device)
-        return map_chunks(
-            inputs, batch_size, lambda rows: method.attribute(inputs[rows], target=target[rows])
-        )
+    captum_class = "GuidedBackprop"
 
 
 @METHODS.register("deconvolution")
-class Deconvolution(Method):
+class Deconvolution(_ParameterFreeCaptum):
     """Deconvolution (Zeiler & Fergus, 2014): ReLUs pass the positive part of the incoming gradient."""
 
     description = "deconvnet backward pass (Zeiler & Fergus 2014)"
 
-    def _attribute(
-        self,
-        model: torch.nn.Module,
-        inputs: torch.Tensor,
-        target: torch.Tensor,
-        params: Method.Params,
-        batch_size: int | None,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        method = captum.attr.Deconvolution(model)
-        target = target.to(inputs.device)
-        return map_chunks(
-            inputs, batch_size, lambda rows: method.attribute(inputs[rows], target=target[rows])
-        )
+    captum_class = "Deconvolution"
