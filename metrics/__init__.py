@@ -1,1 +1,10 @@
-"""Evaluation metrics (issue 3 fills this package)."""
+"""Evaluation metrics: one registry, batched torch, a per-sample score and curves where they exist.
+
+    from xaibench.metrics import compute
+    result = compute("deletion", model, x, attributions, target=y, substrate="blur")
+    result.scores  # (N,)
+"""
+
+from xaibench.metrics.base import CATEGORIES, METRICS, Metric, MetricInputs, MetricResult, compute
+
+__all__ = ["CATEGORIES", "METRICS", "Metric", "MetricInputs", "MetricResult", "compute"]

@@ -1,0 +1,220 @@
+"""The metric contract and the metric registry.
+
+A metric is a class registered in ``METRICS`` with metadata as class attributes and a frozen ``Params``
+dataclass declaring its parameters, like a method. ``Metric.compute`` validates what it is given and
+returns a ``MetricResult``: one score per sample and, for metrics that have one, the curve behind it.
+
+Metrics are pure, batched torch: randomness only from the ``generator`` argument, drawn per sample
+(``sample_seeds``) so that results do not depend on ``batch_size``, the one knob that bounds how many
+rows go through the model in one forward pass.
+
+torch is imported lazily so that listing metrics does not import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from xaibench._lazy import lazy_import
+from xaibench.attribution.base import as_target, modality_of, parse_params
+from xaibench.errors import IncompatibleError, InputError
+from xaibench.models.meta import MODALITIES
+from xaibench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_import("torch")
+
+CATEGORIES = ("faithfulness", "robustness", "complexity", "randomisation", "localisation", "axiomatic",
+              "agreement")
+
+METRICS: Registry[type[Metric]] = Registry(
+    "metric",
+    modules=tuple(f"xaibench.metrics.{m}" for m in (
+        "curves", "confidence", "road", "irof", "correlation", "infidelity", "robustness", "stability",
+        "randomisation", "complexity", "localisation", "axiomatic", "agreement")),
+)
+
+#: explainer(model, inputs, target) -> attributions with the inputs' shape; robustness and randomisation
+#: metrics call it on perturbed inputs, other targets or a randomised model.
+Explainer = Callable[["torch.nn.Module", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricResult:
+    """What a metric returns.
+
+    Attributes:
+        scores: one value per sample (N,), float64 on the CPU. NaN where the metric is undefined for a
+            sample (e.g. a correlation of constant values); reports skip NaN and count them.
+        curve: (N, K) values along the metric's x axis, for curve metrics; None otherwise.
+        curve_x: (K,) the x axis shared by all samples (e.g. fraction of features removed).
+    """
+
+    scores: torch.Tensor
+    curve: torch.Tensor | None = None
+    curve_x: torch.Tensor | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricInputs:
+    """Validated inputs handed to ``Metric._compute``.
+
+    Attributes:
+        model: returns logits (N, classes); in eval mode.
+        inputs: (N, *S) float32, what the model takes (normalised).
+        attributions: (N, *S) float32, the explanation being scored.
+        target: (N,) int64, the explained class per sample.
+        masks: (N, *spatial) bool ground-truth masks (images (N, H, W), sequences (N, L), tabular
+            (N, F)), or None.
+        explainer: recomputes explanations (see ``Explainer``), or None.
+        reference: (N, *S) a ground-truth or reference attribution for agreement metrics, or None.
+        batch_size: the most rows per forward pass; None for one pass.
+    """
+
+    model: torch.nn.Module | None
+    inputs: torch.Tensor
+    attributions: torch.Tensor
+    target: torch.Tensor
+    masks: torch.Tensor | None = None
+    explainer: Explainer | None = None
+    reference: torch.Tensor | None = None
+    batch_size: int | None = None
+
+    @property
+    def n(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def modality(self) -> str:
+        return modality_of(self.inputs)
+
+
+class Metric:
+    """Base class of metrics. Subclasses set the metadata and implement ``_compute``.
+
+    Metadata (class attributes): ``category`` (one of CATEGORIES), ``higher_is_better`` (the score's
+    direction), what it needs (``needs_model``, ``needs_explainer``, ``needs_masks``,
+    ``needs_reference``), ``modalities`` it applies to, ``stochastic`` (uses the generator),
+    ``curve_label`` (the x axis of its curve, None without a curve), ``description`` (one line).
+    """
+
+    name: ClassVar[str]
+    category: ClassVar[str] = "faithfulness"
+    higher_is_better: ClassVar[bool] = True
+    needs_model: ClassVar[bool] = True
+    needs_explainer: ClassVar[bool] = False
+    needs_masks: ClassVar[bool] = False
+    needs_reference: ClassVar[bool] = False
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
+    stochastic: ClassVar[bool] = False
+    curve_label: ClassVar[str | None] = None
+    description: ClassVar[str] = ""
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        """No parameters."""
+
+    def compute(
+        self,
+        model: torch.nn.Module | None,
+        inputs: torch.Tensor,
+        attributions: torch.Tensor,
+        *,
+        target: torch.Tensor | int,
+        masks: torch.Tensor | None = None,
+        explainer: Explainer | None = None,
+        reference: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        **params: Any,
+    ) -> MetricResult:
+        """Score ``attributions`` of ``inputs`` (N, *S) towards ``target``; see ``MetricInputs``.
+
+        Args:
+            generator: the only source of randomness; a fixed default seed when None.
+            **params: metric parameters; strings are converted to the declared types.
+
+        Raises:
+            InputError: shapes that do not match, NaN, a bad parameter, a missing requirement.
+            IncompatibleError: a modality the metric does not apply to.
+        """
+        parsed = parse_params(self.Params, params, owner=f"metric {self.name!r}")
+        batch = self._validate(model, inputs, attributions, target, masks, explainer, reference, batch_size)
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        if model is not None:
+            model.eval()
+        result = self._compute(batch, parsed, generator)
+        return _checked(result, batch.n, self.name)
+
+    def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
+        raise NotImplementedError
+
+    def _validate(self, model: Any, inputs: torch.Tensor, attributions: torch.Tensor, target: Any,
+                  masks: Any, explainer: Any, reference: Any, batch_size: int | None) -> MetricInputs:
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        if inputs.ndim < 2 or inputs.shape[0] == 0:
+            raise InputError(f"inputs must be a non-empty batch, got shape {tuple(inputs.shape)}")
+        if attributions.shape != inputs.shape:
+            raise InputError(f"attributions {tuple(attributions.shape)} do not match inputs "
+                             f"{tuple(inputs.shape)}")
+        if not (torch.isfinite(inputs).all() and torch.isfinite(attributions).all()):
+            raise InputError("inputs or attributions contain NaN or infinite values")
+        if (modality := modality_of(inputs)) not in self.modalities:
+            raise IncompatibleError(f"metric {self.name} does not apply to {modality} inputs")
+        for needed, value, what in ((self.needs_model, model, "a model"),
+                                    (self.needs_explainer, explainer, "an explainer"),
+                                    (self.needs_masks, masks, "ground-truth masks"),
+                                    (self.needs_reference, reference, "a reference attribution")):
+            if needed and value is None:
+                raise InputError(f"metric {self.name} needs {what}")
+        return MetricInputs(
+            model=model, inputs=inputs.detach().float(), attributions=attributions.detach().float(),
+            target=as_target(target, inputs.shape[0]), masks=_masks(masks, inputs),
+            explainer=explainer, reference=_reference(reference, inputs), batch_size=batch_size)
+
+
+def compute(metric: str, model: Any, inputs: torch.Tensor, attributions: torch.Tensor, /,
+            **kwargs: Any) -> MetricResult:
+    """Functional form: ``compute("deletion", model, x, a, target=y, substrate="blur")``."""
+    return METRICS.get(metric)().compute(model, inputs, attributions, **kwargs)
+
+
+def spatial_shape(inputs: torch.Tensor) -> tuple[int, ...]:
+    """The per-sample shape of masks and channel-summed maps: (H, W), (L,) or (F,)."""
+    return tuple(inputs.shape[1:]) if inputs.ndim == 2 else tuple(inputs.shape[2:])
+
+
+def _masks(masks: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor | None:
+    if masks is None:
+        return None
+    expected = (inputs.shape[0], *spatial_shape(inputs))
+    if tuple(masks.shape) != expected:
+        raise InputError(f"masks must have shape {expected}, got {tuple(masks.shape)}")
+    return masks.bool()
+
+
+def _reference(reference: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor | None:
+    if reference is None:
+        return None
+    if reference.shape != inputs.shape:
+        raise InputError(f"reference attributions {tuple(reference.shape)} do not match inputs "
+                         f"{tuple(inputs.shape)}")
+    return reference.detach().float()
+
+
+def _checked(result: MetricResult, n: int, name: str) -> MetricResult:
+    # a wrong shape is a bug in the metric, not a user error
+    if result.scores.shape != (n,):
+        raise AssertionError(f"{name} returned scores of shape {tuple(result.scores.shape)} for {n} samples")
+    if result.curve is not None and (result.curve.ndim != 2 or result.curve.shape[0] != n):
+        raise AssertionError(f"{name} returned a curve of shape {tuple(result.curve.shape)}")
+    return MetricResult(
+        scores=result.scores.detach().double().cpu(),
+        curve=None if result.curve is None else result.curve.detach().double().cpu(),
+        curve_x=None if result.curve_x is None else result.curve_x.detach().double().cpu())
