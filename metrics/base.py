@@ -154,6 +154,11 @@ class Metric:
     def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
         raise NotImplementedError
 
+    def direction(self, params: Any) -> bool:
+        """Whether higher scores are better for these parameters (a metric whose direction depends on
+        a parameter, such as the removal order, overrides this); reports rank by it."""
+        return self.higher_is_better
+
     def _validate(self, model: Any, inputs: torch.Tensor, attributions: torch.Tensor, target: Any,
                   masks: Any, explainer: Any, reference: Any, batch_size: int | None) -> MetricInputs:
         if batch_size is not None and batch_size < 1:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 else:
     torch = lazy_import("torch")
 
-OUTPUTS = ("probability", "logit")
+OUTPUTS = ("probability", "logit", "top1")
 SUBSTRATES = (*SIMPLE_BASELINES, "blur", "uniform")
 ORDERS = ("morf", "lerf", "random")
 
@@ -40,14 +40,18 @@ ORDERS = ("morf", "lerf", "random")
 
 
 def class_scores(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
-    """The target class's softmax probability or logit for each row of ``x`` (no gradients)."""
+    """Per row of ``x``: the target class's softmax probability, its logit, or top1 (1.0 when the
+    target is the predicted class, else 0.0). No gradients."""
     if output not in OUTPUTS:
         raise UnknownNameError.for_name("output", output, list(OUTPUTS))
     with torch.no_grad():
         logits = model(x).float()
+    target = target.to(logits.device)
+    if output == "top1":
+        return (logits.argmax(dim=1) == target).float()
     if output == "probability":
         logits = logits.softmax(dim=1)
-    return logits.gather(1, target[:, None].to(logits.device)).squeeze(1)
+    return logits.gather(1, target[:, None]).squeeze(1)
 
 
 def batched_scores(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, output: str,
@@ -64,7 +68,7 @@ def perturbed_scores(batch: MetricInputs, copies: int, build: Callable[[slice], 
     Args:
         build: ``build(samples)`` returns the perturbed inputs of a slice of samples,
             (len, copies, *S); it is called chunk by chunk so that memory stays bounded.
-        output: "probability" (softmax) or "logit".
+        output: "probability" (softmax), "logit" or "top1" (see ``class_scores``).
     """
     out = torch.empty((batch.n, copies), dtype=torch.float32)
     for samples in sample_chunks(batch.n, copies, batch.batch_size):
