@@ -42,6 +42,19 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
     return params
 
 
+def parse_named_params(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["deletion.substrate=blur", ...]`` -> ``{"deletion": {"substrate": "blur"}}``."""
+    from xaibench.errors import InputError
+
+    named: dict[str, dict[str, str]] = {}
+    for key, value in parse_params(items).items():
+        owner, dot, name = key.partition(".")
+        if not dot or not owner or not name:
+            raise InputError(f"evaluate parameters are NAME.KEY=VALUE (a method or metric name), got {key!r}")
+        named.setdefault(owner, {})[name] = value
+    return named
+
+
 def parse_arch_args(items: list[str] | None) -> dict[str, Any] | None:
     """``--arch-arg`` values as Python values: int, then float, then the text itself."""
     if not items:

@@ -1,4 +1,4 @@
-"""Listing commands (``xaibench methods``, ``xaibench datasets``); they never import torch."""
+"""Listing commands (``xaibench methods``, ``metrics``, ``datasets``); they never import torch."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from xaibench.cli.output import Output
 def register(app: typer.Typer) -> None:
     app.command("methods")(methods)
     app.command("datasets")(datasets)
+    app.command("metrics")(metrics)
 
 
 def methods(
@@ -34,6 +35,38 @@ def methods(
         })
     Output(json_mode).result(rows, lambda console: _table(console, rows, ["name", "category",
                                                                           "modalities", "params"]))
+
+
+def metrics(
+    pattern: str = typer.Argument("*", help="Glob(s), comma-separated, e.g. '*sensitivity*'."),
+    category: str = typer.Option(None, "--category", help="Only metrics of this category."),
+    json_mode: bool = common.JSON,
+) -> None:
+    """List evaluation metrics: category, direction, requirements and parameters."""
+    from xaibench.attribution import describe_params
+    from xaibench.errors import UnknownNameError
+    from xaibench.metrics import CATEGORIES, METRICS
+
+    if category is not None and category not in CATEGORIES:
+        raise UnknownNameError.for_name("metric category", category, list(CATEGORIES))
+    rows = []
+    for name in METRICS.list(pattern):
+        cls = METRICS.get(name)
+        if category and cls.category != category:
+            continue
+        needs = [what for what, flag in (("model", cls.needs_model), ("explainer", cls.needs_explainer),
+                                         ("masks", cls.needs_masks), ("reference", cls.needs_reference))
+                 if flag]
+        rows.append({
+            "name": name, "category": cls.category,
+            "direction": "higher is better" if cls.higher_is_better else "lower is better",
+            "higher_is_better": cls.higher_is_better, "needs": needs, "modalities": list(cls.modalities),
+            "stochastic": cls.stochastic, "curve": cls.curve_label, "params": describe_params(cls.Params),
+            "description": cls.description,
+        })
+    rows.sort(key=lambda row: (CATEGORIES.index(row["category"]), row["name"]))
+    Output(json_mode).result(rows, lambda console: _table(console, rows, ["name", "category", "direction",
+                                                                          "description"]))
 
 
 def datasets(json_mode: bool = common.JSON) -> None:

@@ -63,7 +63,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     prepared = prepare(loaded, selection, config.batch_size)
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
-    extra = _references(method, prepared, generator)
+    extra = reference_samples(method, prepared, generator)
     tic = time.perf_counter()
     progress = on_progress(len(prepared.data)) if on_progress else nullcontext()
     with progress:
@@ -79,7 +79,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
         timings["heatmaps"] = time.perf_counter() - tic
         _write_attributions(staging, prepared, attributions, method.name)
         record = runs.run_record("explain", argv, _config_dict(config, method), config.seed)
-        record.update(model=_model_record(loaded, prepared), data=_data_record(prepared),
+        record.update(model=model_record(loaded, prepared), data=data_record(prepared),
                       method={"name": method.name,
                               "params": {**describe_params(method.Params), **config.params}},
                       heatmaps=spec,
@@ -89,7 +89,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started)
 
 
-def _references(method: Any, prepared: Prepared, generator: torch.Generator) -> dict[str, Any]:
+def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator) -> dict[str, Any]:
     """Training samples for methods that draw baselines from data (expected_gradients)."""
     if not getattr(method, "needs_references", False):
         return {}
@@ -157,12 +157,12 @@ def _write_attributions(staging: Path, prepared: Prepared, attributions: torch.T
     save_file(tensors, str(staging / runs.ATTRIBUTIONS_FILE), metadata={"method": method})
 
 
-def _model_record(loaded: LoadedModel, prepared: Prepared) -> dict[str, Any]:
+def model_record(loaded: LoadedModel, prepared: Prepared) -> dict[str, Any]:
     return {"path": str(loaded.path), "sha256": loaded.sha256, "format": loaded.format,
             "meta": prepared.meta.to_dict()}
 
 
-def _data_record(prepared: Prepared) -> dict[str, Any]:
+def data_record(prepared: Prepared) -> dict[str, Any]:
     data = prepared.data
     return {"name": data.name, "split": data.split, "modality": data.modality, "samples": len(data),
             "indices": data.indices.tolist()}

@@ -1,0 +1,106 @@
+"""``xaibench evaluate`` (score methods with metrics, write reports) and ``xaibench report`` (rebuild them)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("report")(report)
+
+
+def evaluate(
+    model: str = common.MODEL,
+    methods: str = typer.Option(None, "--methods", "-m", help="Methods to compare, comma-separated "
+                                "(default: those of the --attributions runs)."),
+    metrics: str = typer.Option("faithfulness", "--metrics", help="Metric names, categories "
+                                "(faithfulness or category:faithfulness), globs or 'all'."),
+    data: str = common.DATA,
+    n: int = common.N,
+    indices: str = common.INDICES,
+    target: str = common.TARGET,
+    param: list[str] = typer.Option(None, "--param", "-p", help="NAME.KEY=VALUE for a method or metric "
+                                    "(repeatable), e.g. -p deletion.substrate=blur."),
+    reference: str = typer.Option(None, "--reference", help="Method whose attributions serve as the "
+                                  "reference of the agreement metrics."),
+    attributions: list[str] = typer.Option(None, "--attributions", help="Reuse the attributions of an "
+                                           "explain or evaluate run (repeatable)."),
+    out: str = common.OUT,
+    overwrite: bool = common.OVERWRITE,
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+) -> None:
+    """Score attribution methods with metrics; write metrics.json, metrics.csv, report.md and report.html."""
+    from xaibench.evaluate import EvaluateConfig
+    from xaibench.evaluate import evaluate as run_evaluate
+
+    output = Output(json_mode)
+    config = EvaluateConfig(
+        model=model, methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()),
+        metrics=metrics, params=common.parse_named_params(param), reference=reference,
+        attributions=tuple(attributions or ()), out=out, overwrite=overwrite, seed=seed,
+        batch_size=batch_size, trust_model=trust_model, arch=arch,
+        arch_kwargs=common.parse_arch_args(arch_arg),
+        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
+                                   input_shape=input_shape, classes=classes),
+    )
+    result = run_evaluate(config, ["xaibench", *sys.argv[1:]], on_progress=output.progress)
+    summary = result.summary
+    document = {
+        "run_dir": str(result.run_dir),
+        "report": str(result.run_dir / "report.html"),
+        "metrics_json": str(result.run_dir / "metrics.json"),
+        "ranking": summary["ranking"],
+        "skipped": summary["skipped"],
+        "seconds": round(result.seconds, 3),
+    }
+    output.result(document, lambda console: _print_ranking(console, summary, document))
+
+
+def report(
+    run_dir: str = typer.Argument(..., help="A run directory written by xaibench evaluate."),
+    json_mode: bool = common.JSON,
+) -> None:
+    """Rebuild report.md and report.html of an evaluate run from its metrics.json and heatmaps."""
+    from pathlib import Path
+
+    from xaibench.rebuild import rebuild_reports
+
+    md, html = rebuild_reports(Path(run_dir))
+    Output(json_mode).result({"report_md": str(md), "report_html": str(html)},
+                             lambda console: console.print(f"Wrote {md} and {html}"))
+
+
+def _print_ranking(console: object, summary: dict, document: dict) -> None:
+    from rich.table import Table
+
+    metrics = summary["metrics"]
+    table = Table(title=summary["title"], box=None, pad_edge=False)
+    table.add_column("method")
+    table.add_column("mean rank", justify="right")
+    for name, meta in metrics.items():
+        table.add_column(f"{name} {'↑' if meta['higher_is_better'] else '↓'}", justify="right")
+    for row in summary["ranking"]:
+        cells = [_fmt(summary["results"][row["method"]][m]["mean"]) for m in metrics]
+        table.add_row(row["method"], f"{row['mean_rank']:.2f}", *cells)
+    console.print(table)
+    for skip in summary["skipped"]:
+        console.print(f"[dim]skipped {skip['metric']}: {skip['reason']}[/]")
+    console.print(f"Report: {document['report']}  ({document['seconds']:.1f} s)")
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"

@@ -1,0 +1,158 @@
+"""``xaibench evaluate``, ``report`` and ``metrics``, end to end through the installed entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.cli.conftest import SAMPLES
+from xaibench.attribution import attribute
+from xaibench.data import load_data, select
+from xaibench.metrics import METRICS, compute
+from xaibench.models import load_model
+
+LOGREG = str(SAMPLES / "breast_cancer_logreg.pt")
+SHAPES = str(SAMPLES / "shapes_cnn.pt")
+
+
+def _evaluate(cli, out: Path, model: str, *args: str) -> dict:
+    result = cli("evaluate", model, "--out", str(out), "--json", *args)
+    assert result.code == 0, result.stderr
+    return result.json()
+
+
+def test_evaluate_writes_a_run_whose_values_equal_the_library(cli, tmp_path):
+    out = tmp_path / "run"
+    document = _evaluate(cli, out, LOGREG, "--methods", "saliency,integrated_gradients",
+                         "--metrics", "deletion,sparseness,faithfulness_correlation", "-n", "8",
+                         "-p", "integrated_gradients.n_steps=16", "-p", "deletion.substrate=mean")
+    assert document["run_dir"] == str(out)
+    names = {p.name for p in out.iterdir()}
+    assert names >= {"run.json", "metrics.json", "metrics.csv", "report.md", "report.html",
+                     "attributions.safetensors", "heatmaps"}
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["methods"] == ["saliency", "integrated_gradients"]
+    assert list(summary["metrics"]) == ["deletion", "sparseness", "faithfulness_correlation"]
+    assert summary["metrics"]["deletion"]["params"]["substrate"] == "mean"
+
+    loaded = load_model(LOGREG)
+    data = select(load_data("breast_cancer:test"), n=8)
+    x = data.x.float()
+    target = loaded.module(x).argmax(1)
+    a = attribute("integrated_gradients", loaded.module, x, target=target, n_steps=16)
+    for metric, params in (("deletion", {"substrate": "mean"}), ("faithfulness_correlation", {})):
+        expected = compute(metric, loaded.module, x, a, target=target,
+                           generator=torch.Generator().manual_seed(0), **params).scores
+        stored = torch.tensor(summary["results"]["integrated_gradients"][metric]["values"], dtype=torch.float64)
+        torch.testing.assert_close(stored, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+        entry = summary["results"]["integrated_gradients"][metric]
+        low, high = entry["ci95"]
+        assert low <= entry["mean"] <= high and entry["n"] + entry["nan"] == 8
+
+    tensors = load_file(str(out / "attributions.safetensors"))
+    torch.testing.assert_close(tensors["attributions/integrated_gradients"], a, rtol=1e-5, atol=1e-6)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"saliency", "integrated_gradients"}
+    html = (out / "report.html").read_text()
+    assert "integrated_gradients" in html and "faithfulness_correlation" in html
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["integrated_gradients", "saliency"]
+
+
+def test_ranking_respects_directions(cli, tmp_path):
+    summary = _evaluate(cli, tmp_path / "run", LOGREG, "--methods", "saliency,random,input_x_gradient",
+                        "--metrics", "deletion,insertion", "-n", "6")
+    ranking = summary["ranking"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for metric in ("deletion", "insertion"):
+        means = {m: metrics["results"][m][metric]["mean"] for m in metrics["methods"]}
+        best = (max if metrics["metrics"][metric]["higher_is_better"] else min)(means, key=means.get)
+        assert next(r for r in ranking if r["method"] == best)["ranks"][metric] == 1
+
+
+def test_categories_skip_what_cannot_run_and_named_metrics_must_run(cli, tmp_path):
+    summary = _evaluate(cli, tmp_path / "a", LOGREG, "--methods", "saliency",
+                        "--metrics", "localisation,sparseness", "-n", "4")
+    skipped = {s["metric"] for s in summary["skipped"]}
+    assert "pointing_game" in skipped and "sparseness" not in skipped
+    named = cli("evaluate", LOGREG, "--methods", "saliency", "--metrics", "pointing_game", "-n", "4",
+                "--out", str(tmp_path / "b"))
+    assert named.code == 2 and "masks" in named.stderr and not (tmp_path / "b").exists()
+
+
+def test_localisation_runs_on_shapes_masks(cli, tmp_path):
+    out = tmp_path / "run"
+    _evaluate(cli, out, SHAPES, "--methods", "gradcam,random", "--metrics",
+              "pointing_game,attribution_localisation", "-n", "6")
+    results = json.loads((out / "metrics.json").read_text())["results"]
+    assert results["gradcam"]["pointing_game"]["mean"] > results["random"]["pointing_game"]["mean"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "saliency", "--metrics", "delection"], "deletion"),
+    (["--methods", "salency", "--metrics", "deletion"], "saliency"),
+    (["--methods", "saliency", "--metrics", "deletion", "-p", "deletion.nope=1"], "nope"),
+    (["--methods", "saliency", "--metrics", "deletion", "-p", "nothing=1"], "NAME.KEY"),
+    (["--methods", "saliency", "--metrics", "category:nonsense"], "category"),
+    (["--metrics", "deletion"], "--methods"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
+    result = cli("evaluate", LOGREG, *args, "-n", "2", "--out", str(tmp_path / "run"))
+    assert result.code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_is_kept_without_overwrite(cli, tmp_path):
+    out = tmp_path / "run"
+    _evaluate(cli, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
+    before = (out / "metrics.json").read_bytes()
+    again = cli("evaluate", LOGREG, "--methods", "saliency", "--metrics", "complexity", "-n", "2",
+                "--out", str(out))
+    assert again.code == 2 and (out / "metrics.json").read_bytes() == before
+
+
+def test_reuses_attributions_of_an_explain_run(cli, tmp_path):
+    explained = tmp_path / "explained"
+    assert cli("explain", LOGREG, "--method", "saliency", "-n", "5", "--out", str(explained)).code == 0
+    summary = _evaluate(cli, tmp_path / "run", LOGREG, "--attributions", str(explained),
+                        "--metrics", "sparseness")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["methods"] == ["saliency"] and metrics["data"]["samples"] == 5
+    a = load_file(str(explained / "attributions.safetensors"))["attributions"]
+    expected = compute("sparseness", None, a, a, target=0).scores
+    stored = torch.tensor(metrics["results"]["saliency"]["sparseness"]["values"], dtype=torch.float64)
+    torch.testing.assert_close(stored, expected)
+    assert summary["skipped"] == []
+
+
+def test_report_rebuilds_from_the_run(cli, tmp_path):
+    out = tmp_path / "run"
+    _evaluate(cli, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
+    (out / "report.html").unlink()
+    result = cli("report", str(out), "--json")
+    assert result.code == 0, result.stderr
+    assert (out / "report.html").is_file() and result.json()["report_html"] == str(out / "report.html")
+    assert cli("report", str(tmp_path)).code == 2
+
+
+def test_metrics_listing_without_torch(cli):
+    listed = cli("metrics", "--json")
+    assert listed.code == 0
+    rows = listed.json()
+    assert {r["name"] for r in rows} == set(METRICS.list())
+    deletion = next(r for r in rows if r["name"] == "deletion")
+    assert deletion["higher_is_better"] is False and deletion["category"] == "faithfulness"
+    local = cli("metrics", "--category", "localisation", "--json").json()
+    assert local and all(r["needs"] == ["model", "masks"] or "masks" in r["needs"] for r in local)
+    assert cli("metrics", "--category", "nope").code == 2
+    code = ("import sys; from xaibench.cli.app import main; sys.argv=['xaibench','metrics'];\n"
+            "try:\n    main(['metrics'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch._C' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

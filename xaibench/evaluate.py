@@ -1,0 +1,235 @@
+"""The evaluate job: attributions of several methods scored by many metrics, written as a run with reports.
+
+Every (method, metric) pair sees the same random draws (a fresh generator seeded with the run's seed),
+so differences between methods are not sampling noise of the perturbations.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from xaibench import runs
+from xaibench.attribution import METHODS, describe_params, parse_params
+from xaibench.evaluate_plan import Plan, make_plan
+from xaibench.explain import data_record, heatmap_spec, model_record, reference_samples, render_run_heatmaps
+from xaibench.inputs import Prepared, Selection, prepare
+from xaibench.metrics import METRICS
+from xaibench.metrics.summary import summarise
+from xaibench.models import load_model
+from xaibench.progress import advance, reporting
+from xaibench.report import HeatmapStyle
+from xaibench.report.comparison import rank_methods, write_reports
+from xaibench.reused import reused_attributions, reused_selection
+
+DEFAULT_SAMPLES = 32  # scored when neither --n nor --indices is given
+HEATMAP_SAMPLES = 6  # heatmaps per method shown in the report
+METRICS_FILE = "metrics.json"
+CSV_FILE = "metrics.csv"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything ``xaibench evaluate`` was asked to do; ``params`` maps a method or metric name to
+    its parameters."""
+
+    model: str
+    methods: tuple[str, ...] = ()
+    metrics: str = "faithfulness"
+    selection: Selection = Selection()
+    params: dict[str, dict[str, str]] = field(default_factory=dict)
+    reference: str | None = None
+    attributions: tuple[str, ...] = ()
+    out: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+    batch_size: int | None = None
+    trust_model: bool = False
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    seconds: float
+
+
+Progress = Callable[[str, int], Any]
+
+
+def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | None = None) -> EvaluateResult:
+    """Run ``config`` and write its run directory; ``on_progress(label, total)`` gives a progress context."""
+    started = time.perf_counter()
+    reused_runs = [Path(p) for p in config.attributions]
+    plan = make_plan(config.methods, config.metrics, config.params, config.reference, reused_runs)
+    out = Path(config.out) if config.out else runs.default_run_dir(
+        "evaluate", Path(config.model).stem)
+    runs.check_destination(out, config.overwrite)
+    loaded = load_model(config.model, trust_model=config.trust_model, arch=config.arch,
+                        arch_kwargs=config.arch_kwargs)
+    selection = reused_selection(reused_runs, config.selection)
+    if selection.n is None and selection.indices is None:
+        selection = replace(selection, n=DEFAULT_SAMPLES)
+    prepared = prepare(loaded, selection, config.batch_size)
+    plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None)
+    timings: dict[str, Any] = {"load": time.perf_counter() - started}
+    reused = reused_attributions(reused_runs, loaded.sha256, prepared.data.indices)
+    attributions = _attributions(plan, config, prepared, loaded.module, reused, on_progress, timings)
+    reference = attributions.get(plan.reference) if plan.reference else None
+    tic = time.perf_counter()
+    results = _score(plan, config, prepared, loaded.module, attributions, reference, on_progress)
+    timings["metrics"] = time.perf_counter() - tic
+    summary = _summary(plan, prepared, loaded, results, config.seed)
+    with runs.staged_dir(out, config.overwrite) as staging:
+        tic = time.perf_counter()
+        heatmaps = _heatmaps(plan, prepared, attributions, loaded.path, staging)
+        timings["heatmaps"] = time.perf_counter() - tic
+        _write_tensors(staging, prepared, attributions)
+        runs.write_json(staging / METRICS_FILE, summary)
+        _write_csv(staging / CSV_FILE, summary)
+        tic = time.perf_counter()
+        write_reports(summary, staging, heatmaps)
+        timings["reports"] = time.perf_counter() - tic
+        record = runs.run_record("evaluate", argv, _config_dict(config), config.seed)
+        record.update(model=model_record(loaded, prepared), data=data_record(prepared),
+                      methods=plan.methods, metrics=list(plan.metrics), timings=timings,
+                      outputs=[runs.ATTRIBUTIONS_FILE, METRICS_FILE, CSV_FILE, "report.md",
+                               "report.html", runs.HEATMAPS_DIR])
+        runs.write_json(staging / runs.RUN_FILE, record)
+    return EvaluateResult(out, summary, time.perf_counter() - started)
+
+
+def _attributions(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.nn.Module,
+                  reused: dict[str, torch.Tensor], on_progress: Progress | None,
+                  timings: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Each method's attributions (and the reference method's), reused from runs where available."""
+    out: dict[str, torch.Tensor] = {}
+    for name in plan.attributed:
+        if name in reused:
+            out[name] = reused[name]
+            continue
+        tic = time.perf_counter()
+        progress = on_progress(name, len(prepared.data)) if on_progress else nullcontext()
+        with progress:
+            out[name] = _explainer(name, plan, config, prepared)(model, prepared.inputs, prepared.targets)
+        timings[f"attribute:{name}"] = time.perf_counter() - tic
+    return out
+
+
+def _explainer(name: str, plan: Plan, config: EvaluateConfig,
+               prepared: Prepared) -> Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The method as metrics call it: fixed parameters and seed, any model, inputs and target."""
+    method = METHODS.get(name)()
+    params = plan.params.get(name, {})
+    extra = reference_samples(method, prepared, torch.Generator().manual_seed(config.seed))
+
+    def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return method.attribute(model, inputs, target=target, batch_size=config.batch_size,
+                                generator=torch.Generator().manual_seed(config.seed), **params, **extra)
+
+    return explain
+
+
+def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.nn.Module,
+           attributions: dict[str, torch.Tensor], reference: torch.Tensor | None,
+           on_progress: Progress | None) -> dict[str, dict[str, Any]]:
+    """Summaries per method and metric; one progress step per pair."""
+    results: dict[str, dict[str, Any]] = {name: {} for name in plan.methods}
+    total = len(plan.methods) * len(plan.metrics)
+    progress = on_progress("metrics", total) if on_progress else nullcontext()
+    with progress:
+        for method in plan.methods:
+            explainer = _explainer(method, plan, config, prepared)
+            for metric_name in plan.metrics:
+                metric = METRICS.get(metric_name)()
+                tic = time.perf_counter()
+                with reporting(lambda _: None):  # the metric's own steps: the bar counts pairs
+                    result = metric.compute(
+                        model, prepared.inputs, attributions[method], target=prepared.targets,
+                        masks=prepared.data.masks, explainer=explainer, reference=reference,
+                        batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed),
+                        **plan.params.get(metric_name, {}))
+                entry = summarise(result, torch.Generator().manual_seed(config.seed))
+                entry["seconds"] = round(time.perf_counter() - tic, 4)
+                results[method][metric_name] = entry
+                advance(1)
+    return results
+
+
+def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any], seed: int) -> dict[str, Any]:
+    metrics: dict[str, Any] = {}
+    for name in plan.metrics:
+        cls = METRICS.get(name)
+        parsed = parse_params(cls.Params, plan.params.get(name, {}), owner=f"metric {name!r}")
+        metrics[name] = {"category": cls.category, "higher_is_better": cls().direction(parsed),
+                         "description": cls.description, "curve_label": cls.curve_label,
+                         "params": {**describe_params(cls.Params), **plan.params.get(name, {})}}
+    data = data_record(prepared)
+    record = runs.run_record("evaluate", [], {}, 0)
+    return {
+        "title": f"{Path(loaded.path).stem} · {data['name']}:{data['split']} · {data['samples']} samples",
+        "model": model_record(loaded, prepared), "data": data,
+        "methods": plan.methods, "metrics": metrics, "results": results,
+        "ranking": rank_methods(results, metrics),
+        "skipped": plan.skipped, "reference": plan.reference, "seed": seed,
+        "created": record["created"], "versions": record["versions"],
+    }
+
+
+def _heatmaps(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tensor], model_path: str,
+              staging: Path) -> dict[str, list[Path]]:
+    """The first few samples' heatmaps per method, under heatmaps/<method>/."""
+    shown = min(HEATMAP_SAMPLES, len(prepared.data))
+    raw = prepared.data.x[:shown]
+    files: dict[str, list[Path]] = {}
+    for name in plan.methods:
+        maps = attributions[name][:shown]
+        spec = heatmap_spec(prepared, attributions[name], METHODS.get(name), model_path)
+        spec.update(stems=spec["stems"][:shown], captions=spec["captions"][:shown],
+                    signed=bool((maps < 0).any()))
+        rendered = render_run_heatmaps(spec, maps, raw, staging / runs.HEATMAPS_DIR / name, HeatmapStyle())
+        files[name] = [p for p in rendered if p.name != "grid.png"]
+    return files
+
+
+def _write_tensors(staging: Path, prepared: Prepared, attributions: dict[str, torch.Tensor]) -> None:
+    tensors = {f"attributions/{name}": value.contiguous() for name, value in attributions.items()}
+    tensors.update(inputs=prepared.inputs.contiguous(), targets=prepared.targets,
+                   predictions=prepared.predictions, probabilities=prepared.probabilities.contiguous(),
+                   indices=prepared.data.indices)
+    if prepared.data.y is not None:
+        tensors["labels"] = prepared.data.y
+    if prepared.data.masks is not None:
+        tensors["masks"] = prepared.data.masks.to(torch.uint8)
+    save_file(tensors, str(staging / runs.ATTRIBUTIONS_FILE), metadata={"methods": ",".join(attributions)})
+
+
+def _write_csv(path: Path, summary: dict[str, Any]) -> None:
+    """One row per method and metric: the statistics of metrics.json without the per-sample values."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "metric", "category", "higher_is_better", "mean", "std", "ci95_low",
+                         "ci95_high", "n", "nan", "seconds"])
+        for method, per_metric in summary["results"].items():
+            for metric, entry in per_metric.items():
+                meta = summary["metrics"][metric]
+                writer.writerow([method, metric, meta["category"], meta["higher_is_better"], entry["mean"],
+                                 entry["std"], *entry["ci95"], entry["n"], entry["nan"], entry["seconds"]])
+
+
+def _config_dict(config: EvaluateConfig) -> dict[str, Any]:
+    values = asdict(config)
+    values["methods"] = list(config.methods)
+    values["attributions"] = list(config.attributions)
+    return values
+

@@ -1,0 +1,97 @@
+"""What an evaluation will compute, checked before any model is loaded: methods, metrics, parameters.
+
+Metrics chosen by ``all``, a category or a glob are skipped (and listed in the report) where they
+cannot run on this model and data; a metric the user named must run, or the command fails with exit 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from xaibench import runs
+from xaibench.attribution import METHODS, parse_params
+from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.metrics import METRICS
+from xaibench.metrics.selection import choose_metrics
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Methods to score, metrics to compute, per-name parameters and what was skipped (with why)."""
+
+    methods: list[str]
+    metrics: list[str]
+    explicit: frozenset[str]
+    params: dict[str, dict[str, str]]
+    reference: str | None = None
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def attributed(self) -> list[str]:
+        """Methods whose attributions are needed: the scored ones and the reference."""
+        extra = [self.reference] if self.reference and self.reference not in self.methods else []
+        return [*self.methods, *extra]
+
+    def applicable(self, modality: str, has_masks: bool) -> Plan:
+        """The plan without the metrics that cannot run on this data; IncompatibleError for named ones."""
+        keep, skipped = [], list(self.skipped)
+        for name in self.metrics:
+            reason = _why_not(METRICS.get(name), modality, has_masks, self.reference)
+            if reason is None:
+                keep.append(name)
+            elif name in self.explicit:
+                raise IncompatibleError(f"metric {name} cannot run here: {reason}")
+            else:
+                skipped.append({"metric": name, "reason": reason})
+        if not keep:
+            raise IncompatibleError("none of the chosen metrics can run on this model and data: "
+                                    + "; ".join(f"{s['metric']}: {s['reason']}" for s in skipped))
+        return replace(self, metrics=keep, skipped=skipped)
+
+
+def make_plan(methods: tuple[str, ...], metrics: str, params: dict[str, dict[str, str]],
+              reference: str | None, reused_runs: list[Path]) -> Plan:
+    """Check names and parameters; methods default to those of the reused runs."""
+    names = list(dict.fromkeys(methods)) or reused_method_names(reused_runs)
+    if not names:
+        raise InputError("name the methods to compare with --methods (or reuse runs with --attributions)")
+    for name in [*names, *([reference] if reference else [])]:
+        METHODS.get(name)  # UnknownNameError with a suggestion
+    chosen = choose_metrics(metrics)
+    metric_names = [c.name for c in chosen]
+    known = {*names, *metric_names, *([reference] if reference else [])}
+    for owner, values in params.items():
+        if owner not in known:
+            raise UnknownNameError.for_name("method or metric", owner, sorted(known),
+                                            where="the parameters (-p NAME.KEY=VALUE)")
+        registry, kind = (METRICS, "metric") if owner in metric_names else (METHODS, "method")
+        parse_params(registry.get(owner).Params, values, owner=f"{kind} {owner!r}")
+    return Plan(methods=names, metrics=metric_names, explicit=frozenset(c.name for c in chosen if c.explicit),
+                params=params, reference=reference)
+
+
+def reused_method_names(run_dirs: list[Path]) -> list[str]:
+    """Method names recorded in the run.json of explain and evaluate runs."""
+    names: list[str] = []
+    for run_dir in run_dirs:
+        record = runs.read_run(run_dir)
+        if record.get("command") == "explain":
+            names.append(record["method"]["name"])
+        elif record.get("command") == "evaluate":
+            names.extend(record.get("methods", []))
+        else:
+            raise InputError(f"{run_dir} is a {record.get('command')!r} run; --attributions takes "
+                             "explain or evaluate runs")
+    return list(dict.fromkeys(names))
+
+
+def _why_not(metric: Any, modality: str, has_masks: bool, reference: str | None) -> str | None:
+    if modality not in metric.modalities:
+        return f"does not apply to {modality} inputs"
+    if metric.needs_masks and not has_masks:
+        return "needs ground-truth masks (the shapes dataset has them)"
+    if metric.needs_reference and reference is None:
+        return "needs a reference attribution (--reference METHOD)"
+    return None
