@@ -1,10 +1,12 @@
 """Sanity: on a model whose relevant features are known, metrics prefer the correct explanation.
 
-The planted model sees bright pixels only: the logit of class 0 is ``sum relu(x - 0.5)`` over all
-pixels, class 1 has a constant logit of half the object's evidence. Each image is a dim background
-(values below 0.3) with one bright 4x4 square (value 1) at a random place, whose mask is the ground
-truth. The correct attribution is each pixel's exact share of the class-0 logit, ``relu(x - 0.5)``;
-the random one is uniform noise. Every faithfulness and localisation metric must score the correct
+The planted model: the logit of class 0 is ``sum relu(x - 0.5)`` over all pixels (bright pixels are
+evidence for it), the logit of class 1 is a constant plus ``LEAK * sum x`` (every pixel's brightness is
+weak evidence against class 0). Each image is a dim background (values below 0.3) with one bright 4x4
+square (value 1) at a random place, whose mask is the ground truth. The correct attribution of class 0
+is each pixel's exact share of the logit difference ``logit_0 - logit_1`` against a black image,
+``relu(x - 0.5) - LEAK * x``: positive on the object, slightly negative on the background. The random
+one is uniform noise. Every faithfulness and localisation metric must score the correct
 attribution better (by its direction) than the random one on average; mprt and random_logit must
 separate saliency from the ``random`` method.
 """
@@ -21,11 +23,12 @@ from xaibench.attribution import attribute
 from xaibench.metrics import METRICS, compute
 
 N, SIDE, OBJECT = 8, 16, 4
+LEAK = 0.02
 
 # Parameters fitted to 16x16 images where a default is sized for larger ones.
 PARAMS: dict[str, dict[str, Any]] = {
-    "region_perturbation": {"patch_size": 4},
-    "selectivity": {"patch_size": 4},
+    "region_perturbation": {"patch": 4},
+    "selectivity": {"patch": 4},
     "faithfulness_correlation": {"subset_size": 32},
     "pgi": {"k": 16},
     "pgu": {"k": 16},
@@ -33,11 +36,12 @@ PARAMS: dict[str, dict[str, Any]] = {
 
 
 class Planted(nn.Module):
-    """logit_0 = sum relu(x - 0.5); logit_1 = half the evidence of one intact object."""
+    """logit_0 = sum relu(x - 0.5); logit_1 = half the evidence of one intact object + LEAK * sum x."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         evidence = torch.relu(x - 0.5).flatten(1).sum(1)
-        return torch.stack([evidence, torch.full_like(evidence, OBJECT * OBJECT * 0.25)], dim=1)
+        against = OBJECT * OBJECT * 0.25 + LEAK * x.flatten(1).sum(1)
+        return torch.stack([evidence, against], dim=1)
 
 
 def planted_data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +59,7 @@ def contrast(name: str) -> tuple[float, float]:
     """Mean score of the correct and of the random attribution."""
     model = Planted()
     x, masks = planted_data()
-    correct = torch.relu(x - 0.5)
+    correct = torch.relu(x - 0.5) - LEAK * x
     noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
     target = torch.zeros(N, dtype=torch.long)
     scores = []
@@ -65,6 +69,15 @@ def contrast(name: str) -> tuple[float, float]:
                          **PARAMS.get(name, {}))
         scores.append(float(result.scores.nanmean()))
     return scores[0], scores[1]
+
+
+def test_planted_model_is_what_the_docstring_says() -> None:
+    x, masks = planted_data()
+    logits = Planted()(x)
+    assert (logits.argmax(1) == 0).all()
+    assert torch.allclose(logits[:, 0] - logits[:, 1] + OBJECT * OBJECT * 0.25,
+                          (torch.relu(x - 0.5) - LEAK * x).flatten(1).sum(1), atol=1e-5)
+    assert (masks.flatten(1).sum(1) == OBJECT * OBJECT).all()
 
 
 SCORED = [name for name in METRICS.list()
