@@ -85,17 +85,19 @@ def report(
 
 
 def _print_ranking(console: object, summary: dict, document: dict) -> None:
+    """Metrics as rows, methods (best first) as columns: fits a terminal for many metrics."""
     from rich.table import Table
 
-    metrics = summary["metrics"]
+    ranking = summary["ranking"]
     table = Table(title=summary["title"], box=None, pad_edge=False)
-    table.add_column("method")
-    table.add_column("mean rank", justify="right")
-    for name, meta in metrics.items():
-        table.add_column(f"{name} {'↑' if meta['higher_is_better'] else '↓'}", justify="right")
-    for row in summary["ranking"]:
-        cells = [_fmt(summary["results"][row["method"]][m]["mean"]) for m in metrics]
-        table.add_row(row["method"], f"{row['mean_rank']:.2f}", *cells)
+    table.add_column("metric")
+    for row in ranking:
+        table.add_column(row["method"], justify="right")
+    for name, meta in summary["metrics"].items():
+        arrow = "↑" if meta["higher_is_better"] else "↓"
+        table.add_row(f"{name} {arrow}", *[_fmt(summary["results"][r["method"]][name]["mean"])
+                                           for r in ranking])
+    table.add_row("[bold]mean rank[/]", *[f"[bold]{_fmt(r['mean_rank'])}[/]" for r in ranking])
     console.print(table)
     for skip in summary["skipped"]:
         console.print(f"[dim]skipped {skip['metric']}: {skip['reason']}[/]")

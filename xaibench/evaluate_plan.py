@@ -44,7 +44,7 @@ class Plan:
             elif name in self.explicit:
                 raise IncompatibleError(f"metric {name} cannot run here: {reason}")
             else:
-                skipped.append({"metric": name, "reason": reason})
+                skipped.append({"method": "all", "metric": name, "reason": reason})
         if not keep:
             raise IncompatibleError("none of the chosen metrics can run on this model and data: "
                                     + "; ".join(f"{s['metric']}: {s['reason']}" for s in skipped))
