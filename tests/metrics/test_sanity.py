@@ -1,12 +1,14 @@
 """Sanity: on a model whose relevant features are known, metrics prefer the correct explanation.
 
-The planted model: the logit of class 0 is ``sum relu(x - 0.5)`` over all pixels (bright pixels are
-evidence for it), the logit of class 1 is a constant plus ``LEAK * sum x`` (every pixel's brightness is
-weak evidence against class 0). Each image is a dim background (values below 0.3) with one bright 4x4
-square (value 1) at a random place, whose mask is the ground truth. The correct attribution of class 0
-is each pixel's exact share of the logit difference ``logit_0 - logit_1`` against a black image,
-``relu(x - 0.5) - LEAK * x``: positive on the object, slightly negative on the background. The random
-one is uniform noise. Every faithfulness and localisation metric must score the correct
+The planted model: the logit of class 0 is ``relu(sum relu(x - 0.5) - LEAK * sum x)`` (bright pixels
+are evidence for it, every pixel's brightness weak evidence against it, and the evidence cannot go below
+zero); class 1 has a constant logit of half the object's evidence. Each image is a dim background
+(values below 0.3) with one bright 4x4 square (value 1) at a random place, whose mask is the ground
+truth. On these images the outer relu is inactive, so each pixel's exact share of ``logit_0`` against
+a black image is ``relu(x - 0.5) - LEAK * x``: positive on the object, slightly negative on the
+background. That is the correct attribution; the random one is uniform noise. (The floor makes the
+order of insertion matter, which Arya et al.'s all-or-nothing monotonicity needs to tell orders apart:
+on a purely additive model every order is monotone, or none is.) Every faithfulness and localisation metric must score the correct
 attribution better (by its direction) than the random one on average; mprt and random_logit must
 separate saliency from the ``random`` method.
 """
@@ -36,12 +38,12 @@ PARAMS: dict[str, dict[str, Any]] = {
 
 
 class Planted(nn.Module):
-    """logit_0 = sum relu(x - 0.5); logit_1 = half the evidence of one intact object + LEAK * sum x."""
+    """logit_0 = relu(sum relu(x - 0.5) - LEAK * sum x); logit_1 = half the evidence of one object."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        evidence = torch.relu(x - 0.5).flatten(1).sum(1)
-        against = OBJECT * OBJECT * 0.25 + LEAK * x.flatten(1).sum(1)
-        return torch.stack([evidence, against], dim=1)
+        flat = x.flatten(1)
+        evidence = torch.relu(torch.relu(flat - 0.5).sum(1) - LEAK * flat.sum(1))
+        return torch.stack([evidence, torch.full_like(evidence, OBJECT * OBJECT * 0.25)], dim=1)
 
 
 def planted_data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +77,7 @@ def test_planted_model_is_what_the_docstring_says() -> None:
     x, masks = planted_data()
     logits = Planted()(x)
     assert (logits.argmax(1) == 0).all()
-    assert torch.allclose(logits[:, 0] - logits[:, 1] + OBJECT * OBJECT * 0.25,
-                          (torch.relu(x - 0.5) - LEAK * x).flatten(1).sum(1), atol=1e-5)
+    assert torch.allclose(logits[:, 0], (torch.relu(x - 0.5) - LEAK * x).flatten(1).sum(1), atol=1e-5)
     assert (masks.flatten(1).sum(1) == OBJECT * OBJECT).all()
 
 
