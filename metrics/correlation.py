@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import row_slices, sample_seeds
+from xaibench.attribution.base import sample_seeds
 from xaibench.attribution.noise import draw_uniform, sample_generators
 from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import (
     batched_scores,
+    blockwise_scores,
     group_ids,
     group_relevance,
     perturbed_scores,
@@ -58,19 +59,6 @@ def substituted(inside: torch.Tensor, outside: torch.Tensor, group_mask: torch.T
     inside = inside if inside.ndim == per_copy else inside.unsqueeze(1)
     outside = outside if outside.ndim == per_copy else outside.unsqueeze(1)
     return torch.where(mask, inside, outside)
-
-
-def blockwise_scores(batch: MetricInputs, copies: int, build: Callable[[slice, slice], torch.Tensor],
-                     output: str) -> torch.Tensor:
-    """``perturbed_scores`` of deterministic copies in blocks of at most ``batch_size`` copies, (N, copies).
-
-    Args:
-        build: ``build(samples, block)`` returns the copies ``block`` of the samples, (s, len, *S).
-    """
-    blocks = [perturbed_scores(batch, block.stop - block.start,
-                               lambda samples, block=block: build(samples, block), output)
-              for block in row_slices(copies, batch.batch_size)]
-    return torch.cat(blocks, dim=1)
 
 
 def unperturbed_scores(batch: MetricInputs, output: str) -> torch.Tensor:

@@ -74,13 +74,13 @@ def removal_curve(batch: MetricInputs, groups: Ordering, counts: torch.Tensor, f
     ``insert``, shows only those groups of the input, the rest being ``fill``.
     """
 
-    def build(samples: slice) -> torch.Tensor:
-        chosen = perturb.cumulative_masks(groups.ranks[samples], groups.ids, counts)
+    def build(samples: slice, block: slice) -> torch.Tensor:
+        chosen = perturb.cumulative_masks(groups.ranks[samples], groups.ids, counts[block])
         sample = batch.inputs[samples].unsqueeze(1)
         substrate = fill[samples].unsqueeze(1)
         return torch.where(chosen, sample, substrate) if insert else torch.where(chosen, substrate, sample)
 
-    return perturb.perturbed_scores(batch, counts.numel(), build, output)
+    return perturb.blockwise_scores(batch, counts.numel(), build, output)
 
 
 def auto_per_step(n_groups: int, per_step: int) -> int:

@@ -18,13 +18,19 @@ from xaibench.attribution.noise import draw_normal
 from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.correlation import (
-    blockwise_scores,
     element_mask,
     per_sample_generators,
     substituted,
     unperturbed_scores,
 )
-from xaibench.metrics.perturb import group_ids, group_relevance, perturbed_scores, removal_ranks, substrate
+from xaibench.metrics.perturb import (
+    blockwise_scores,
+    group_ids,
+    group_relevance,
+    perturbed_scores,
+    removal_ranks,
+    substrate,
+)
 
 if TYPE_CHECKING:
     import torch

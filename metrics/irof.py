@@ -10,9 +10,9 @@ from xaibench.attribution.reference import SIMPLE_BASELINES
 from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import (
+    blockwise_scores,
     cumulative_masks,
     group_relevance,
-    perturbed_scores,
     removal_ranks,
     substrate,
 )
@@ -114,12 +114,12 @@ class Irof(Metric):
         ranks = removal_ranks(mean_relevance(batch.attributions, segments), "morf")
         counts = torch.arange(ranks.shape[1] + 1)  # 0 (the original image) to every superpixel removed
 
-        def build(samples: slice) -> torch.Tensor:
-            removed = cumulative_masks(ranks[samples], segments[samples], counts).unsqueeze(2)
+        def build(samples: slice, block: slice) -> torch.Tensor:
+            removed = cumulative_masks(ranks[samples], segments[samples], counts[block]).unsqueeze(2)
             fill = substrate(inputs[samples], params.substrate).unsqueeze(1)
             return torch.where(removed, fill, inputs[samples].unsqueeze(1))
 
-        probabilities = perturbed_scores(batch, len(counts), build, "probability").double()
+        probabilities = blockwise_scores(batch, len(counts), build, "probability").double()
         curve = probabilities[:, 1:] / probabilities[:, :1]
         return MetricResult(scores=area_over_curve(curve, segment_counts.cpu()), curve=curve,
                             curve_x=counts[1:].double())

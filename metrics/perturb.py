@@ -80,6 +80,22 @@ def perturbed_scores(batch: MetricInputs, copies: int, build: Callable[[slice], 
     return out
 
 
+def blockwise_scores(batch: MetricInputs, copies: int, build: Callable[[slice, slice], torch.Tensor],
+                     output: str) -> torch.Tensor:
+    """``perturbed_scores`` in blocks of at most ``batch_size`` copies, (N, copies).
+
+    For many copies per sample (a removal curve of thousands of steps): memory stays bounded by
+    ``batch_size`` rows even when one sample's copies would exceed it.
+
+    Args:
+        build: ``build(samples, block)`` returns the copies ``block`` of the samples, (s, len, *S).
+    """
+    blocks = [perturbed_scores(batch, block.stop - block.start,
+                               lambda samples, block=block: build(samples, block), output)
+              for block in row_slices(copies, batch.batch_size)]
+    return torch.cat(blocks, dim=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # feature groups and orderings
 

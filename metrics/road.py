@@ -18,10 +18,10 @@ from xaibench.attribution.noise import draw_normal, sample_generators
 from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import (
+    blockwise_scores,
     cumulative_masks,
     group_ids,
     group_relevance,
-    perturbed_scores,
     removal_ranks,
 )
 
@@ -183,14 +183,17 @@ class Road(Metric):
         counts = torch.tensor([int(n_pixels * p / 100) for p in percentages], dtype=torch.long)
         seeds = sample_seeds(generator, batch.n)
 
-        def build(samples: slice) -> torch.Tensor:
-            removed = cumulative_masks(ranks[samples], ids[:, 0], counts)  # (s, K, *spatial)
-            copies = inputs[samples].unsqueeze(1).expand(-1, len(counts), *inputs.shape[1:])
+        def build(samples: slice, block: slice) -> torch.Tensor:
+            removed = cumulative_masks(ranks[samples], ids[:, 0], counts[block])  # (s, k, *spatial)
+            copies = inputs[samples].unsqueeze(1).expand(-1, removed.shape[1], *inputs.shape[1:])
             imputed = linear_imputation(copies.flatten(0, 1), removed.flatten(0, 1)).view(copies.shape)
-            noise = draw_normal(sample_generators(seeds, samples), tuple(copies.shape[1:]), torch.float64)
+            # every sample draws the noise of all its percentages, so a block's noise does not depend
+            # on how the percentages are split into blocks
+            shape = (len(counts), *inputs.shape[1:])
+            noise = draw_normal(sample_generators(seeds, samples), shape, torch.float64)[:, block]
             imputed += noise.mul_(params.noise) * removed.unsqueeze(2).cpu()
             return imputed.to(inputs.device, inputs.dtype)
 
-        curve = perturbed_scores(batch, len(counts), build, "top1")
+        curve = blockwise_scores(batch, len(counts), build, "top1")
         curve_x = torch.tensor(percentages, dtype=torch.float64) / 100
         return MetricResult(scores=curve.double().mean(1), curve=curve, curve_x=curve_x)
