@@ -90,7 +90,7 @@ def _print_ranking(console: object, summary: dict, document: dict) -> None:
 
     ranking = summary["ranking"]
     table = Table(title=summary["title"], box=None, pad_edge=False)
-    table.add_column("metric")
+    table.add_column("metric", no_wrap=True)
     for row in ranking:
         table.add_column(row["method"], justify="right")
     for name, meta in summary["metrics"].items():

@@ -19,8 +19,9 @@ class Chosen:
 def choose_metrics(spec: str) -> list[Chosen]:
     """Metrics named by ``spec``, in the order given, without repeats.
 
-    Items (comma-separated): ``all``; a category (``faithfulness`` or ``category:faithfulness``); a
-    metric name; a glob over names (``*sensitivity*``). Metrics selected by ``all``, a category or a
+    Items (comma-separated): ``all``; a metric name; a category (``faithfulness`` or
+    ``category:faithfulness``; where a metric has a category's name, as ``complexity`` does, the bare
+    word is the metric and ``category:complexity`` the category); a glob over names (``*sensitivity*``). Metrics selected by ``all``, a category or a
     glob are skipped where they cannot run (no masks, another modality); named ones must run.
 
     Raises:
@@ -33,14 +34,16 @@ def choose_metrics(spec: str) -> list[Chosen]:
     chosen: dict[str, Chosen] = {}
     for item in items:
         for name, explicit in _expand(item):
-            if name not in chosen or explicit:
-                chosen[name] = Chosen(name, explicit or chosen.get(name, Chosen(name, False)).explicit)
+            previous = chosen.get(name)  # a name keeps its first position; naming it makes it explicit
+            chosen[name] = Chosen(name, explicit or (previous is not None and previous.explicit))
     return list(chosen.values())
 
 
 def _expand(item: str) -> list[tuple[str, bool]]:
     if item == "all":
         return [(name, False) for name in _by_category()]
+    if item in METRICS:
+        return [(item, True)]
     category = item.removeprefix("category:")
     if category in CATEGORIES:
         return [(name, False) for name in _by_category() if METRICS.get(name).category == category]
@@ -51,9 +54,7 @@ def _expand(item: str) -> list[tuple[str, bool]]:
         if not names:
             raise InputError(f"no metric matches {item!r}")
         return [(name, False) for name in names]
-    if item not in METRICS:
-        raise UnknownNameError.for_name("metric", item, [*METRICS.list(), *CATEGORIES, "all"])
-    return [(item, True)]
+    raise UnknownNameError.for_name("metric", item, [*METRICS.list(), *CATEGORIES, "all"])
 
 
 def _by_category() -> list[str]:
