@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from xaibench._lazy import lazy_import
 from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
-from xaibench.metrics.stats import ranks
+from xaibench.metrics.stats import ranks, tie_bounds
 
 if TYPE_CHECKING:
     import torch
@@ -61,11 +61,9 @@ def top_k_size(n_features: int, k: int, fraction: float) -> int:
 def tie_blocks(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per element, the positions [start, end) that its value occupies in the descending order of its
     row: start counts the strictly larger values, end - start the equal ones. (N, P) int64 each."""
-    values = values.double().contiguous()
-    ordered = values.sort(dim=1).values
-    below_or_equal = torch.searchsorted(ordered, values, right=True)
-    start = values.shape[1] - below_or_equal
-    return start, start + below_or_equal - torch.searchsorted(ordered, values, right=False)
+    below, below_or_equal = tie_bounds(values)
+    count = values.shape[1]
+    return count - below_or_equal, count - below
 
 
 def top_k_chance(start: torch.Tensor, end: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:

@@ -25,12 +25,29 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, value.clamp(-1.0, 1.0), torch.full_like(value, float("nan")))
 
 
+def tie_bounds(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per element along the last axis: how many values are strictly smaller (low) and how many are
+    smaller or equal (high), int64; ``high - low`` is the size of its tie block.
+
+    One sort: tie blocks are runs of equal values in the sorted row, their bounds spread by a running
+    max (starts) and a reversed running min (ends), then scattered back to the original positions.
+    """
+    ordered, order = x.double().sort(dim=-1)
+    positions = torch.arange(x.shape[-1], device=x.device).expand_as(order)
+    differs = ordered[..., 1:] != ordered[..., :-1]
+    opens = torch.cat([torch.ones_like(differs[..., :1]), differs], dim=-1)
+    closes = torch.cat([differs, torch.ones_like(differs[..., :1])], dim=-1)
+    starts = torch.where(opens, positions, torch.zeros_like(positions)).cummax(dim=-1).values
+    ends = torch.where(closes, positions + 1, torch.full_like(positions, x.shape[-1]))
+    ends = ends.flip(-1).cummin(dim=-1).values.flip(-1)
+    low = torch.empty_like(order).scatter_(-1, order, starts)
+    high = torch.empty_like(order).scatter_(-1, order, ends)
+    return low, high
+
+
 def ranks(x: torch.Tensor) -> torch.Tensor:
     """1-based ranks along the last axis, ties given their average rank (scipy.stats.rankdata)."""
-    values = x.double()
-    ordered = values.sort(dim=-1).values.contiguous()
-    low = torch.searchsorted(ordered, values.contiguous(), right=False)
-    high = torch.searchsorted(ordered, values.contiguous(), right=True)
+    low, high = tie_bounds(x)
     return (low + high + 1).double() / 2
 
 
