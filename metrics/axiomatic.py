@@ -14,7 +14,7 @@ from xaibench._lazy import lazy_import
 from xaibench.attribution.base import row_slices
 from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
-from xaibench.metrics.perturb import batched_scores, group_ids, group_relevance, substrate
+from xaibench.metrics.perturb import batched_scores, explain_rows, group_ids, group_relevance, substrate
 from xaibench.progress import advance
 
 if TYPE_CHECKING:
@@ -174,17 +174,11 @@ class InputInvariance(Metric):
 
     def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
         check_tolerances(params.rtol, params.atol, "input_invariance")
-        original = explain_in_rows(batch, batch.model, batch.inputs)
-        moved = explain_in_rows(batch, shifted_model(batch.model, params.shift), batch.inputs + params.shift)
+        original = explain_rows(batch, batch.model, batch.inputs, batch.target)
+        moved = explain_rows(batch, shifted_model(batch.model, params.shift), batch.inputs + params.shift,
+                             batch.target)
         close = (moved - original).abs() <= params.atol + params.rtol * moved.abs()
         return MetricResult(scores=close.flatten(1).all(dim=1).double())
-
-
-def explain_in_rows(batch: MetricInputs, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """``batch.explainer`` of ``model`` on ``inputs`` towards the targets, in calls of at most
-    ``batch_size`` rows."""
-    return torch.cat([batch.explainer(model, inputs[rows], batch.target[rows]).detach().to(inputs)
-                      for rows in row_slices(batch.n, batch.batch_size)])
 
 
 def shifted_model(model: torch.nn.Module, shift: float) -> torch.nn.Module:

@@ -61,6 +61,14 @@ def batched_scores(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
                       for rows in row_slices(x.shape[0], batch_size)])
 
 
+def explain_rows(batch: MetricInputs, model: torch.nn.Module, points: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+    """``batch.explainer`` on ``points`` (rows, *S) in calls of at most ``batch_size`` rows: what the
+    robustness, randomisation and invariance metrics use to re-explain."""
+    return torch.cat([batch.explainer(model, points[rows], target[rows]).detach().to(points)
+                      for rows in row_slices(points.shape[0], batch.batch_size)])
+
+
 def perturbed_scores(batch: MetricInputs, copies: int, build: Callable[[slice], torch.Tensor],
                      output: str) -> torch.Tensor:
     """Target scores of ``copies`` perturbed versions of every sample, (N, copies).

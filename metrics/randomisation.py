@@ -18,7 +18,7 @@ from xaibench.attribution.base import sample_seeds
 from xaibench.attribution.noise import draw_indices, sample_generators
 from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
-from xaibench.metrics.robustness import explain_rows
+from xaibench.metrics.perturb import explain_rows
 from xaibench.metrics.stats import pearson, spearman
 from xaibench.progress import advance
 

@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import row_slices, sample_seeds
+from xaibench.attribution.base import sample_seeds
 from xaibench.attribution.noise import draw_normal, draw_uniform, sample_generators
 from xaibench.attribution.path import sample_chunks
 from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
+from xaibench.metrics.perturb import explain_rows
 from xaibench.progress import advance
 
 if TYPE_CHECKING:
@@ -33,13 +34,6 @@ Perturb = Callable[["torch.Tensor", "list[torch.Generator]"], "torch.Tensor"]
 
 # ---------------------------------------------------------------------------------------------
 # shared machinery
-
-
-def explain_rows(batch: MetricInputs, model: torch.nn.Module, points: torch.Tensor,
-                 target: torch.Tensor) -> torch.Tensor:
-    """``batch.explainer`` on ``points`` (rows, *S) in calls of at most ``batch_size`` rows."""
-    return torch.cat([batch.explainer(model, points[rows], target[rows]).detach().to(points)
-                      for rows in row_slices(points.shape[0], batch.batch_size)])
 
 
 def perturbed_explanations(batch: MetricInputs, copies: int, perturb: Perturb,
