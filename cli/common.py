@@ -47,11 +47,12 @@ def parse_named_params(items: list[str] | None) -> dict[str, dict[str, str]]:
     from xaibench.errors import InputError
 
     named: dict[str, dict[str, str]] = {}
-    for key, value in parse_params(items).items():
-        owner, dot, name = key.partition(".")
-        if not dot or not owner or not name:
-            raise InputError(f"evaluate parameters are NAME.KEY=VALUE (a method or metric name), got {key!r}")
-        named.setdefault(owner, {})[name] = value
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        owner, dot, name = key.strip().partition(".")
+        if not eq or not dot or not owner or not name:
+            raise InputError(f"evaluate parameters are NAME.KEY=VALUE (a method or metric name), got {item!r}")
+        named.setdefault(owner, {})[name.strip()] = value.strip()
     return named
 
 

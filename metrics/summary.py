@@ -22,7 +22,8 @@ def summarise(result: MetricResult, generator: torch.Generator) -> dict[str, Any
     per-sample values (null for NaN) and, for curve metrics, the mean curve with a pointwise 95%
     normal interval (mean +- 1.96 standard errors) over the samples.
 
-    NaN scores (a metric undefined for a sample) are left out of the statistics and counted in "nan".
+    NaN scores (a metric undefined for a sample) and infinite ones (a ratio over a zero change) are left
+    out of the statistics and counted in "nan"; JSON gets null for them.
     """
     scores = result.scores.double()
     finite = scores[torch.isfinite(scores)]

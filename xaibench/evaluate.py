@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,18 @@ import torch
 from safetensors.torch import save_file
 
 from xaibench import runs
-from xaibench.attribution import METHODS, describe_params, parse_params
+from xaibench.attribution import METHODS, parse_params
 from xaibench.evaluate_plan import Plan, make_plan
 from xaibench.explain import data_record, heatmap_spec, model_record, reference_samples, render_run_heatmaps
 from xaibench.inputs import Prepared, Selection, prepare
 from xaibench.metrics import METRICS
+from xaibench.metrics.base import Explainer
 from xaibench.metrics.summary import summarise
 from xaibench.models import load_model
 from xaibench.progress import advance, reporting
 from xaibench.report import HeatmapStyle
 from xaibench.report.comparison import rank_methods, write_reports
-from xaibench.reused import reused_attributions, reused_selection
+from xaibench.reused import Reused, reused_attributions, reused_selection
 
 DEFAULT_SAMPLES = 32  # scored when neither --n nor --indices is given
 HEATMAP_SAMPLES = 6  # heatmaps per method shown in the report
@@ -82,12 +84,14 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         selection = replace(selection, n=DEFAULT_SAMPLES)
     prepared = prepare(loaded, selection, config.batch_size)
     plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None)
+    _dry_run(plan, prepared, loaded.module, config.batch_size)
     timings: dict[str, Any] = {"load": time.perf_counter() - started}
-    reused = reused_attributions(reused_runs, loaded.sha256, prepared.data.indices)
-    attributions = _attributions(plan, config, prepared, loaded.module, reused, on_progress, timings)
+    reused = reused_attributions(reused_runs, loaded.sha256, prepared)
+    explainers = {name: _explainer(name, plan, config, prepared, reused.get(name)) for name in plan.attributed}
+    attributions = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress, timings)
     reference = attributions.get(plan.reference) if plan.reference else None
     tic = time.perf_counter()
-    results = _score(plan, config, prepared, loaded.module, attributions, reference, on_progress)
+    results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress)
     timings["metrics"] = time.perf_counter() - tic
     summary = _summary(plan, prepared, loaded, results, config.seed)
     with runs.staged_dir(out, config.overwrite) as staging:
@@ -109,47 +113,63 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     return EvaluateResult(out, summary, time.perf_counter() - started)
 
 
-def _attributions(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.nn.Module,
-                  reused: dict[str, torch.Tensor], on_progress: Progress | None,
+def _attributions(plan: Plan, prepared: Prepared, model: torch.nn.Module, reused: dict[str, Reused],
+                  explainers: dict[str, Explainer], on_progress: Progress | None,
                   timings: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Each method's attributions (and the reference method's), reused from runs where available."""
     out: dict[str, torch.Tensor] = {}
     for name in plan.attributed:
         if name in reused:
-            out[name] = reused[name]
+            out[name] = reused[name].attributions
             continue
         tic = time.perf_counter()
         progress = on_progress(name, len(prepared.data)) if on_progress else nullcontext()
         with progress:
-            out[name] = _explainer(name, plan, config, prepared)(model, prepared.inputs, prepared.targets)
+            out[name] = explainers[name](model, prepared.inputs, prepared.targets)
         timings[f"attribute:{name}"] = time.perf_counter() - tic
     return out
 
 
-def _explainer(name: str, plan: Plan, config: EvaluateConfig,
-               prepared: Prepared) -> Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The method as metrics call it: fixed parameters and seed, any model, inputs and target."""
+def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared,
+               reused: Reused | None) -> Explainer:
+    """The method as metrics call it: fixed parameters and seed (a reused run's own), any model,
+    inputs and target."""
     method = METHODS.get(name)()
-    params = plan.params.get(name, {})
-    extra = reference_samples(method, prepared, torch.Generator().manual_seed(config.seed))
+    params = reused.params if reused else plan.params.get(name, {})
+    seed = reused.seed if reused else config.seed
+    extra = reference_samples(method, prepared, torch.Generator().manual_seed(seed))
 
     def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return method.attribute(model, inputs, target=target, batch_size=config.batch_size,
-                                generator=torch.Generator().manual_seed(config.seed), **params, **extra)
+                                generator=torch.Generator().manual_seed(seed), **params, **extra)
 
     return explain
 
 
+def _dry_run(plan: Plan, prepared: Prepared, model: torch.nn.Module, batch_size: int | None) -> None:
+    """Every metric once on the first sample with stand-in attributions, so that a bad parameter value
+    (a substrate that does not exist, blur on tabular data) fails before minutes of attributions."""
+    inputs = prepared.inputs[:1]
+    stand_in = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
+    masks = None if prepared.data.masks is None else prepared.data.masks[:1]
+    for name in plan.metrics:
+        with reporting(lambda _: None):
+            METRICS.get(name)().compute(
+                model, inputs, stand_in, target=prepared.targets[:1], masks=masks,
+                explainer=lambda _model, x, _target: torch.ones_like(x), reference=stand_in,
+                batch_size=batch_size, **plan.params.get(name, {}))
+
+
 def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.nn.Module,
            attributions: dict[str, torch.Tensor], reference: torch.Tensor | None,
-           on_progress: Progress | None) -> dict[str, dict[str, Any]]:
+           explainers: dict[str, Explainer], on_progress: Progress | None) -> dict[str, dict[str, Any]]:
     """Summaries per method and metric; one progress step per pair."""
     results: dict[str, dict[str, Any]] = {name: {} for name in plan.methods}
     total = len(plan.methods) * len(plan.metrics)
     progress = on_progress("metrics", total) if on_progress else nullcontext()
     with progress:
         for method in plan.methods:
-            explainer = _explainer(method, plan, config, prepared)
+            explainer = explainers[method]
             for metric_name in plan.metrics:
                 metric = METRICS.get(metric_name)()
                 tic = time.perf_counter()
@@ -173,16 +193,15 @@ def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any
         parsed = parse_params(cls.Params, plan.params.get(name, {}), owner=f"metric {name!r}")
         metrics[name] = {"category": cls.category, "higher_is_better": cls().direction(parsed),
                          "description": cls.description, "curve_label": cls.curve_label,
-                         "params": {**describe_params(cls.Params), **plan.params.get(name, {})}}
+                         "params": asdict(parsed)}
     data = data_record(prepared)
-    record = runs.run_record("evaluate", [], {}, 0)
     return {
         "title": f"{Path(loaded.path).stem} · {data['name']}:{data['split']} · {data['samples']} samples",
         "model": model_record(loaded, prepared), "data": data,
         "methods": plan.methods, "metrics": metrics, "results": results,
         "ranking": rank_methods(results, metrics),
         "skipped": plan.skipped, "reference": plan.reference, "seed": seed,
-        "created": record["created"], "versions": record["versions"],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": runs.versions(),
     }
 
 

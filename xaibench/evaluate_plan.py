@@ -35,7 +35,11 @@ class Plan:
         return [*self.methods, *extra]
 
     def applicable(self, modality: str, has_masks: bool) -> Plan:
-        """The plan without the metrics that cannot run on this data; IncompatibleError for named ones."""
+        """The plan without the metrics that cannot run on this data (and without a reference no metric
+        needs); IncompatibleError for a named metric or a method that cannot run here."""
+        for name in self.attributed:
+            if modality not in METHODS.get(name).modalities:
+                raise IncompatibleError(f"{name} does not apply to {modality} inputs")
         keep, skipped = [], list(self.skipped)
         for name in self.metrics:
             reason = _why_not(METRICS.get(name), modality, has_masks, self.reference)
@@ -46,15 +50,20 @@ class Plan:
             else:
                 skipped.append({"method": "all", "metric": name, "reason": reason})
         if not keep:
-            raise IncompatibleError("none of the chosen metrics can run on this model and data: "
-                                    + "; ".join(f"{s['metric']}: {s['reason']}" for s in skipped))
-        return replace(self, metrics=keep, skipped=skipped)
+            by_reason: dict[str, list[str]] = {}
+            for skip in skipped:
+                by_reason.setdefault(skip["reason"], []).append(skip["metric"])
+            raise IncompatibleError("none of the chosen metrics can run on this model and data: " + "; ".join(
+                f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()))
+        needed = any(METRICS.get(name).needs_reference for name in keep)
+        return replace(self, metrics=keep, skipped=skipped, reference=self.reference if needed else None)
 
 
 def make_plan(methods: tuple[str, ...], metrics: str, params: dict[str, dict[str, str]],
               reference: str | None, reused_runs: list[Path]) -> Plan:
     """Check names and parameters; methods default to those of the reused runs."""
-    names = list(dict.fromkeys(methods)) or reused_method_names(reused_runs)
+    reused = reused_method_names(reused_runs)
+    names = list(dict.fromkeys(methods)) or reused
     if not names:
         raise InputError("name the methods to compare with --methods (or reuse runs with --attributions)")
     for name in [*names, *([reference] if reference else [])]:
@@ -66,6 +75,9 @@ def make_plan(methods: tuple[str, ...], metrics: str, params: dict[str, dict[str
         if owner not in known:
             raise UnknownNameError.for_name("method or metric", owner, sorted(known),
                                             where="the parameters (-p NAME.KEY=VALUE)")
+        if owner in reused and owner not in metric_names:
+            raise InputError(f"the parameters of {owner} come from its --attributions run; drop "
+                             f"-p {owner}.KEY or compute it anew without that run")
         registry, kind = (METRICS, "metric") if owner in metric_names else (METHODS, "method")
         parse_params(registry.get(owner).Params, values, owner=f"{kind} {owner!r}")
     return Plan(methods=names, metrics=metric_names, explicit=frozenset(c.name for c in chosen if c.explicit),
@@ -82,7 +94,7 @@ def reused_method_names(run_dirs: list[Path]) -> list[str]:
         elif record.get("command") == "evaluate":
             names.extend(record.get("methods", []))
         else:
-            raise InputError(f"{run_dir} is a {record.get('command')!r} run; --attributions takes "
+            raise InputError(f"{run_dir} was written by {record.get('command')!r}; --attributions takes "
                              "explain or evaluate runs")
     return list(dict.fromkeys(names))
 

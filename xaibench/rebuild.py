@@ -10,6 +10,8 @@ from xaibench.errors import InputError
 from xaibench.evaluate import METRICS_FILE
 from xaibench.report.comparison import write_reports
 
+REQUIRED = ("title", "model", "data", "methods", "metrics", "results", "ranking", "skipped")
+
 
 def rebuild_reports(run_dir: Path) -> tuple[Path, Path]:
     """Rewrite report.md and report.html (each atomically); the model is not needed.
@@ -19,13 +21,16 @@ def rebuild_reports(run_dir: Path) -> tuple[Path, Path]:
     """
     record = runs.read_run(run_dir)
     if record.get("command") != "evaluate":
-        raise InputError(f"{run_dir} is a {record.get('command')!r} run; reports come from evaluate runs")
+        raise InputError(f"{run_dir} was written by {record.get('command')!r}; reports come from evaluate runs")
     path = run_dir / METRICS_FILE
     try:
         summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise InputError(f"cannot read {path}: {err}") from None
-    return write_reports(summary, run_dir, method_heatmaps(run_dir, summary.get("methods", [])))
+    missing = [key for key in REQUIRED if not isinstance(summary, dict) or key not in summary]
+    if missing:
+        raise InputError(f"{path} is not an evaluate metrics.json (missing {', '.join(missing)})")
+    return write_reports(summary, run_dir, method_heatmaps(run_dir, summary["methods"]))
 
 
 def method_heatmaps(run_dir: Path, methods: list[str]) -> dict[str, list[Path]]:
