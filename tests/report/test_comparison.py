@@ -221,3 +221,26 @@ def test_write_reports_writes_both_files_atomically(heatmaps: dict[str, list[Pat
     assert md.read_text(encoding="utf-8").startswith("# shapes_cnn")
     assert page.read_text(encoding="utf-8").startswith("<!doctype html>")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]  # no temp files
+
+
+def test_many_metrics_turn_the_ranking_into_metric_rows(tmp_path: Path) -> None:
+    """With more metrics than fit as columns (comparison.WIDE), each metric is a row and the methods,
+    best first, are the columns; the best value per metric stays outlined."""
+    summary = synthetic_summary()
+    for i in range(6):  # 11 metrics in all
+        name = f"extra_{i}"
+        summary["metrics"][name] = {"category": "complexity", "higher_is_better": True,
+                                    "description": name, "params": {}, "curve_label": None}
+        for rank, method in enumerate(METHODS):
+            summary["results"][method][name] = stats(float(rank + i), False)
+    summary["ranking"] = rank_methods(summary["results"], summary["metrics"])
+    text = write_html(summary, tmp_path / "report.html", {}).read_text(encoding="utf-8")
+    ranking = text[text.index('<section id="ranking">'):text.index("</section>", text.index('id="ranking"'))]
+    header = ranking[ranking.index("<thead>"):ranking.index("</thead>")]
+    order = [row["method"] for row in summary["ranking"]]
+    assert [header.index(m) for m in order] == sorted(header.index(m) for m in order)
+    rows = re.findall(r"<tr>(.*?)</tr>", ranking[ranking.index("<tbody>"):])
+    assert len(rows) == len(summary["metrics"])
+    assert all(name.replace("_", "_<wbr>") in row for name, row in zip(summary["metrics"], rows))
+    best_extra = re.findall(r'class="num cell best"[^>]*>([^<]*)<', rows[-1])
+    assert best_extra == [fmt(7.0)]  # extra_5: occlusion's 2 + 5, the highest

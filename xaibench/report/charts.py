@@ -61,6 +61,7 @@ table.ranking th:first-child, table.ranking td:first-child { position: sticky; l
   white-space: nowrap; }
 table.ranking thead th:first-child { z-index: 3; }
 td.best { font-weight: 700; box-shadow: inset 0 0 0 2px #2e9e57; }
+table.ranking tr.total td { font-weight: 700; border-bottom: 2px solid var(--line); }
 .dir { color: var(--accent); font-weight: 700; white-space: nowrap; }
 .cat { display: block; font-weight: 400; font-size: 11.5px; text-transform: capitalize; }
 .pos { display: inline-block; width: 1.6em; color: var(--muted); }

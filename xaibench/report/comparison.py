@@ -210,6 +210,9 @@ def write_html(summary: Summary, path: Path, heatmaps: Heatmaps) -> Path:
     return Path(path)
 
 
+WIDE = 8  # with more metrics than this the ranking lists metrics as rows
+
+
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -251,24 +254,46 @@ def _html_ranking(summary: Summary, colors: dict[str, str]) -> str:
     names = list(summary["metrics"])
     rows = ranking_order(summary)
     best = {n: min((r["ranks"][n] for r in rows if n in r["ranks"]), default=None) for n in names}
-    head = ["method", '<th class="num">mean rank</th>', *(_metric_th(summary["metrics"], n) for n in names)]
-    body = [f'<tr><td><span class="pos">{position}</span>{_swatch(row["method"], colors)}</td>'
-            f'<td class="num">{fmt(row["mean_rank"])}</td>'
-            + "".join(_rank_cell(summary, row, n, best[n]) for n in names) + "</tr>"
-            for position, row in enumerate(rows, start=1)]
+    if len(names) > WIDE:
+        table = _ranking_by_metric(summary, colors, rows, best)
+    else:
+        head = ["method", '<th class="num">mean rank</th>', *(_metric_th(summary["metrics"], n) for n in names)]
+        body = [f'<tr><td><span class="pos">{position}</span>{_swatch(row["method"], colors)}</td>'
+                f'<td class="num">{fmt(row["mean_rank"])}</td>'
+                + "".join(_rank_cell(summary, row, n, best[n]) for n in names) + "</tr>"
+                for position, row in enumerate(rows, start=1)]
+        table = _table(head, body, "ranking")
     note = ('<p class="note">Cells: mean over samples (hover for std, 95% interval and counts), tinted by '
             "rank from green (best) to red (worst); the best value per metric is outlined. ↑ higher is "
             "better, ↓ lower is better. Mean rank: mean of the per-metric ranks (1 = best, ties share "
             "the average rank).</p>")
-    return _section("ranking", "Ranking", _table(head, body, "ranking") + note)
+    return _section("ranking", "Ranking", table + note)
+
+
+def _ranking_by_metric(summary: Summary, colors: dict[str, str], rows: list[dict[str, Any]],
+                       best: dict[str, float | None]) -> str:
+    """The ranking with metrics as rows and methods (best first) as columns: fits the page for many
+    metrics, where one column per metric would not."""
+    head = ["metric", *(f'<th class="num"><span class="pos">{position}</span>{_swatch(row["method"], colors)}</th>'
+                        for position, row in enumerate(rows, start=1))]
+    mean_rank = ('<tr class="total"><td>mean rank</td>'
+                 + "".join(f'<td class="num">{fmt(row["mean_rank"])}</td>' for row in rows) + "</tr>")
+    body = [f'<tr><td title="{_esc(info.get("description", ""))}">{_metric_label(name, info)}</td>'
+            + "".join(_rank_cell(summary, row, name, best[name]) for row in rows) + "</tr>"
+            for name, info in summary["metrics"].items()]
+    return _table(head, [mean_rank, *body], "ranking")
+
+
+def _metric_label(name: str, info: dict[str, Any]) -> str:
+    """A metric's name (breakable after underscores), its direction arrow and its category."""
+    return (f'{_esc(name).replace("_", "_<wbr>")}&nbsp;<span class="dir">{arrow(info["higher_is_better"])}'
+            f'</span><span class="cat">{_esc(info["category"])}</span>')
 
 
 def _metric_th(metrics: dict[str, Any], name: str) -> str:
-    """A metric's column header: the name (breakable after underscores), its arrow and its category."""
+    """A metric's column header."""
     info = metrics[name]
-    return (f'<th class="num" title="{_esc(info.get("description", ""))}">{_esc(name).replace("_", "_<wbr>")}'
-            f'&nbsp;<span class="dir">{arrow(info["higher_is_better"])}</span>'
-            f'<span class="cat">{_esc(info["category"])}</span></th>')
+    return f'<th class="num" title="{_esc(info.get("description", ""))}">{_metric_label(name, info)}</th>'
 
 
 def _rank_cell(summary: Summary, row: dict[str, Any], name: str, best: float | None) -> str:
