@@ -137,7 +137,7 @@ def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared
     method = METHODS.get(name)()
     params = reused.params if reused else plan.params.get(name, {})
     seed = reused.seed if reused else config.seed
-    extra = reference_samples(method, prepared, torch.Generator().manual_seed(seed))
+    extra = reference_samples(method, prepared, torch.Generator().manual_seed(seed), params)
 
     def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return method.attribute(model, inputs, target=target, batch_size=config.batch_size,

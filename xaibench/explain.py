@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     prepared = prepare(loaded, selection, config.batch_size)
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
-    extra = reference_samples(method, prepared, generator)
+    extra = reference_samples(method, prepared, generator, config.params)
     tic = time.perf_counter()
     progress = on_progress(len(prepared.data)) if on_progress else nullcontext()
     with progress:
@@ -89,14 +89,24 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started)
 
 
-def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator) -> dict[str, Any]:
-    """Training samples for methods that draw baselines from data (expected_gradients)."""
-    if not getattr(method, "needs_references", False):
+def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator,
+                      params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Training samples for methods that draw baselines from data: expected_gradients, and path
+    methods given a training baseline family (``-p baseline=train_sample``)."""
+    if not (getattr(method, "needs_references", False) or _family_needs_references(method, params or {})):
         return {}
     name = prepared.data.name
     pool = load_data(f"{name}:train" if name in DATASETS else name).x  # a file: all of it
     picks = torch.randperm(pool.shape[0], generator=generator)[:REFERENCE_SAMPLES]
     return {"references": normalise(pool[picks], prepared.meta)}
+
+
+def _family_needs_references(method: Any, params: dict[str, Any]) -> bool:
+    from xaibench.attribution.baselines import BASELINES
+
+    takes = any(f.name == "references" for f in fields(method.Params))
+    name = params.get("baseline")
+    return takes and isinstance(name, str) and name in BASELINES and BASELINES.get(name).needs_references
 
 
 def _captions(prepared: Prepared) -> list[str]:

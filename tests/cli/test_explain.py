@@ -200,3 +200,21 @@ def test_bare_weights_with_arch_and_arch_args(cli, tmp_path):
                                load_file(str(reference / "attributions.safetensors"))["attributions"])
     inspected = cli("inspect", str(weights), *args, "--json")
     assert inspected.code == 0 and inspected.json()["parameters"] == 62
+
+
+def test_path_method_with_a_training_baseline_family(cli, tmp_path):
+    """train_sample needs training data: explain loads it for the path method, as for expected_gradients."""
+    out = tmp_path / "run"
+    result = cli("explain", str(SAMPLES / "breast_cancer_logreg.pt"), "--method", "path_integrated_gradients",
+                 "-p", "baseline=train_sample", "-n", "3", "--out", str(out))
+    assert result.code == 0, result.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["method"]["params"]["baseline"] == "train_sample"
+    # logistic regression: attributions are w (x - b) with b a training row, so not w x
+    tensors = load_file(str(out / "attributions.safetensors"))
+    loaded = load_model(SAMPLES / "breast_cancer_logreg.pt")
+    plain = attribute("path_integrated_gradients", loaded.module, tensors["inputs"], target=tensors["targets"])
+    assert not torch.allclose(tensors["attributions"], plain)
+    refused = cli("explain", str(SAMPLES / "breast_cancer_logreg.pt"), "--method", "integrated_gradients",
+                  "-p", "baseline=train_sample", "-n", "1", "--out", str(tmp_path / "no"))
+    assert refused.code == 2 and "unknown baseline" in refused.stderr

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method, row_slices, target_gradients
 from xaibench.attribution.blur import gaussian_blur
-from xaibench.attribution.reference import simple_baseline
 from xaibench.errors import InputError, UnknownNameError
 from xaibench.progress import advance
 
@@ -188,23 +187,44 @@ class PathIntegratedGradients(Method):
 
     Equals ``captum.attr.IntegratedGradients`` for the same baseline, n_steps and method (captum's
     trapezoid rule is smaller by ``(n_steps-1)/n_steps``, see ``quadrature``).
+
+    The baseline is any family of ``xaibench.attribution.baselines`` (BEE's arms: Barkan et al., AAAI
+    2025), one draw per input. A random family (constant, uniform, gaussian, blur, train_sample) draws
+    from the method's generator, one seed per sample, so the result depends on the seed and not on
+    batch_size; with the default (zero) and the other deterministic families the method is
+    deterministic, which is what the class metadata (``stochastic = False``) describes. The train_*
+    families need ``references`` (training samples in model space), which a caller passes as a tensor
+    (``xaibench explain`` / ``evaluate`` load them from the training split when such a family is chosen).
     """
 
     category = "path"
     description = "integrated gradients on the batched path engine (Sundararajan et al. 2017)"
-    Params = IntegrationParams
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        """n_steps: points on the path; method: quadrature rule; baseline: a baseline family (zero,
+        black, white, mean, constant, uniform, gaussian, blur, train_sample, train_mean); references:
+        tensor (R, *shape) of training samples for the train_* families."""
+
+        n_steps: int = 50
+        method: str = "gausslegendre"
+        baseline: str = "zero"
+        references: object = None
 
     def _attribute(
         self,
         model: torch.nn.Module,
         inputs: torch.Tensor,
         target: torch.Tensor,
-        params: IntegrationParams,
+        params: Params,
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
+        # imported here: baselines uses noise, which imports this module
+        from xaibench.attribution.baselines import baseline_family
+
         alphas, weights = quadrature(params.method, params.n_steps)
-        baselines = simple_baseline(inputs, params.baseline)
+        baselines = baseline_family(params.baseline, params.references).sample(inputs, generator)
         return straight_path_integral(model, inputs, baselines, target, alphas, weights, batch_size)
 
 
