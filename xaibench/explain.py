@@ -92,7 +92,8 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
 def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator,
                       params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Training samples for methods that draw baselines from data: expected_gradients, and path
-    methods given a training baseline family (``-p baseline=train_sample``)."""
+    methods or bee given a training baseline family (``-p baseline=train_sample``,
+    ``-p arms=zero,train_sample``)."""
     if not (getattr(method, "needs_references", False) or _family_needs_references(method, params or {})):
         return {}
     name = prepared.data.name
@@ -105,8 +106,8 @@ def _family_needs_references(method: Any, params: dict[str, Any]) -> bool:
     from xaibench.attribution.baselines import BASELINES
 
     takes = any(f.name == "references" for f in fields(method.Params))
-    name = params.get("baseline")
-    return takes and isinstance(name, str) and name in BASELINES and BASELINES.get(name).needs_references
+    names = str(params.get("baseline") or params.get("arms") or "").split(",")  # a path method or bee
+    return takes and any(n.strip() in BASELINES and BASELINES.get(n.strip()).needs_references for n in names)
 
 
 def _captions(prepared: Prepared) -> list[str]:

@@ -26,6 +26,7 @@ from xaibench.progress import reporting
 # Lasso penalty: the toy nets' logits move by ~0.01, and the default alpha 0.01 would zero every
 # coefficient (see Lime).
 FAST: dict[str, dict[str, Any]] = {
+    "bee": {"rounds": 2, "n_steps": 4},
     "integrated_gradients": {"n_steps": 8},
     "path_integrated_gradients": {"n_steps": 8},
     "blur_ig": {"n_steps": 8},

@@ -36,6 +36,7 @@ METHODS: Registry[type[Method]] = Registry(
         "xaibench.attribution.cam",
         "xaibench.attribution.perturbation",
         "xaibench.attribution.control",
+        "xaibench.attribution.bee",
     ),
 )
 
