@@ -27,7 +27,7 @@ class Output:
             human(self.out)
 
     @contextmanager
-    def progress(self, description: str, total: int) -> Iterator[None]:
+    def progress(self, description: str, total: int | None) -> Iterator[None]:
         """A progress bar on stderr fed by ``xaibench.progress.advance`` inside the block."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

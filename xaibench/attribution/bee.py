@@ -21,7 +21,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, modality_of, sample_seeds
+from xaibench.attribution.base import METHODS, Method, modality_of, row_slices, sample_seeds
 from xaibench.attribution.noise import sample_generators
 from xaibench.attribution.path import quadrature, straight_path_integral
 from xaibench.errors import InputError
@@ -73,39 +73,61 @@ class Bee(Method):
 
     def _attribute(self, model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor,
                    params: BeeParams, batch_size: int | None, generator: torch.Generator) -> torch.Tensor:
-        from xaibench.attribution.context import embed
-        from xaibench.metrics import METRICS
+        return explore(model, inputs, target, params, batch_size, generator).maps
 
-        if params.rounds < 1:
-            raise InputError(f"bee needs rounds >= 1, got {params.rounds}")
-        metric = METRICS.get(params.metric)()
-        if metric.needs_explainer or metric.needs_masks or metric.needs_reference or not metric.needs_model:
-            raise InputError(f"bee adapts to metrics that score a map with the model alone; "
-                             f"{params.metric} is not one")
-        families = _families(params, inputs)
-        policy = _policy(params, [name for name, _ in families], params.context_dim)
-        contexts = embed(model, inputs, params.context_layer, params.context_dim, batch_size)
-        generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
-        alphas, weights = quadrature(params.method, params.n_steps)
-        higher = metric.higher_is_better
-        history = torch.full((inputs.shape[0], params.rounds), float("nan"), dtype=torch.float64)
-        best = torch.zeros_like(inputs)
-        best_score = torch.full((inputs.shape[0],), float("nan"), dtype=torch.float64)
-        for round_index in range(params.rounds):
-            with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
-                arms = _choose(policy, contexts, len(families), params.adaptive, generator)
-                baselines = _draw(families, arms, inputs, generators)
-                maps = straight_path_integral(model, inputs, baselines, target, alphas, weights, batch_size)
-                scores = metric.compute(model, inputs, maps, target=target, batch_size=batch_size,
-                                        generator=torch.Generator().manual_seed(sample_seeds(generator, 1)[0]),
-                                        ).scores
-            policy = _learn(policy, params, contexts, arms, scores, history, higher, generator)
-            history[:, round_index] = scores
-            better = _better(scores, best_score, higher)
-            best[better] = maps[better]
-            best_score = torch.where(better, scores, best_score)
-            advance(_share(inputs.shape[0], round_index, params.rounds))
-        return best
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a BEE run gives: the best map per input, the arm (family index) it came from, the policy
+    after the run and the family names."""
+
+    maps: torch.Tensor
+    arms: torch.Tensor
+    policy: ThompsonPolicy
+    families: tuple[str, ...]
+
+
+def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, params: BeeParams,
+            batch_size: int | None, generator: torch.Generator,
+            policy: ThompsonPolicy | None = None) -> Outcome:
+    """T rounds of BEE over ``inputs``, starting from ``policy`` (default: params.policy or the prior)."""
+    from xaibench.attribution.context import embed
+
+    metric = _metric(params)
+    families = _families(params, inputs)
+    names = tuple(name for name, _ in families)
+    policy = policy if policy is not None else _policy(params, list(names), params.context_dim)
+    contexts = embed(model, inputs, params.context_layer, params.context_dim, batch_size)
+    generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
+    alphas, weights = quadrature(params.method, params.n_steps)
+    history = torch.full((inputs.shape[0], params.rounds), float("nan"), dtype=torch.float64)
+    best, best_arm = torch.zeros_like(inputs), torch.full((inputs.shape[0],), -1, dtype=torch.long)
+    for round_index in range(params.rounds):
+        with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
+            arms = _choose(policy, contexts, len(families), params.adaptive, generator)
+            maps = straight_path_integral(model, inputs, _draw(families, arms, inputs, generators), target,
+                                          alphas, weights, batch_size)
+            seed = sample_seeds(generator, 1)[0]
+            scores = metric.compute(model, inputs, maps, target=target, batch_size=batch_size,
+                                    generator=torch.Generator().manual_seed(seed)).scores
+        policy = _learn(policy, params, contexts, arms, scores, history, metric.higher_is_better, generator)
+        better = _better(scores, history[:, :round_index], metric.higher_is_better)
+        history[:, round_index] = scores
+        best[better], best_arm[better] = maps[better], arms[better]
+        advance(_share(inputs.shape[0], round_index, params.rounds))
+    return Outcome(best, best_arm, policy, names)
+
+
+def _metric(params: BeeParams) -> object:
+    from xaibench.metrics import METRICS
+
+    if params.rounds < 1:
+        raise InputError(f"bee needs rounds >= 1, got {params.rounds}")
+    metric = METRICS.get(params.metric)()
+    if metric.needs_explainer or metric.needs_masks or metric.needs_reference or not metric.needs_model:
+        raise InputError(f"bee adapts to metrics that score a map with the model alone; "
+                         f"{params.metric} is not one")
+    return metric
 
 
 def _families(params: BeeParams, inputs: torch.Tensor) -> list[tuple[str, object]]:
@@ -169,12 +191,33 @@ def _learn(policy: ThompsonPolicy, params: BeeParams, contexts: torch.Tensor, ar
     return policy.updated(contexts[finite], arms[finite], rewards[finite], generator)
 
 
-def _better(scores: torch.Tensor, best: torch.Tensor, higher: bool) -> torch.Tensor:
-    """Where this round's score beats the best so far (NaN never wins; the first finite score does)."""
-    wins = scores > best if higher else scores < best
-    return torch.isfinite(scores) & (wins | torch.isnan(best))
+def _better(scores: torch.Tensor, earlier: torch.Tensor, higher: bool) -> torch.Tensor:
+    """Where this round's score beats every earlier finite one (NaN never wins; the first finite does)."""
+    finite = torch.isfinite(scores)
+    if earlier.shape[1] == 0:
+        return finite
+    sentinel = torch.full_like(earlier, -float("inf") if higher else float("inf"))
+    previous = torch.where(torch.isfinite(earlier), earlier, sentinel)
+    return finite & ((scores > previous.amax(dim=1)) if higher else (scores < previous.amin(dim=1)))
 
 
 def _share(n: int, round_index: int, rounds: int) -> int:
     """Samples' worth of progress for one round, adding up to n over all rounds."""
     return (round_index + 1) * n // rounds - round_index * n // rounds
+
+
+def pretrain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, params: BeeParams,
+             batch_size: int | None, generator: torch.Generator, chunk: int = 64) -> Outcome:
+    """Learn a policy over a training set, as the paper's pretraining: chunks of ``chunk`` inputs run
+    ``params.rounds`` rounds each with policy updates, the policy carried from chunk to chunk.
+
+    Returns the last chunk's outcome (its ``policy`` has seen every input).
+    """
+    learning = dataclasses.replace(params, adaptive=True, finetune=True)
+    policy = None
+    outcome = None
+    for rows in row_slices(inputs.shape[0], chunk):
+        outcome = explore(model, inputs[rows], target[rows], learning, batch_size, generator, policy)
+        policy = outcome.policy
+    assert outcome is not None  # inputs is a non-empty batch
+    return outcome

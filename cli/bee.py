@@ -1,0 +1,88 @@
+"""``xaibench bee pretrain`` (learn a BEE policy on training data) and ``bee report`` (what it learned)."""
+
+from __future__ import annotations
+
+import typer
+
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+bee_app = typer.Typer(help="BEE: learn and inspect metric-adapted baseline policies.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bee_app, name="bee")
+
+
+@bee_app.command("pretrain")
+def pretrain(
+    model: str = common.MODEL,
+    metric: str = typer.Option("deletion", "--metric", help="Metric the policy adapts to."),
+    data: str = common.DATA,
+    n: int = typer.Option(None, "--n", "-n", min=1, help="Training inputs (default 256)."),
+    indices: str = common.INDICES,
+    target: str = common.TARGET,
+    param: list[str] = typer.Option(None, "--param", "-p", help="bee parameter name=value, e.g. "
+                                    "rounds=4, arms=zero,blur, n_steps=16 (repeatable)."),
+    out: str = typer.Option(None, "--out", "-o", help="Policy file (default policies/<model>-<metric>"
+                            ".safetensors)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing policy file."),
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+) -> None:
+    """Learn BEE's baseline policy for a metric on training data (default: the model's train split)."""
+    from xaibench.pretrain import PretrainConfig, pretrain_policy
+
+    output = Output(json_mode)
+    config = PretrainConfig(
+        model=model, metric=metric, params=common.parse_params(param), out=out, overwrite=overwrite,
+        seed=seed, batch_size=batch_size, trust_model=trust_model, arch=arch,
+        arch_kwargs=common.parse_arch_args(arch_arg),
+        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=None,
+                                   input_shape=None, classes=None),
+    )
+    with output.progress(f"bee pretrain ({metric})", None):
+        summary = pretrain_policy(config)
+
+    def human(console: object) -> None:
+        console.print(f"Learned a {metric} policy from {summary['samples']} inputs in {summary['seconds']:.1f} s")
+        console.print(f"  policy: {summary['policy']}")
+        for family, share in summary["distribution"].items():
+            console.print(f"  {family:<14} {share:6.1%}")
+
+    output.result(summary, human)
+
+
+@bee_app.command("report")
+def report(
+    model: str = common.MODEL,
+    policies: list[str] = typer.Argument(..., help="Policy files from bee pretrain (one per metric)."),
+    data: str = common.DATA,
+    n: int = typer.Option(None, "--n", "-n", min=1, help="Inputs whose contexts are used (default 256)."),
+    out: str = typer.Option("bee_arms.png", "--out", "-o", help="Chart file (PNG)."),
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+) -> None:
+    """Chart the learned baseline distribution of each policy (metric) on held-out data."""
+    from pathlib import Path
+
+    from xaibench.pretrain import arm_distributions
+    from xaibench.report.arms import write_arm_chart
+
+    selection = common.selection(data=data, n=n, indices=None, target="pred", modality=None,
+                                 input_shape=None, classes=None)
+    shares = arm_distributions(model, policies, selection, batch_size, seed, trust_model)
+    chart = write_arm_chart(shares, Path(out))
+
+    def human(console: object) -> None:
+        for metric, families in shares.items():
+            console.print(f"{metric}: " + ", ".join(f"{f} {p:.0%}" for f, p in families.items()))
+        console.print(f"Chart: {chart}")
+
+    Output(json_mode).result({"chart": str(chart), "distributions": shares}, human)

@@ -1,0 +1,47 @@
+"""``xaibench bee pretrain`` / ``bee report`` and ``explain --method bee`` with a policy, end to end."""
+
+from __future__ import annotations
+
+from tests.cli.conftest import SAMPLES
+from xaibench.attribution.policy import ThompsonPolicy
+
+MLP = str(SAMPLES / "breast_cancer_mlp.pt")
+FAST = ["-p", "rounds=2", "-p", "n_steps=4"]
+
+
+def test_pretrain_explain_and_report(cli, tmp_path):
+    policy = tmp_path / "mlp-deletion.safetensors"
+    result = cli("bee", "pretrain", MLP, "--metric", "deletion", "-n", "24", *FAST, "--out", str(policy), "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    assert summary["samples"] == 24 and summary["metric"] == "deletion"
+    assert list(summary["distribution"]) == ["zero", "constant", "uniform", "gaussian"]  # no blur on tabular
+    assert abs(sum(summary["distribution"].values()) - 1) < 1e-3
+    loaded, meta = ThompsonPolicy.load(policy)
+    assert meta["metric"] == "deletion" and meta["samples"] == "24" and loaded.arms == tuple(summary["distribution"])
+
+    explained = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", *FAST, "-n", "3",
+                    "--out", str(tmp_path / "run"))
+    assert explained.code == 0, explained.stderr
+    wrong = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", "-p", "metric=insertion", "-n", "2",
+                "--out", str(tmp_path / "wrong"))
+    assert wrong.code == 2 and "insertion" in wrong.stderr
+
+    chart = tmp_path / "arms.png"
+    reported = cli("bee", "report", MLP, str(policy), "-n", "8", "--out", str(chart), "--json")
+    assert reported.code == 0, reported.stderr
+    assert chart.read_bytes().startswith(b"\x89PNG") and "deletion" in reported.json()["distributions"]
+
+
+def test_pretrain_never_replaces_other_files(cli, tmp_path):
+    policy = tmp_path / "p.safetensors"
+    assert cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy)).code == 0
+    again = cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy))
+    assert again.code == 2 and "--overwrite" in again.stderr
+    assert cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy), "--overwrite").code == 0
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    refused = cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(notes), "--overwrite")
+    assert refused.code == 2 and notes.read_text() == "mine"
+    bad = cli("bee", "pretrain", MLP, "--metric", "max_sensitivity", "-n", "4", "--out", str(tmp_path / "x"))
+    assert bad.code == 2 and "model alone" in bad.stderr

@@ -1,0 +1,116 @@
+"""``xaibench bee pretrain`` and ``bee report``: learn BEE's policy on training data; show what it learned.
+
+A policy file is safetensors (posterior means and precisions) with metadata: the metric, the model
+file's sha256, the context settings and the run's counts, so that ``explain --method bee -p policy=FILE``
+can refuse a policy made for another metric.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xaibench import __version__
+from xaibench.attribution import METHODS, parse_params
+from xaibench.attribution.bee import pretrain
+from xaibench.attribution.context import embed
+from xaibench.attribution.policy import ThompsonPolicy
+from xaibench.errors import InputError, RunExistsError
+from xaibench.explain import reference_samples
+from xaibench.inputs import Prepared, Selection, prepare
+from xaibench.models import LoadedModel, load_model
+
+DEFAULT_SAMPLES = 256  # training inputs the policy learns from unless --n / --indices say otherwise
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """What ``xaibench bee pretrain`` was asked to do; ``params`` are bee's other parameters."""
+
+    model: str
+    metric: str = "deletion"
+    selection: Selection = Selection()
+    params: dict[str, str] = field(default_factory=dict)
+    out: str | None = None
+    overwrite: bool = False
+    seed: int = 0
+    batch_size: int | None = None
+    trust_model: bool = False
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+
+
+def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
+    """Learn and save a policy; returns a summary (path, arms, the learned arm distribution)."""
+    started = time.perf_counter()
+    method = METHODS.get("bee")()
+    raw = {**config.params, "metric": config.metric}
+    parse_params(method.Params, raw, owner="method 'bee'")  # fail before loading anything
+    loaded = _load(config)
+    out = Path(config.out) if config.out else Path("policies") / f"{Path(config.model).stem}-{config.metric}.safetensors"
+    _check_destination(out, config.overwrite)
+    prepared = _prepared(loaded, config.selection, "train", config.batch_size)
+    generator = torch.Generator().manual_seed(config.seed)
+    params = parse_params(method.Params, {**raw, **reference_samples(method, prepared, generator, raw)},
+                          owner="method 'bee'")
+    outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, config.batch_size, generator)
+    contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, config.batch_size)
+    shares = outcome.policy.choice_probabilities(contexts, torch.Generator().manual_seed(config.seed)).mean(0)
+    metadata = {"metric": config.metric, "model_sha256": loaded.sha256, "samples": str(len(prepared.data)),
+                "rounds": str(params.rounds), "n_steps": str(params.n_steps),
+                "context_layer": str(params.context_layer), "created": _now(), "xaibench": __version__}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    outcome.policy.save(out, metadata)
+    return {"policy": str(out), "metric": config.metric, "samples": len(prepared.data),
+            "distribution": dict(zip(outcome.families, (round(float(p), 4) for p in shares))),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def arm_distributions(model: str, policies: list[str], selection: Selection, batch_size: int | None,
+                      seed: int, trust_model: bool = False) -> dict[str, dict[str, float]]:
+    """Per policy file: the mean probability of each arm over the contexts of the selected data."""
+    loaded = load_model(model, trust_model=trust_model)
+    prepared = _prepared(loaded, selection, "test", batch_size)
+    out: dict[str, dict[str, float]] = {}
+    for path in policies:
+        policy, meta = ThompsonPolicy.load(path)
+        if meta.get("model_sha256") not in (None, loaded.sha256):
+            raise InputError(f"{path} was trained for another model file (sha256 differs)")
+        layer = meta.get("context_layer")
+        contexts = embed(loaded.module, prepared.inputs, None if layer in (None, "None") else layer,
+                         policy.dim, batch_size)
+        shares = policy.choice_probabilities(contexts, torch.Generator().manual_seed(seed)).mean(0)
+        out[f"{meta.get('metric', Path(path).stem)}"] = dict(zip(policy.arms, (float(p) for p in shares)))
+    return out
+
+
+def _load(config: PretrainConfig) -> LoadedModel:
+    return load_model(config.model, trust_model=config.trust_model, arch=config.arch,
+                      arch_kwargs=config.arch_kwargs)
+
+
+def _prepared(loaded: LoadedModel, selection: Selection, split: str, batch_size: int | None) -> Prepared:
+    """The selected data, by default the model's dataset in ``split`` and the first DEFAULT_SAMPLES."""
+    if selection.data is None and loaded.meta.dataset:
+        selection = replace(selection, data=f"{loaded.meta.dataset}:{split}")
+    if selection.n is None and selection.indices is None:
+        selection = replace(selection, n=DEFAULT_SAMPLES)
+    return prepare(loaded, selection, batch_size)
+
+
+def _check_destination(out: Path, overwrite: bool) -> None:
+    """A policy file is replaced only with --overwrite, and only if it is a policy file."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise RunExistsError(f"{out} exists; pass --overwrite to replace it")
+    ThompsonPolicy.load(out)  # InputError for anything else: never replace a file we did not write
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
