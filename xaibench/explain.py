@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from xaibench import runs
 from xaibench.attribution import METHODS, describe_params, parse_params
 from xaibench.data import DATASETS, load_data
+from xaibench.details import collecting
 from xaibench.inputs import Prepared, Selection, normalise, prepare
 from xaibench.models import LoadedModel, load_model
 from xaibench.report import HeatmapStyle, render_heatmaps
@@ -66,7 +67,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     extra = reference_samples(method, prepared, generator, config.params)
     tic = time.perf_counter()
     progress = on_progress(len(prepared.data)) if on_progress else nullcontext()
-    with progress:
+    with progress, collecting() as details:
         attributions = method.attribute(loaded.module, prepared.inputs, target=prepared.targets,
                                         batch_size=config.batch_size, generator=generator,
                                         **config.params, **extra)
@@ -81,7 +82,8 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
         record = runs.run_record("explain", argv, _config_dict(config, method), config.seed)
         record.update(model=model_record(loaded, prepared), data=data_record(prepared),
                       method={"name": method.name,
-                              "params": {**describe_params(method.Params), **config.params}},
+                              "params": {**describe_params(method.Params), **config.params},
+                              "details": details},
                       heatmaps=spec,
                       timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR])
         runs.write_json(staging / runs.RUN_FILE, record)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.cli.conftest import SAMPLES
 from xaibench.attribution.policy import ThompsonPolicy
 
@@ -23,6 +25,9 @@ def test_pretrain_explain_and_report(cli, tmp_path):
     explained = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", *FAST, "-n", "3",
                     "--out", str(tmp_path / "run"))
     assert explained.code == 0, explained.stderr
+    details = json.loads((tmp_path / "run" / "run.json").read_text())["method"]["details"]["bee"]
+    assert details["metric"] == "deletion" and len(details["chosen"]) == 3
+    assert set(details["chosen"]) <= set(loaded.arms) and abs(sum(details["distribution"].values()) - 1) < 1e-3
     wrong = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", "-p", "metric=insertion", "-n", "2",
                 "--out", str(tmp_path / "wrong"))
     assert wrong.code == 2 and "insertion" in wrong.stderr

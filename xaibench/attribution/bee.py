@@ -24,6 +24,7 @@ from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method, modality_of, row_slices, sample_seeds
 from xaibench.attribution.noise import sample_generators
 from xaibench.attribution.path import quadrature, straight_path_integral
+from xaibench.details import note
 from xaibench.errors import InputError
 from xaibench.progress import advance, reporting
 
@@ -73,18 +74,21 @@ class Bee(Method):
 
     def _attribute(self, model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor,
                    params: BeeParams, batch_size: int | None, generator: torch.Generator) -> torch.Tensor:
-        return explore(model, inputs, target, params, batch_size, generator).maps
+        outcome = explore(model, inputs, target, params, batch_size, generator)
+        _note(outcome, params, generator)
+        return outcome.maps
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What a BEE run gives: the best map per input, the arm (family index) it came from, the policy
-    after the run and the family names."""
+    after the run, the family names and the inputs' contexts."""
 
     maps: torch.Tensor
     arms: torch.Tensor
     policy: ThompsonPolicy
     families: tuple[str, ...]
+    contexts: torch.Tensor
 
 
 def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, params: BeeParams,
@@ -115,7 +119,16 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
         history[:, round_index] = scores
         best[better], best_arm[better] = maps[better], arms[better]
         advance(_share(inputs.shape[0], round_index, params.rounds))
-    return Outcome(best, best_arm, policy, names)
+    return Outcome(best, best_arm, policy, names, contexts)
+
+
+def _note(outcome: Outcome, params: BeeParams, generator: torch.Generator) -> None:
+    """For run.json: the family each kept map came from and the policy's family distribution."""
+    draws = torch.Generator().manual_seed(sample_seeds(generator, 1)[0])
+    shares = outcome.policy.choice_probabilities(outcome.contexts, draws).mean(0)
+    note("bee", {"metric": params.metric, "rounds": params.rounds,
+                 "chosen": [outcome.families[i] if i >= 0 else None for i in outcome.arms.tolist()],
+                 "distribution": {f: round(float(p), 4) for f, p in zip(outcome.families, shares)}})
 
 
 def _metric(params: BeeParams) -> object:
