@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from xaibench import runs
 from xaibench.attribution import METHODS, parse_params
+from xaibench.details import collecting
 from xaibench.evaluate_plan import Plan, make_plan
 from xaibench.explain import data_record, heatmap_spec, model_record, reference_samples, render_run_heatmaps
 from xaibench.inputs import Prepared, Selection, prepare
@@ -88,12 +89,14 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     timings: dict[str, Any] = {"load": time.perf_counter() - started}
     reused = reused_attributions(reused_runs, loaded.sha256, prepared)
     explainers = {name: _explainer(name, plan, config, prepared, reused.get(name)) for name in plan.attributed}
-    attributions = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress, timings)
+    attributions, details = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress,
+                                          timings)
     reference = attributions.get(plan.reference) if plan.reference else None
     tic = time.perf_counter()
     results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress)
     timings["metrics"] = time.perf_counter() - tic
     summary = _summary(plan, prepared, loaded, results, config.seed)
+    summary["details"] = details
     with runs.staged_dir(out, config.overwrite) as staging:
         tic = time.perf_counter()
         heatmaps = _heatmaps(plan, prepared, attributions, loaded.path, staging)
@@ -115,19 +118,23 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
 
 def _attributions(plan: Plan, prepared: Prepared, model: torch.nn.Module, reused: dict[str, Reused],
                   explainers: dict[str, Explainer], on_progress: Progress | None,
-                  timings: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Each method's attributions (and the reference method's), reused from runs where available."""
+                  timings: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Each method's attributions (and the reference method's), reused from runs where available, and
+    what the methods noted while explaining (BEE's chosen baseline families)."""
     out: dict[str, torch.Tensor] = {}
+    details: dict[str, Any] = {}
     for name in plan.attributed:
         if name in reused:
             out[name] = reused[name].attributions
             continue
         tic = time.perf_counter()
         progress = on_progress(name, len(prepared.data)) if on_progress else nullcontext()
-        with progress:
+        with progress, collecting() as noted:
             out[name] = explainers[name](model, prepared.inputs, prepared.targets)
+        if noted:
+            details[name] = noted
         timings[f"attribute:{name}"] = time.perf_counter() - tic
-    return out
+    return out, details
 
 
 def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared,

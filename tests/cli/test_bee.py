@@ -32,6 +32,12 @@ def test_pretrain_explain_and_report(cli, tmp_path):
                 "--out", str(tmp_path / "wrong"))
     assert wrong.code == 2 and "insertion" in wrong.stderr
 
+    evaluated = cli("evaluate", MLP, "--methods", "bee,saliency", "-p", "bee.rounds=2", "-p", "bee.n_steps=4",
+                    "--metrics", "sparseness", "-n", "3", "--out", str(tmp_path / "eval"))
+    assert evaluated.code == 0, evaluated.stderr
+    noted = json.loads((tmp_path / "eval" / "metrics.json").read_text())["details"]
+    assert list(noted) == ["bee"] and len(noted["bee"]["bee"]["chosen"]) == 3
+
     chart = tmp_path / "arms.png"
     reported = cli("bee", "report", MLP, str(policy), "-n", "8", "--out", str(chart), "--json")
     assert reported.code == 0, reported.stderr
