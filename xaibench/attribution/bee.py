@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method, modality_of, row_slices, sample_seeds
+from xaibench.attribution.layer_path import layer_activations, layer_path_integral, upsampled
+from xaibench.attribution.layers import find_layer
 from xaibench.attribution.noise import sample_generators
 from xaibench.attribution.path import quadrature, straight_path_integral
 from xaibench.details import note
@@ -46,7 +48,9 @@ class BeeParams:
     adaptive: choose arms by the policy (False: uniformly at random, the paper's non-adaptive control);
     policy: a policy file from ``xaibench bee pretrain`` (default: start from the prior); finetune:
     keep updating the policy while explaining; context_dim / context_layer: the context (see
-    ``xaibench.attribution.context``); references: training samples for the train_* families."""
+    ``xaibench.attribution.context``); layer: integrate in this layer's activation space and upsample
+    the map like Grad-CAM (``xaibench.attribution.layer_path``; default: input space); references:
+    training samples for the train_* families."""
 
     metric: str = "deletion"
     rounds: int = 8
@@ -58,6 +62,7 @@ class BeeParams:
     finetune: bool = True
     context_dim: int = 16
     context_layer: str | None = None
+    layer: str | None = None
     references: object = None
 
 
@@ -98,7 +103,9 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     from xaibench.attribution.context import embed
 
     metric = _metric(params)
-    families = _families(params, inputs)
+    layer = None if params.layer is None else find_layer(model, params.layer)[1]
+    space = inputs if layer is None else layer_activations(model, layer, inputs, batch_size)
+    families = _families(params, space)
     names = tuple(name for name, _ in families)
     policy = policy if policy is not None else _policy(params, list(names), params.context_dim)
     contexts = embed(model, inputs, params.context_layer, params.context_dim, batch_size)
@@ -109,8 +116,12 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     for round_index in range(params.rounds):
         with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
             arms = _choose(policy, contexts, len(families), params.adaptive, generator)
-            maps = straight_path_integral(model, inputs, _draw(families, arms, inputs, generators), target,
-                                          alphas, weights, batch_size)
+            baselines = _draw(families, arms, space, generators)
+            if layer is None:
+                maps = straight_path_integral(model, inputs, baselines, target, alphas, weights, batch_size)
+            else:
+                maps = upsampled(layer_path_integral(model, layer, inputs, space, baselines, target, alphas,
+                                                     weights, batch_size), inputs)
             seed = sample_seeds(generator, 1)[0]
             scores = metric.compute(model, inputs, maps, target=target, batch_size=batch_size,
                                     generator=torch.Generator().manual_seed(seed)).scores
