@@ -39,9 +39,8 @@ def pretrain(
 
     output = Output(json_mode)
     config = PretrainConfig(
-        model=model, metric=metric, params=common.parse_params(param), out=out, overwrite=overwrite,
-        seed=seed, batch_size=batch_size, trust_model=trust_model, arch=arch,
-        arch_kwargs=common.parse_arch_args(arch_arg),
+        source=common.model_source(model, trust_model, arch, arch_arg), metric=metric,
+        params=common.parse_params(param), out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=None,
                                    input_shape=None, classes=None),
     )

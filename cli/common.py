@@ -42,6 +42,13 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
     return params
 
 
+def model_source(model: str, trust_model: bool, arch: str | None, arch_arg: list[str] | None) -> Any:
+    """An ``xaibench.models.ModelSource`` from the shared model options."""
+    from xaibench.models import ModelSource
+
+    return ModelSource(model, trust_model=trust_model, arch=arch, arch_kwargs=parse_arch_args(arch_arg))
+
+
 def parse_named_params(items: list[str] | None) -> dict[str, dict[str, str]]:
     """``["deletion.substrate=blur", ...]`` -> ``{"deletion": {"substrate": "blur"}}``."""
     from xaibench.errors import InputError

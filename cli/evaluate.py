@@ -49,11 +49,10 @@ def evaluate(
 
     output = Output(json_mode)
     config = EvaluateConfig(
-        model=model, methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()),
-        metrics=metrics, params=common.parse_named_params(param), reference=reference,
+        source=common.model_source(model, trust_model, arch, arch_arg),
+        methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), metrics=metrics, params=common.parse_named_params(param), reference=reference,
         attributions=tuple(attributions or ()), out=out, overwrite=overwrite, seed=seed,
-        batch_size=batch_size, trust_model=trust_model, arch=arch,
-        arch_kwargs=common.parse_arch_args(arch_arg),
+        batch_size=batch_size,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes),
     )

@@ -45,9 +45,8 @@ def explain(
     if layer is not None:
         params["layer"] = layer
     config = ExplainConfig(
-        model=model, method=method, params=params, out=out, overwrite=overwrite, seed=seed,
-        batch_size=batch_size, trust_model=trust_model, arch=arch,
-        arch_kwargs=common.parse_arch_args(arch_arg),
+        source=common.model_source(model, trust_model, arch, arch_arg), method=method, params=params,
+        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes),
     )

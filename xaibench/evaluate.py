@@ -27,7 +27,7 @@ from xaibench.inputs import Prepared, Selection, prepare
 from xaibench.metrics import METRICS
 from xaibench.metrics.base import Explainer
 from xaibench.metrics.summary import summarise
-from xaibench.models import load_model
+from xaibench.models import ModelSource
 from xaibench.progress import advance, reporting
 from xaibench.report import HeatmapStyle
 from xaibench.report.comparison import rank_methods, write_reports
@@ -44,7 +44,7 @@ class EvaluateConfig:
     """Everything ``xaibench evaluate`` was asked to do; ``params`` maps a method or metric name to
     its parameters."""
 
-    model: str
+    source: ModelSource
     methods: tuple[str, ...] = ()
     metrics: str = "faithfulness"
     selection: Selection = Selection()
@@ -55,9 +55,6 @@ class EvaluateConfig:
     overwrite: bool = False
     seed: int = 0
     batch_size: int | None = None
-    trust_model: bool = False
-    arch: str | None = None
-    arch_kwargs: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,10 +73,9 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     reused_runs = [Path(p) for p in config.attributions]
     plan = make_plan(config.methods, config.metrics, config.params, config.reference, reused_runs)
     out = Path(config.out) if config.out else runs.default_run_dir(
-        "evaluate", Path(config.model).stem)
+        "evaluate", config.source.stem)
     runs.check_destination(out, config.overwrite)
-    loaded = load_model(config.model, trust_model=config.trust_model, arch=config.arch,
-                        arch_kwargs=config.arch_kwargs)
+    loaded = config.source.load()
     selection = reused_selection(reused_runs, config.selection)
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)

@@ -16,7 +16,7 @@ from xaibench.attribution import METHODS, describe_params, parse_params
 from xaibench.data import DATASETS, load_data
 from xaibench.details import collecting
 from xaibench.inputs import Prepared, Selection, normalise, prepare
-from xaibench.models import LoadedModel, load_model
+from xaibench.models import LoadedModel, ModelSource
 from xaibench.report import HeatmapStyle, render_heatmaps
 
 REFERENCE_SAMPLES = 100  # training samples drawn as baselines by methods that need references
@@ -27,7 +27,7 @@ DEFAULT_SAMPLES = 16  # explained when neither --n nor --indices is given: a gri
 class ExplainConfig:
     """Everything ``xaibench explain`` was asked to do."""
 
-    model: str
+    source: ModelSource
     method: str
     selection: Selection = Selection()
     params: dict[str, str] = field(default_factory=dict)
@@ -35,9 +35,6 @@ class ExplainConfig:
     overwrite: bool = False
     seed: int = 0
     batch_size: int | None = None
-    trust_model: bool = False
-    arch: str | None = None
-    arch_kwargs: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -54,10 +51,9 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     method = METHODS.get(config.method)()
     parse_params(method.Params, config.params, owner=f"method {method.name!r}")  # fail before loading
     out = Path(config.out) if config.out else runs.default_run_dir(
-        "explain", Path(config.model).stem, method.name)
+        "explain", config.source.stem, method.name)
     runs.check_destination(out, config.overwrite)
-    loaded = load_model(config.model, trust_model=config.trust_model, arch=config.arch,
-                        arch_kwargs=config.arch_kwargs)
+    loaded = config.source.load()
     selection = config.selection
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)

@@ -23,7 +23,7 @@ from xaibench.attribution.policy import ThompsonPolicy
 from xaibench.errors import InputError, RunExistsError
 from xaibench.explain import reference_samples
 from xaibench.inputs import Prepared, Selection, prepare
-from xaibench.models import LoadedModel, load_model
+from xaibench.models import LoadedModel, ModelSource, load_model
 
 DEFAULT_SAMPLES = 256  # training inputs the policy learns from unless --n / --indices say otherwise
 
@@ -32,7 +32,7 @@ DEFAULT_SAMPLES = 256  # training inputs the policy learns from unless --n / --i
 class PretrainConfig:
     """What ``xaibench bee pretrain`` was asked to do; ``params`` are bee's other parameters."""
 
-    model: str
+    source: ModelSource
     metric: str = "deletion"
     selection: Selection = Selection()
     params: dict[str, str] = field(default_factory=dict)
@@ -40,9 +40,6 @@ class PretrainConfig:
     overwrite: bool = False
     seed: int = 0
     batch_size: int | None = None
-    trust_model: bool = False
-    arch: str | None = None
-    arch_kwargs: dict[str, Any] | None = None
 
 
 def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
@@ -51,8 +48,8 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     method = METHODS.get("bee")()
     raw = {**config.params, "metric": config.metric}
     parse_params(method.Params, raw, owner="method 'bee'")  # fail before loading anything
-    loaded = _load(config)
-    out = Path(config.out) if config.out else Path("policies") / f"{Path(config.model).stem}-{config.metric}.safetensors"
+    loaded = config.source.load()
+    out = Path(config.out) if config.out else Path("policies") / f"{config.source.stem}-{config.metric}.safetensors"
     _check_destination(out, config.overwrite)
     prepared = _prepared(loaded, config.selection, "train", config.batch_size)
     generator = torch.Generator().manual_seed(config.seed)
@@ -87,11 +84,6 @@ def arm_distributions(model: str, policies: list[str], selection: Selection, bat
         shares = policy.choice_probabilities(contexts, torch.Generator().manual_seed(seed)).mean(0)
         out[f"{meta.get('metric', Path(path).stem)}"] = dict(zip(policy.arms, (float(p) for p in shares)))
     return out
-
-
-def _load(config: PretrainConfig) -> LoadedModel:
-    return load_model(config.model, trust_model=config.trust_model, arch=config.arch,
-                      arch_kwargs=config.arch_kwargs)
 
 
 def _prepared(loaded: LoadedModel, selection: Selection, split: str, batch_size: int | None) -> Prepared:

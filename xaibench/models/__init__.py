@@ -5,7 +5,7 @@ Importing this package does not import torch; loading a model does.
 
 from xaibench.models.archs import ARCHITECTURES
 from xaibench.models.checkpoint import save_checkpoint
-from xaibench.models.formats import MODEL_FORMATS, LoadedModel, load_model
+from xaibench.models.formats import MODEL_FORMATS, LoadedModel, ModelSource, load_model
 from xaibench.models.meta import ModelMeta
 from xaibench.models.summary import summarize
 
@@ -14,6 +14,7 @@ __all__ = [
     "MODEL_FORMATS",
     "LoadedModel",
     "ModelMeta",
+    "ModelSource",
     "load_model",
     "save_checkpoint",
     "summarize",

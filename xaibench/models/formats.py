@@ -74,6 +74,23 @@ Loader = Callable[[LoadRequest, Any], "tuple[nn.Module, ModelMeta]"]
 MODEL_FORMATS: Registry[Loader] = Registry("model format")
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """A model file and what loading it may do: what every command that loads a model is given."""
+
+    path: str
+    trust_model: bool = False
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+
+    @property
+    def stem(self) -> str:
+        return Path(self.path).stem
+
+    def load(self) -> LoadedModel:
+        return load_model(self.path, trust_model=self.trust_model, arch=self.arch, arch_kwargs=self.arch_kwargs)
+
+
 def load_model(
     path: str | Path, *, trust_model: bool = False, arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
