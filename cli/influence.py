@@ -1,0 +1,208 @@
+"""``xaibench influence fit | score | self``: which training examples drove a prediction (EK-FAC)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+influence_app = typer.Typer(help="Influence functions (EK-FAC): training examples behind predictions.",
+                            no_args_is_help=True)
+
+TRAIN = typer.Option(None, "--train", help="Training data NAME[:SPLIT] or PATH, with labels "
+                     "(default: the model's dataset, train split).")
+TRAIN_N = typer.Option(None, "--train-n", min=1, help="Use the first N training examples.")
+STRATEGY = typer.Option("ekfac", "--strategy", help="identity, diagonal, kfac, ekfac or exact (small models).")
+FISHER = typer.Option("true", "--fisher", help="true (labels sampled from the model) or empirical (data labels).")
+MODULES = typer.Option(None, "--modules", help="Glob(s) over module names to track, comma-separated "
+                       "(default: every Linear and Conv2d), e.g. 'conv*,fc'.")
+DAMPING = typer.Option("heuristic", "--damping", help="Absolute damping (e.g. 1e-3), or heuristic: 0.1 x "
+                       "the mean curvature eigenvalue of each module.")
+MEASUREMENT = typer.Option("loss", "--measurement", help="Query measurement: loss or margin.")
+CHUNK = typer.Option(4096, "--chunk-size", min=1, help="Examples per checkpoint (an interrupted run "
+                     "resumes from the last one).")
+RANK = typer.Option(None, "--rank", min=1, help="Compress each query gradient to this rank (default: full).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(influence_app, name="influence")
+
+
+def _fit_config(strategy: str, fisher: str, modules: str | None, batch_size: int | None, chunk_size: int,
+                seed: int) -> Any:
+    from xaibench.influence import FitConfig
+
+    patterns = tuple(p.strip() for p in modules.split(",") if p.strip()) if modules else None
+    return FitConfig(strategy=strategy, fisher=fisher, modules=patterns, batch_size=batch_size or 128,
+                     chunk_size=chunk_size, seed=seed)
+
+
+def _score_config(damping: str, rank: int | None, batch_size: int | None, chunk_size: int) -> Any:
+    from xaibench.errors import InputError
+    from xaibench.influence import ScoreConfig
+
+    try:
+        value = None if damping == "heuristic" else float(damping)
+    except ValueError:
+        raise InputError(f"--damping must be a number or 'heuristic', got {damping!r}") from None
+    return ScoreConfig(damping=value, rank=rank, batch_size=batch_size or 128, chunk_size=chunk_size)
+
+
+def _train(train: str | None, train_n: int | None) -> Any:
+    return common.selection(data=train, n=train_n, indices=None, target="label", modality=None,
+                            input_shape=None, classes=None)
+
+
+@influence_app.command("fit")
+def fit(
+    model: str = common.MODEL,
+    train: str = TRAIN,
+    train_n: int = TRAIN_N,
+    strategy: str = STRATEGY,
+    fisher: str = FISHER,
+    modules: str = MODULES,
+    out: str = typer.Option(None, "--out", "-o", help="Factors directory (default factors/<model>-<strategy>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing factors directory."),
+    chunk_size: int = CHUNK,
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+) -> None:
+    """Fit curvature factors on training data and save them for influence score / self."""
+    from pathlib import Path
+
+    from xaibench.influence.jobs import FitJob
+    from xaibench.influence.jobs import fit as run_fit
+
+    output = Output(json_mode)
+    source = common.model_source(model, trust_model, arch, arch_arg)
+    job = FitJob(source=source, train=_train(train, train_n), overwrite=overwrite,
+                 config=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed),
+                 out=Path(out) if out else Path("factors") / f"{source.stem}-{strategy}")
+    with output.progress(f"influence fit ({strategy})", None):
+        summary = run_fit(job, ["xaibench", *sys.argv[1:]])
+
+    def human(console: Any) -> None:
+        console.print(f"Fitted {summary['strategy']} factors ({summary['fisher']} Fisher) on "
+                      f"{summary['samples']} examples in {summary['seconds']:.1f} s")
+        console.print(f"  factors: {summary['factors']}")
+        for name, (rows, cols) in summary["modules"].items():
+            console.print(f"  {name:<20} gradient {rows} x {cols}")
+
+    output.result(summary, human)
+
+
+@influence_app.command("score")
+def score(
+    model: str = common.MODEL,
+    factors: str = typer.Option(..., "--factors", "-f", help="Directory written by influence fit."),
+    query: str = typer.Option(None, "--query", "-q", help="Query data NAME[:SPLIT] or PATH (default: the "
+                              "model's dataset, test split)."),
+    n: int = typer.Option(8, "--n", "-n", min=1, help="Use the first N queries."),
+    indices: str = common.INDICES,
+    target: str = common.TARGET,
+    train: str = TRAIN,
+    train_n: int = TRAIN_N,
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Proponents and opponents per query."),
+    measurement: str = MEASUREMENT,
+    damping: str = DAMPING,
+    rank: int = RANK,
+    out: str = common.OUT,
+    overwrite: bool = common.OVERWRITE,
+    chunk_size: int = CHUNK,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+) -> None:
+    """Rank training examples by their influence on each query's prediction."""
+    from xaibench.influence.jobs import ScoreJob
+    from xaibench.influence.jobs import score as run_score
+
+    output = Output(json_mode)
+    job = ScoreJob(
+        source=common.model_source(model, trust_model, arch, arch_arg), factors=_path(factors),
+        train=_train(train, train_n), measurement=measurement, top_k=top_k, out=_path(out),
+        overwrite=overwrite, score=_score_config(damping, rank, batch_size, chunk_size),
+        query=common.selection(data=query, n=None if indices else n, indices=indices, target=target,
+                               modality=None, input_shape=None, classes=None))
+    with output.progress("influence score", None):
+        summary = run_score(job, ["xaibench", *sys.argv[1:]])
+    output.result(summary, lambda console: _print_queries(console, summary))
+
+
+@influence_app.command("self")
+def self_influence(
+    model: str = common.MODEL,
+    train: str = TRAIN,
+    train_n: int = TRAIN_N,
+    factors: str = typer.Option(None, "--factors", "-f", help="Directory written by influence fit "
+                                "(default: fit --strategy factors in memory)."),
+    strategy: str = STRATEGY,
+    fisher: str = FISHER,
+    modules: str = MODULES,
+    top_k: int = typer.Option(24, "--top-k", "-k", min=1, help="Examples listed and shown."),
+    damping: str = DAMPING,
+    out: str = common.OUT,
+    overwrite: bool = common.OVERWRITE,
+    chunk_size: int = CHUNK,
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+) -> None:
+    """Rank training examples by self-influence: likely mislabelled or atypical examples first."""
+    from xaibench.influence.jobs import ScoreJob
+    from xaibench.influence.jobs import score as run_score
+
+    output = Output(json_mode)
+    job = ScoreJob(
+        source=common.model_source(model, trust_model, arch, arch_arg), factors=_path(factors),
+        train=_train(train, train_n), query=None, top_k=top_k, out=_path(out), overwrite=overwrite,
+        score=_score_config(damping, None, batch_size, chunk_size),
+        fit=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed))
+    with output.progress("influence self", None):
+        summary = run_score(job, ["xaibench", *sys.argv[1:]])
+
+    def human(console: Any) -> None:
+        console.print(f"Self-influence ({summary['strategy']}) of {summary['ranking'] and summary['samples']} "
+                      "training examples, highest first (likely mislabelled or atypical):")
+        for rank_, example in enumerate(summary["ranking"], 1):
+            flag = "  label != prediction" if example["label"] != example["prediction"] else ""
+            console.print(f"  {rank_:>3}. #{example['index']:<6} label {example['label']:<8} "
+                          f"{example['self_influence']:>12.4g}{flag}")
+        _print_files(console, summary)
+
+    output.result(summary, human)
+
+
+def _path(value: str | None) -> Any:
+    from pathlib import Path
+
+    return None if value is None else Path(value)
+
+
+def _print_queries(console: Any, summary: dict[str, Any]) -> None:
+    console.print(f"Influence ({summary['strategy']}, measurement {summary['measurement']}, damping "
+                  f"{summary['damping']}); {summary['sign']}")
+    for record in summary["queries"]:
+        console.print(f"\nquery #{record['index']}  label {record['label']}  prediction {record['prediction']}")
+        for kind in ("proponents", "opponents"):
+            examples = ", ".join(f"#{e['index']} ({e['label']}) {e['score']:+.3g}" for e in record[kind])
+            console.print(f"  {kind:<10}  {examples}")
+    _print_files(console, summary)
+
+
+def _print_files(console: Any, summary: dict[str, Any]) -> None:
+    console.print(f"\n  run directory: {summary['run_dir']}")
+    if summary.get("montage"):
+        console.print(f"  montage:       {summary['montage']}")

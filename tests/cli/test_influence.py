@@ -1,0 +1,88 @@
+"""``xaibench influence fit | score | self`` end to end through the installed entry point."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from tests.cli.conftest import SAMPLES
+from xaibench.influence import ClassificationTask, Influence, ScoreConfig
+from xaibench.influence.storage import load_factors
+from xaibench.inputs import Selection, prepare
+from xaibench.models import load_model
+
+MLP = str(SAMPLES / "breast_cancer_mlp.pt")
+CNN = str(SAMPLES / "digits_cnn.pt")
+
+
+def test_fit_then_score_writes_what_the_library_computes(cli, tmp_path):
+    fitted = cli("influence", "fit", MLP, "--train-n", "64", "--fisher", "empirical", "--out", "fac", "--json")
+    assert fitted.code == 0, fitted.stderr
+    summary = fitted.json()
+    assert summary["samples"] == 64 and summary["strategy"] == "ekfac" and list(summary["modules"])
+    factors, arguments = load_factors(tmp_path / "fac")
+    assert arguments["train"]["samples"] == 64 and arguments["fisher"] == "empirical"
+    assert not list(tmp_path.glob(".fac*"))  # no partial or staging folder left behind
+
+    scored = cli("influence", "score", MLP, "--factors", "fac", "--train-n", "64", "-n", "3", "--top-k", "2",
+                 "--damping", "1e-3", "--out", "run", "--json")
+    assert scored.code == 0, scored.stderr
+    result = scored.json()
+    assert result["sign"].startswith("positive = the training example helps")
+    tensors = load_file(str(tmp_path / "run" / "scores.safetensors"))
+    assert tensors["scores"].shape == (3, 64)
+    torch.testing.assert_close(sum(v for k, v in tensors.items() if k.startswith("modules/")), tensors["scores"])
+
+    loaded = load_model(MLP)
+    train = prepare(loaded, Selection(data="breast_cancer:train", n=64))
+    queries = prepare(loaded, Selection(data="breast_cancer:test", n=3))
+    expected = Influence(loaded.module, ClassificationTask(), factors, ScoreConfig(damping=1e-3)).pairwise(
+        queries.inputs, queries.targets, train.inputs, train.data.y).sum(0)
+    torch.testing.assert_close(tensors["scores"], expected)
+    for q, record in enumerate(result["queries"]):
+        best = expected[q].topk(2)
+        assert [p["index"] for p in record["proponents"]] == best.indices.tolist()
+        assert [p["score"] for p in record["proponents"]] == [float(v) for v in best.values]
+        assert [o["index"] for o in record["opponents"]] == expected[q].topk(2, largest=False).indices.tolist()
+    assert json.loads((tmp_path / "run" / "influence.json").read_text())["queries"] == result["queries"]
+    assert result["montage"] is None  # tabular: no montage
+
+
+def test_self_influence_on_images_ranks_and_draws_a_montage(cli, tmp_path):
+    result = cli("influence", "self", CNN, "--train-n", "40", "--strategy", "kfac", "--top-k", "6",
+                 "--out", "self", "--json")
+    assert result.code == 0, result.stderr
+    summary = result.json()
+    values = [e["self_influence"] for e in summary["ranking"]]
+    assert len(values) == 6 and values == sorted(values, reverse=True) and summary["samples"] == 40
+    all_values = load_file(str(tmp_path / "self" / "scores.safetensors"))["scores"]
+    assert values[0] == float(all_values.max())
+    assert (tmp_path / "self" / "montage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    human = cli("influence", "self", CNN, "--train-n", "40", "--top-k", "3", "--out", "self2")
+    assert human.code == 0 and "highest first" in human.stdout and "montage" in human.stdout
+
+
+def test_score_montage_for_an_image_model(cli, tmp_path):
+    assert cli("influence", "fit", CNN, "--train-n", "48", "--out", "fac").code == 0
+    result = cli("influence", "score", CNN, "--factors", "fac", "--train-n", "48", "-n", "2", "--top-k", "3",
+                 "--out", "run")
+    assert result.code == 0, result.stderr
+    assert "proponents" in result.stdout and "opponents" in result.stdout and "positive =" in result.stdout
+    assert (tmp_path / "run" / "montage.png").stat().st_size > 10_000
+
+
+def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
+    assert cli("influence", "fit", MLP, "--train-n", "16", "--out", "fac").code == 0
+    cases = [
+        (("influence", "fit", MLP, "--train-n", "16", "--out", "fac"), "exists"),
+        (("influence", "fit", MLP, "--strategy", "lissa", "--out", "x"), "unknown strategy"),
+        (("influence", "score", CNN, "--factors", "fac", "--out", "y"), "another model"),
+        (("influence", "score", MLP, "--factors", "fac", "--damping", "lots", "--out", "y"), "--damping"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.code == 2, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

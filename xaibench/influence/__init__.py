@@ -1,0 +1,8 @@
+"""Influence functions with EK-FAC (Grosse et al. 2023): which training examples drove a prediction."""
+
+from xaibench.influence.factors import STRATEGIES, Factors, FitConfig, fit_factors
+from xaibench.influence.scores import Influence, Preconditioner, ScoreConfig
+from xaibench.influence.task import ClassificationTask, RegressionTask, Task, task_for
+
+__all__ = ["STRATEGIES", "ClassificationTask", "Factors", "FitConfig", "Influence", "Preconditioner",
+           "RegressionTask", "ScoreConfig", "Task", "fit_factors", "task_for"]

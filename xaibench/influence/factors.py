@@ -1,0 +1,236 @@
+"""Curvature factors per tracked module: identity, diagonal, K-FAC, EK-FAC and the exact Fisher.
+
+Grosse et al. (2023), section 2.2, after George et al. (2018). For each tracked module with per-example
+gradient matrices G_i (out, in+1) (``tracking``), over the training data:
+
+  kfac      A = E[a a^T] over input activations and S = E[g g^T] over output gradients, with positions
+            (sequence steps, conv output pixels) folded into the batch and the count, as kronfluence does;
+            eigendecompositions A = Q_A diag(L_A) Q_A^T, S = Q_S diag(L_S) Q_S^T in float64 after
+            symmetrising; curvature eigenvalues outer(L_S, L_A).
+  ekfac     the same eigenvectors, eigenvalues corrected to Lambda = E_i[(Q_S^T G_i Q_A)^2] (one more pass).
+  diagonal  Lambda = E_i[G_i^2] elementwise, no eigenvectors.
+  identity  no curvature (the plain gradient dot product).
+  exact     the explicit Fisher over all tracked parameters together (not block-diagonal): the empirical
+            Fisher E_i[g_i g_i^T], or the true Fisher as the exact expectation over the model's predictive
+            distribution (the Gauss-Newton matrix; the factored strategies sample one label per example
+            instead). D x D with D the tracked parameter count, so for small models only: it validates
+            the others.
+
+Labels: "true" Fisher (default) draws each example's target from the model's predictive distribution
+with uniforms fixed per example by the seed (so results depend neither on the batch size nor on the
+chunking), "empirical" uses the data's labels. Damping is applied at scoring time (``scores``).
+
+Passes run over the data in chunks of ``chunk_size`` examples; after each chunk the running sums (float64)
+go to a ``checkpoint`` when one is given, so an interrupted fit resumes from its last completed chunk and
+gives bit-for-bit the same factors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from xaibench.errors import InputError
+from xaibench.influence.task import Task
+from xaibench.influence.tracking import (
+    Captured,
+    capture,
+    parameter_count,
+    select_modules,
+)
+from xaibench.progress import advance
+
+STRATEGIES = ("identity", "diagonal", "kfac", "ekfac", "exact")
+FISHERS = ("true", "empirical")
+EXACT_LIMIT = 20_000  # tracked parameters above which the exact D x D Fisher is refused
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How to fit factors.
+
+    Attributes:
+        strategy: one of STRATEGIES.
+        fisher: "true" (labels sampled from the model) or "empirical" (the data's labels).
+        modules: glob(s) over module names; None tracks every Linear and Conv2d.
+        batch_size: examples per forward/backward pass (the memory knob).
+        chunk_size: examples per checkpoint.
+        seed: seeds the true-Fisher labels.
+    """
+
+    strategy: str = "ekfac"
+    fisher: str = "true"
+    modules: tuple[str, ...] | None = None
+    batch_size: int = 128
+    chunk_size: int = 4096
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
+        if self.fisher not in FISHERS:
+            raise InputError(f"fisher must be true or empirical, got {self.fisher!r}")
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise InputError("batch_size and chunk_size must be at least 1")
+
+
+@dataclass
+class Factors:
+    """Fitted factors: ``tensors`` keyed "<module>/<name>" (or "exact/<name>"), float64."""
+
+    strategy: str
+    shapes: dict[str, tuple[int, int]]  # module name -> (out, in[+1]), in tracking order
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def module(self, name: str, key: str) -> torch.Tensor:
+        return self.tensors[f"{name}/{key}"]
+
+
+class Checkpoint(Protocol):
+    """Where a fit keeps its running sums between chunks (``storage.PartialFit`` on disk)."""
+
+    def load(self, stage: str) -> tuple[dict[str, torch.Tensor], int] | None: ...
+
+    def save(self, stage: str, sums: dict[str, torch.Tensor], done: int) -> None: ...
+
+
+def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torch.Tensor,
+                config: FitConfig = FitConfig(), checkpoint: Checkpoint | None = None) -> Factors:
+    """Fit ``config.strategy``'s factors of ``model`` on training ``inputs`` and ``labels``."""
+    modules = select_modules(model, list(config.modules) if config.modules else None)
+    shapes = {name: parameter_count(m) for name, m in modules.items()}
+    if config.strategy == "exact" and sum(o * i for o, i in shapes.values()) > EXACT_LIMIT:
+        raise InputError(f"the exact strategy needs a D x D matrix; {sum(o * i for o, i in shapes.values())} "
+                         f"tracked parameters exceed its limit of {EXACT_LIMIT}; track fewer modules")
+    factors = Factors(config.strategy, shapes)
+    data = _Pass(model, modules, task, inputs, labels, config, checkpoint)
+    if config.strategy in ("kfac", "ekfac"):
+        sums = data.run("covariance", _covariance_sums)
+        for name in modules:
+            for side in ("A", "S"):
+                values, vectors = _eigh(sums[f"{name}/{side}"] / sums[f"{name}/{side}_count"])
+                factors.tensors[f"{name}/{side}_values"] = values
+                factors.tensors[f"{name}/{side}_vectors"] = vectors
+    if config.strategy in ("ekfac", "diagonal"):
+        sums = data.run("lambda", _lambda_sums(factors))
+        for name in modules:
+            factors.tensors[f"{name}/lambda"] = sums[f"{name}/lambda"] / len(inputs)
+    if config.strategy == "exact":
+        sums = data.run("exact", _exact_sums)
+        values, vectors = _eigh(sums["exact/fisher"] / len(inputs))
+        factors.tensors.update({"exact/values": values, "exact/vectors": vectors})
+    return factors
+
+
+def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors of the symmetrised float64 matrix."""
+    matrix = matrix.double()
+    return torch.linalg.eigh((matrix + matrix.T) / 2)
+
+
+Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass
+class _Pass:
+    """One pass over the training data in chunks and batches, summing what ``sums`` returns per batch."""
+
+    model: nn.Module
+    modules: dict[str, nn.Module]
+    task: Task
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    config: FitConfig
+    checkpoint: Checkpoint | None
+
+    def run(self, stage: str, sums: Sums) -> dict[str, torch.Tensor]:
+        total, done = {}, 0
+        saved = self.checkpoint.load(stage) if self.checkpoint is not None else None
+        if saved is not None:
+            total, done = saved
+            advance(done)
+        uniforms = self._uniforms()
+        n, size = len(self.inputs), self.config.chunk_size
+        for start in range(done, n, size):
+            for first in range(start, min(start + size, n), self.config.batch_size):
+                rows = slice(first, min(first + self.config.batch_size, min(start + size, n)))
+                for key, value in sums(self, rows, uniforms).items():
+                    total[key] = total[key] + value.double() if key in total else value.double()
+                advance(rows.stop - rows.start)
+            if self.checkpoint is not None:
+                self.checkpoint.save(stage, total, min(start + size, n))
+        return total
+
+    def _uniforms(self) -> torch.Tensor | None:
+        """One row of uniforms per example, fixed by the seed; None for the empirical Fisher."""
+        if self.config.fisher == "empirical":
+            return None
+        with torch.no_grad():
+            width = self.model(self.inputs[:1]).reshape(1, -1).shape[1]
+        generator = torch.Generator().manual_seed(self.config.seed)
+        return torch.rand(len(self.inputs), width, generator=generator)
+
+    def captured(self, rows: slice, uniforms: torch.Tensor | None) -> dict[str, Captured]:
+        """Activations and output gradients of the training loss on ``rows`` (Fisher labels)."""
+        labels = self.labels[rows]
+
+        def objective(outputs: torch.Tensor) -> torch.Tensor:
+            targets = labels if uniforms is None else self.task.sample_targets(outputs, uniforms[rows])
+            return self.task.loss(outputs, targets)
+
+        return capture(self.model, self.modules, self.inputs[rows], objective)[0]
+
+
+def _covariance_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, seen in data.captured(rows, uniforms).items():
+        a, g = seen.activations.flatten(0, 1), seen.gradients.flatten(0, 1)
+        count = torch.tensor(float(a.shape[0]))
+        out.update({f"{name}/A": a.T @ a, f"{name}/S": g.T @ g, f"{name}/A_count": count,
+                    f"{name}/S_count": count})
+    return out
+
+
+def _lambda_sums(factors: Factors) -> Sums:
+    """Per batch: sum_i (Q_S^T G_i Q_A)^2 (ekfac) or sum_i G_i^2 (diagonal)."""
+    rotations = {}
+    if factors.strategy == "ekfac":
+        rotations = {name: (factors.module(name, "S_vectors"), factors.module(name, "A_vectors"))
+                     for name in factors.shapes}
+
+    def sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, seen in data.captured(rows, uniforms).items():
+            grads = seen.per_example()
+            if name in rotations:
+                q_s, q_a = (q.to(grads.dtype) for q in rotations[name])
+                grads = q_s.T @ grads @ q_a
+            out[f"{name}/lambda"] = grads.pow(2).sum(0)
+        return out
+
+    return sums
+
+
+def _exact_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per batch: sum_i g_i g_i^T over flattened gradients, weighted over labels for the true Fisher."""
+    if data.config.fisher == "empirical":
+        flat = flat_gradients(data.captured(rows, None)).double()
+        return {"exact/fisher": flat.T @ flat}
+    with torch.no_grad():
+        outputs = data.model(data.inputs[rows])
+    fisher = 0
+    for targets, weights in data.task.fisher_outcomes(outputs):
+        seen = capture(data.model, data.modules, data.inputs[rows], lambda out, t=targets: data.task.loss(out, t))[0]
+        flat = flat_gradients(seen).double() * weights.double().sqrt()[:, None]
+        fisher = fisher + flat.T @ flat
+    return {"exact/fisher": fisher}
+
+
+def flat_gradients(captured: dict[str, Captured]) -> torch.Tensor:
+    """Per-example gradients of every tracked module, flattened and concatenated: (B, D)."""
+    return torch.cat([seen.per_example().flatten(1) for seen in captured.values()], dim=1)
+

@@ -1,0 +1,174 @@
+"""``xaibench influence fit | score | self``: factors and scores for a model file and data specs.
+
+fit writes a factors directory; score and self write run directories (run.json, scores.safetensors,
+influence.json, montage.png for images). All three resume interrupted work from a ``.partial`` folder
+beside their destination (``storage.PartialWork``) and never leave half-written output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from xaibench.errors import InputError
+from xaibench.influence.factors import Factors, FitConfig, fit_factors
+from xaibench.influence.ranking import query_rankings, self_ranking
+from xaibench.influence.scores import Influence, ScoreConfig
+from xaibench.influence.storage import (
+    PartialWork,
+    fingerprint,
+    load_factors,
+    save_factors,
+)
+from xaibench.influence.task import ClassificationTask
+from xaibench.inputs import Prepared, Selection, prepare
+from xaibench.models import LoadedModel, ModelSource
+from xaibench.runs import default_run_dir, run_record, staged_dir, write_json
+
+SIGN = ("positive = the training example helps the query's prediction (a gradient step on it lowers the "
+        "query's measurement); negative = it works against it")
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """Training examples in model space with their labels and identity."""
+
+    prepared: Prepared
+    labels: torch.Tensor
+    spec: dict[str, Any]
+
+
+def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | None) -> TrainData:
+    """The training data (default: the model's dataset, train split); labels are required."""
+    if selection.data is None and loaded.meta.dataset:
+        selection = replace(selection, data=f"{loaded.meta.dataset}:train")
+    prepared = prepare(loaded, selection, batch_size)
+    if prepared.data.y is None:
+        raise InputError(f"influence needs labelled training data; {selection.data} has no labels")
+    spec = {"data": selection.data, "n": selection.n, "indices": selection.indices,
+            "samples": len(prepared.data), "fingerprint": fingerprint(prepared.inputs, prepared.data.y)}
+    return TrainData(prepared, prepared.data.y, spec)
+
+
+@dataclass(frozen=True)
+class FitJob:
+    source: ModelSource
+    train: Selection
+    config: FitConfig
+    out: Path
+    overwrite: bool = False
+
+
+def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
+    """Fit factors and write the factors directory; a summary for the CLI."""
+    started = time.perf_counter()
+    loaded = job.source.load()
+    data = load_train(loaded, job.train, job.config.batch_size)
+    arguments = fit_arguments(job.config, loaded, data)
+    partial = PartialWork.beside(job.out, arguments)
+    task = ClassificationTask()
+    factors = fit_factors(loaded.module, task, data.prepared.inputs, data.labels, job.config, partial)
+    with staged_dir(job.out, job.overwrite, marker="factors.json") as staging:
+        save_factors(staging, factors, arguments)
+        record = run_record("influence fit", argv, asdict(job.config), job.config.seed)
+        write_json(staging / "run.json", {**record, "model": _model_record(loaded), "data": data.spec,
+                                          "seconds": round(time.perf_counter() - started, 3)})
+    partial.discard()
+    return {"factors": str(job.out), "strategy": factors.strategy, "fisher": job.config.fisher,
+            "modules": {name: list(shape) for name, shape in factors.shapes.items()},
+            "samples": data.spec["samples"], "seconds": round(time.perf_counter() - started, 3)}
+
+
+def fit_arguments(config: FitConfig, loaded: LoadedModel, data: TrainData) -> dict[str, Any]:
+    """What makes factors what they are (the batch size does not, beyond rounding)."""
+    options = {k: v for k, v in asdict(config).items() if k != "batch_size"}
+    return {**options, "model_sha256": loaded.sha256, "train": data.spec}
+
+
+def _model_record(loaded: LoadedModel) -> dict[str, Any]:
+    return {"path": loaded.path, "format": loaded.format, "sha256": loaded.sha256}
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """``influence score`` (``query`` set) or ``influence self`` (``query`` None)."""
+
+    source: ModelSource
+    factors: Path | None
+    train: Selection
+    query: Selection | None
+    score: ScoreConfig
+    measurement: str = "loss"
+    top_k: int = 5
+    out: Path | None = None
+    overwrite: bool = False
+    fit: FitConfig = field(default_factory=FitConfig)
+
+
+def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
+    """Pairwise or self-influence scores, rankings and montage, written as a run directory."""
+    started = time.perf_counter()
+    loaded = job.source.load()
+    data = load_train(loaded, job.train, job.score.batch_size)
+    factors, fitted = _factors(job, loaded, data)
+    task = ClassificationTask(job.measurement)
+    influence = Influence(loaded.module, task, factors, job.score)
+    command = "influence score" if job.query is not None else "influence self"
+    out = job.out or default_run_dir(command.replace(" ", "-"), Path(loaded.path).stem)
+    arguments = {"command": command, "factors": fitted, "train": data.spec, "score": asdict(job.score),
+                 "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
+    partial = PartialWork.beside(out, arguments)
+    if job.query is None:
+        values = influence.self_influence(data.prepared.inputs, data.labels, partial)
+        ranking, queries = self_ranking(values.sum(0), data, job.top_k), None
+    else:
+        queries = prepare(loaded, job.query, job.score.batch_size)
+        values = influence.pairwise(queries.inputs, queries.targets, data.prepared.inputs, data.labels, partial)
+        ranking = query_rankings(values.sum(0), queries, data, job.top_k)
+    summary = {"sign": SIGN, "strategy": factors.strategy, "measurement": job.measurement,
+               "damping": job.score.damping if job.score.damping is not None else "0.1 x mean eigenvalue",
+               **ranking}
+    with staged_dir(out, job.overwrite) as staging:
+        tensors = {"scores": values.sum(0).contiguous(),
+                   **{f"modules/{name}": part.contiguous() for name, part in zip(factors.shapes, values)}}
+        save_file(tensors, str(staging / "scores.safetensors"))
+        write_json(staging / "influence.json", summary)
+        montage = _montage(staging, summary, data, queries, loaded)
+        record = run_record(command, argv, arguments, job.fit.seed)
+        write_json(staging / "run.json", {**record, "model": _model_record(loaded), "train": data.spec,
+                                          "seconds": round(time.perf_counter() - started, 3)})
+    partial.discard()
+    return {"run_dir": str(out), "montage": None if montage is None else str(out / montage), **summary}
+
+
+def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData) -> tuple[Factors, dict[str, Any]]:
+    """Stored factors checked against the model, or (self without --factors) ones fitted in memory."""
+    if job.factors is None:
+        config = replace(job.fit, batch_size=job.score.batch_size)
+        factors = fit_factors(loaded.module, ClassificationTask(), data.prepared.inputs, data.labels, config)
+        return factors, fit_arguments(config, loaded, data)
+    factors, arguments = load_factors(job.factors)
+    if arguments.get("model_sha256") != loaded.sha256:
+        raise InputError(f"the factors in {job.factors} were fitted on another model file (sha256 "
+                         f"{str(arguments.get('model_sha256'))[:12]}..., this model {loaded.sha256[:12]}...); "
+                         "fit them again for this model")
+    return factors, arguments
+
+
+def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Prepared | None,
+             loaded: LoadedModel) -> str | None:
+    """montage.png for image models (None otherwise)."""
+    if data.prepared.meta.modality != "image":
+        return None
+    from xaibench.report.montage import write_influence_montage, write_self_montage
+
+    if queries is None:
+        write_self_montage(folder / "montage.png", summary, data.prepared)
+    else:
+        write_influence_montage(folder / "montage.png", summary, queries, data.prepared)
+    return "montage.png"

@@ -1,0 +1,173 @@
+"""Tracked modules: their input activations and output gradients, from which per-example gradients follow.
+
+For a Linear or Conv2d module with weight W (out, in) and bias b, the gradient of an example's loss is
+G = sum_p g_p a_p^T over the module's positions p (one for a plain Linear, sequence positions for a
+Linear on (B, T, D), output pixels for a Conv2d), where a_p is the input at p with a 1 appended for the
+bias (Conv2d: the unfolded patch) and g_p the gradient of the loss with respect to the output at p.
+``capture`` records a and g for a batch in one forward and one backward pass; the per-example G is then
+an einsum, or never formed at all when the scores contract a and g directly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xaibench.errors import InputError
+
+SUPPORTED = (nn.Linear, nn.Conv2d)
+
+
+@dataclass(frozen=True)
+class Captured:
+    """One module's view of a batch: activations (B, P, in[+1]) and output gradients (B, P, out)."""
+
+    activations: torch.Tensor
+    gradients: torch.Tensor
+
+    def per_example(self) -> torch.Tensor:
+        """Per-example gradient matrices (B, out, in[+1]) = sum_p g_p a_p^T."""
+        if self.activations.shape[1] == 1:
+            return self.gradients[:, 0, :, None] * self.activations[:, 0, None, :]
+        return torch.einsum("bpo,bpi->boi", self.gradients, self.activations)
+
+
+def select_modules(model: nn.Module, patterns: str | list[str] | None = None) -> dict[str, nn.Module]:
+    """The tracked modules: every Linear and Conv2d, or those whose names match one of the globs.
+
+    Raises:
+        InputError: a pattern matches nothing trackable, or names a module of another type.
+    """
+    named = dict(model.named_modules())
+    if patterns is None:
+        chosen = {name: m for name, m in named.items() if isinstance(m, SUPPORTED)}
+    else:
+        chosen = {}
+        for pattern in [patterns] if isinstance(patterns, str) else patterns:
+            matched = {name: m for name, m in named.items() if fnmatch.fnmatchcase(name, pattern)}
+            wrong = sorted(name for name, m in matched.items() if not isinstance(m, SUPPORTED))
+            if wrong and not any(isinstance(m, SUPPORTED) for m in matched.values()):
+                kinds = ", ".join(f"{n} ({type(named[n]).__name__})" for n in wrong[:3])
+                raise InputError(f"--modules {pattern!r} matches {kinds}; influence tracks only nn.Linear "
+                                 "and nn.Conv2d modules")
+            chosen.update({name: m for name, m in matched.items() if isinstance(m, SUPPORTED)})
+            if not matched:
+                known = ", ".join(n for n, m in named.items() if isinstance(m, SUPPORTED))
+                raise InputError(f"--modules {pattern!r} matches no module; trackable: {known}")
+    if not chosen:
+        raise InputError("the model has no nn.Linear or nn.Conv2d module to track")
+    for name, module in chosen.items():
+        _check_supported(name, module)
+    return dict(sorted(chosen.items(), key=lambda item: list(named).index(item[0])))
+
+
+def _check_supported(name: str, module: nn.Module) -> None:
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            raise InputError(f"module {name}: grouped convolutions (groups={module.groups}) are not supported")
+        if module.padding_mode != "zeros":
+            raise InputError(f"module {name}: padding_mode {module.padding_mode!r} is not supported")
+
+
+def parameter_count(module: nn.Module) -> tuple[int, int]:
+    """(out, in[+1]): the shape of the module's gradient matrix, bias as the last input column."""
+    extra = int(module.bias is not None)
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features + extra
+    kh, kw = module.kernel_size
+    return module.out_channels, module.in_channels * kh * kw + extra
+
+
+def gradient_matrix(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A parameter-shaped gradient (weight, bias) as the (out, in[+1]) matrix ``Captured`` produces."""
+    matrix = weight.reshape(weight.shape[0], -1)
+    return matrix if bias is None else torch.cat([matrix, bias[:, None]], dim=1)
+
+
+def _activations(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """(B, P, in[+1]): Linear inputs with leading axes as positions, Conv2d inputs unfolded."""
+    if isinstance(module, nn.Conv2d):
+        patches = F.unfold(inputs, module.kernel_size, dilation=module.dilation,
+                           padding=_padding(module), stride=module.stride).transpose(1, 2)
+    else:
+        patches = inputs.reshape(inputs.shape[0], -1, inputs.shape[-1])
+    if module.bias is not None:
+        patches = torch.cat([patches, patches.new_ones(*patches.shape[:2], 1)], dim=2)
+    return patches
+
+
+def _padding(module: nn.Conv2d) -> tuple[int, ...]:
+    if module.padding == "valid":
+        return (0, 0)
+    if module.padding == "same":
+        total = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        if any(t % 2 for t in total):
+            raise InputError("Conv2d padding='same' with an even kernel is not supported")
+        return tuple(t // 2 for t in total)
+    return tuple(module.padding)
+
+
+def _gradients(module: nn.Module, grad_output: torch.Tensor) -> torch.Tensor:
+    """(B, P, out) in the positions' order of ``_activations``."""
+    if isinstance(module, nn.Conv2d):
+        return grad_output.flatten(2).transpose(1, 2)
+    return grad_output.reshape(grad_output.shape[0], -1, grad_output.shape[-1])
+
+
+@contextmanager
+def tracked(modules: dict[str, nn.Module]) -> Iterator[dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
+    """Forward hooks that keep each tracked module's (activation, output) per call; always removed.
+
+    Yields a dict name -> list of (activations, output) recorded since it was last cleared. A module
+    called twice in one forward (shared weights) records both calls; their positions are concatenated,
+    which is exact for the gradient.
+    """
+    records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in modules}
+    handles = []
+
+    def hook_for(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            records[name].append((_activations(module, args[0].detach()), output))
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(hook_for(name)))
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def capture(model: nn.Module, modules: dict[str, nn.Module], inputs: torch.Tensor,
+            objective: Callable[[torch.Tensor], torch.Tensor]) -> tuple[dict[str, Captured], torch.Tensor]:
+    """Activations and output gradients of ``objective(model(inputs))`` (a sum over the batch).
+
+    Returns the captured tensors per module and the model's outputs (detached). Parameters' .grad is
+    left untouched: gradients are taken with respect to the modules' outputs only.
+    """
+    with tracked(modules) as records, torch.enable_grad():
+        outputs = model(inputs)
+        calls = [(name, output) for name, seen in records.items() for _, output in seen]
+        missing = [name for name, seen in records.items() if not seen]
+        if missing:
+            raise InputError(f"tracked module(s) {', '.join(missing)} were not called by the model's forward")
+        if not all(output.requires_grad for _, output in calls):
+            raise InputError("the tracked modules' outputs do not require gradients; enable requires_grad "
+                             "on the model's parameters")
+        grads = torch.autograd.grad(objective(outputs), [output for _, output in calls], allow_unused=True)
+    captured, position = {}, 0
+    for name, seen in records.items():
+        acts, outs = [], []
+        for (activation, output), grad in zip(seen, grads[position:position + len(seen)]):
+            acts.append(activation)
+            outs.append(_gradients(modules[name], torch.zeros_like(output) if grad is None else grad))
+        position += len(seen)
+        captured[name] = Captured(torch.cat(acts, dim=1), torch.cat(outs, dim=1))
+    return captured, outputs.detach()
