@@ -14,7 +14,7 @@ gradient matrices G_i (out, in+1) (``tracking``), over the training data:
             Fisher E_i[g_i g_i^T], or the true Fisher as the exact expectation over the model's predictive
             distribution (the Gauss-Newton matrix; the factored strategies sample one label per example
             instead). D x D with D the tracked parameter count, so for small models only: it validates
-            the others.
+            the others. Stored as the matrix itself; scoring solves with its Cholesky factor.
 
 Labels: "true" Fisher (default) draws each example's target from the model's predictive distribution
 with uniforms fixed per example by the seed (so results depend neither on the batch size nor on the
@@ -120,9 +120,8 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
         for name in modules:
             factors.tensors[f"{name}/lambda"] = sums[f"{name}/lambda"] / len(inputs)
     if config.strategy == "exact":
-        sums = data.run("exact", _exact_sums)
-        values, vectors = _eigh(sums["exact/fisher"] / len(inputs))
-        factors.tensors.update({"exact/values": values, "exact/vectors": vectors})
+        fisher = data.run("exact", _exact_sums)["exact/fisher"] / len(inputs)
+        factors.tensors["exact/fisher"] = (fisher + fisher.T) / 2
     return factors
 
 

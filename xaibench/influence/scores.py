@@ -53,10 +53,15 @@ class Preconditioner:
     def __init__(self, factors: Factors, damping: float | None) -> None:
         self.factors, self.shapes = factors, factors.shapes
         self.damping: dict[str, float] = {}
-        for name in (["exact"] if factors.strategy == "exact" else self.shapes):
+        for name in self.shapes:
             curvature = self._eigenvalues(name)
             if curvature is not None:
                 self.damping[name] = float(0.1 * curvature.mean()) if damping is None else damping
+        if factors.strategy == "exact":  # the mean eigenvalue is the trace over the dimension
+            fisher = factors.tensors["exact/fisher"]
+            lam = float(0.1 * fisher.diagonal().mean()) if damping is None else damping
+            self.damping["exact"] = lam
+            self.cholesky = torch.linalg.cholesky(fisher + lam * torch.eye(len(fisher), dtype=fisher.dtype))
 
     def _eigenvalues(self, name: str) -> torch.Tensor | None:
         strategy, get = self.factors.strategy, self.factors.tensors.get
@@ -64,17 +69,13 @@ class Preconditioner:
             return torch.outer(get(f"{name}/S_values"), get(f"{name}/A_values"))
         if strategy in ("ekfac", "diagonal"):
             return get(f"{name}/lambda")
-        if strategy == "exact":
-            return get("exact/values")
         return None
 
     def apply(self, grads: Gradients) -> Gradients:
         """Preconditioned gradients, same shapes and dtype (float64 for exact)."""
         if self.factors.strategy == "exact":
             flat = torch.cat([grads[n].flatten(1) for n in self.shapes], dim=1).double()
-            vectors, values = self.factors.tensors["exact/vectors"], self.factors.tensors["exact/values"]
-            flat = ((flat @ vectors) / (values + self.damping["exact"])) @ vectors.T
-            return self._split(flat)
+            return self._split(torch.cholesky_solve(flat.T, self.cholesky).T)
         return {name: self._apply_module(name, grads[name]) for name in self.shapes}
 
     def _apply_module(self, name: str, grads: torch.Tensor) -> torch.Tensor:
