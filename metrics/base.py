@@ -29,13 +29,13 @@ else:
     torch = lazy_import("torch")
 
 CATEGORIES = ("faithfulness", "robustness", "complexity", "randomisation", "localisation", "axiomatic",
-              "agreement")
+              "agreement", "concept")
 
 METRICS: Registry[type[Metric]] = Registry(
     "metric",
     modules=tuple(f"xaibench.metrics.{m}" for m in (
         "curves", "confidence", "road", "irof", "correlation", "infidelity", "robustness", "stability",
-        "randomisation", "complexity", "localisation", "axiomatic", "agreement")),
+        "randomisation", "complexity", "localisation", "axiomatic", "agreement", "concept")),
 )
 
 #: explainer(model, inputs, target) -> attributions with the inputs' shape; robustness and randomisation
@@ -99,7 +99,9 @@ class Metric:
     Metadata (class attributes): ``category`` (one of CATEGORIES), ``higher_is_better`` (the score's
     direction), what it needs (``needs_model``, ``needs_explainer``, ``needs_masks``,
     ``needs_reference``), ``modalities`` it applies to, ``stochastic`` (uses the generator),
-    ``curve_label`` (the x axis of its curve, None without a curve), ``description`` (one line).
+    ``curve_label`` (the x axis of its curve, None without a curve), ``description`` (one line),
+    ``concept`` (True for the concept metrics of ``xaibench.metrics.concept``, which score a concept
+    decomposition through ``compute_concepts`` and refuse ``compute``).
     """
 
     name: ClassVar[str]
@@ -113,6 +115,7 @@ class Metric:
     stochastic: ClassVar[bool] = False
     curve_label: ClassVar[str | None] = None
     description: ClassVar[str] = ""
+    concept: ClassVar[bool] = False
 
     @dataclasses.dataclass(frozen=True)
     class Params:

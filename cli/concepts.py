@@ -1,0 +1,70 @@
+"""``xaibench concepts``: the concepts a model uses at a layer for a class, and how much each matters."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("concepts")(concepts)
+
+
+def concepts(
+    model: str = common.MODEL,
+    class_spec: str = typer.Option(..., "--class", "-c", help="Class name or index whose concepts to extract."),
+    layer: str = typer.Option(None, "--layer", help="Layer to split at (default: the last convolutional "
+                              "block's output)."),
+    data: str = typer.Option(None, "--data", "-d", help="NAME[:SPLIT] or PATH (default: the model's "
+                             "dataset, train split); images of the class are used."),
+    n: int = typer.Option(None, "--n", "-n", min=1, help="Images of the class (default 64)."),
+    n_concepts: int = typer.Option(10, "--n-concepts", "-k", min=1, help="Concepts to extract."),
+    method: str = typer.Option("nmf", "--method", "-m", help="nmf, kmeans, pca, sparse or semi_nmf."),
+    importance: str = typer.Option("sobol", "--importance", help="sobol, gradient_input, "
+                                   "integrated_gradients, occlusion, saliency or rise."),
+    mode: str = typer.Option("patches", "--mode", help="patches (CRAFT crops), holistic (every position) "
+                             "or pooled (one vector per image)."),
+    patch_size: float = typer.Option(0.25, "--patch-size", help="Crop side as a fraction of the image side."),
+    out: str = common.OUT,
+    overwrite: bool = common.OVERWRITE,
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+) -> None:
+    """Extract a class's concepts (dictionary learning at a layer), their importance and a report."""
+    from pathlib import Path
+
+    from xaibench.concepts.extract import Settings
+    from xaibench.concepts.job import ConceptJob, run_concepts
+
+    output = Output(json_mode)
+    job = ConceptJob(
+        source=common.model_source(model, trust_model, arch, arch_arg), class_spec=class_spec, layer=layer,
+        selection=common.selection(data=data, n=n, indices=None, target="pred", modality=None,
+                                   input_shape=None, classes=None),
+        settings=Settings(method=method, n_concepts=n_concepts, mode=mode, importance=importance,
+                          patch_size=patch_size, seed=seed, batch_size=batch_size),
+        out=Path(out) if out else None, overwrite=overwrite)
+    with output.progress(f"concepts ({method}, {importance})", None):
+        summary = run_concepts(job, ["xaibench", *sys.argv[1:]])
+
+    def human(console: Any) -> None:
+        console.print(f"{summary['n_concepts']} {method} concepts of class {summary['class']!r} at "
+                      f"{summary['layer']} from {summary['rows']} {mode} rows of {summary['images']} images "
+                      f"in {summary['seconds']:.1f} s")
+        ranked = sorted(enumerate(summary["global_importance"]), key=lambda item: -item[1])
+        console.print("  importance (" + importance + "): " + ", ".join(f"c{i} {v:.3g}" for i, v in ranked))
+        for name, value in summary["metrics"].items():
+            arrow = "higher is better" if value["higher_is_better"] else "lower is better"
+            shown = "n/a" if value["value"] is None else f"{value['value']:.4g}"
+            console.print(f"  {name:<14} {shown:>10}  ({arrow})")
+        console.print(f"  run directory: {summary['run_dir']}  (report.html)")
+
+    output.result(summary, human)

@@ -1,0 +1,106 @@
+"""Concept extraction end to end in memory: activations, dictionary, codes per image, importance.
+
+CRAFT / Fel et al. (2023): split f = h o g at a layer, factorise the activations of a class's images
+A ~ U W + b, encode every spatial position of each image's activation map against the bank (the concept
+attribution maps), and estimate each concept's importance for the class by perturbing the codes and
+passing the rebuilt activations through h. Local importance is per image, global the mean over images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xaibench.concepts.base import DECOMPOSITIONS, IMPORTANCES, ConceptBank, ConceptHead
+from xaibench.concepts.split import Split, activations, crops, feature_maps
+from xaibench.errors import InputError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to extract: decomposition, concept count, activation mode, importance estimator."""
+
+    method: str = "nmf"
+    n_concepts: int = 10
+    mode: str = "patches"
+    importance: str = "sobol"
+    patch_size: float = 0.25
+    seed: int = 0
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What extraction found for one class.
+
+    Attributes:
+        activations: (n, p) the rows the bank was fitted on; codes their codes (n, k).
+        maps: (N, p, *spatial) g(x) of every image; image_codes (N, *spatial, k) their encoding.
+        local: (N, k) importance per image; importance (k,) its mean over images.
+    """
+
+    bank: ConceptBank
+    activations: torch.Tensor
+    codes: torch.Tensor
+    maps: torch.Tensor
+    image_codes: torch.Tensor
+    local: torch.Tensor
+    importance: torch.Tensor
+
+
+def concept_head(split: Split, bank: ConceptBank) -> ConceptHead:
+    """codes (N, *spatial, k) -> logits: decode each position, move channels first, run h."""
+
+    def head(codes: torch.Tensor) -> torch.Tensor:
+        rebuilt = bank.decode(codes)
+        if rebuilt.ndim > 2:
+            rebuilt = rebuilt.movedim(-1, 1)
+        return split.h(rebuilt)
+
+    return head
+
+
+def encode_maps(maps: torch.Tensor, bank: ConceptBank, batch_size: int | None) -> torch.Tensor:
+    """Codes of every position of activation maps (N, p, *spatial): (N, *spatial, k)."""
+    decomposition = DECOMPOSITIONS.get(bank.method)()
+    rows = maps.movedim(1, -1)
+    flat = rows.reshape(-1, maps.shape[1])
+    step = batch_size or flat.shape[0]
+    codes = torch.cat([decomposition.encode(flat[i:i + step], bank) for i in range(0, flat.shape[0], step)])
+    return codes.reshape(*rows.shape[:-1], bank.k)
+
+
+def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: Settings) -> Extraction:
+    """Learn ``settings.n_concepts`` concepts of ``inputs`` at the split and their importance for ``target``."""
+    decomposition = DECOMPOSITIONS.get(settings.method)()
+    rows = activations(split, inputs, settings.mode, patch_size=settings.patch_size,
+                       batch_size=settings.batch_size)
+    if rows.shape[0] < settings.n_concepts:
+        raise InputError(f"{rows.shape[0]} activation rows cannot give {settings.n_concepts} concepts; "
+                         "use more images or fewer concepts")
+    if decomposition.needs_nonnegative_activations and bool((rows < 0).any()):
+        raise InputError(f"{settings.method} needs non-negative activations and layer {split.layer} has "
+                         "negative values; choose a layer after a ReLU or --method semi_nmf / pca")
+    fitted = decomposition.fit(rows, settings.n_concepts, settings.seed)
+    maps = feature_maps(split, inputs, settings.batch_size)
+    image_codes = encode_maps(maps, fitted.bank, settings.batch_size)
+    estimator = IMPORTANCES.get(settings.importance)
+    local = estimator(concept_head(split, fitted.bank), image_codes, target, batch_size=settings.batch_size,
+                      generator=torch.Generator().manual_seed(settings.seed))
+    return Extraction(fitted.bank, rows, fitted.codes, maps, image_codes, local, local.mean(0))
+
+
+def top_crops(split: Split, inputs: torch.Tensor, bank: ConceptBank, per_concept: int, patch_size: float,
+              batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The most activating crops of each concept: indices into ``crops(inputs)`` (k, m) and codes (k, m)."""
+    pooled = activations(split, inputs, "patches", patch_size=patch_size, batch_size=batch_size)
+    codes = DECOMPOSITIONS.get(bank.method)().encode(pooled, bank)
+    top = codes.topk(min(per_concept, codes.shape[0]), dim=0)
+    return top.indices.T, top.values.T
+
+
+def crop_images(inputs: torch.Tensor, indices: torch.Tensor, patch_size: float) -> torch.Tensor:
+    """The crops at ``indices`` (any shape) of ``crops(inputs)``: (*indices.shape, C, H, W)."""
+    tiles = crops(inputs, patch_size)
+    return tiles[indices.flatten()].reshape(*indices.shape, *tiles.shape[1:])

@@ -1,0 +1,164 @@
+"""``xaibench concepts``: extract a class's concepts at a layer and write the concept run directory.
+
+The run holds bank.safetensors (dictionary W, offset b, the fitted rows' codes, per-image codes and
+local importances), concepts.json (settings, global importance, metrics, cluster statistics),
+run.json, the figures (montage.png, importance.png, maps.png, clusters.png) and report.html / report.md.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from xaibench.concepts.extract import (
+    Extraction,
+    Settings,
+    concept_head,
+    crop_images,
+    extract,
+    top_crops,
+)
+from xaibench.concepts.split import default_layer, split_model
+from xaibench.errors import InputError
+from xaibench.inputs import Prepared, Selection, denormalise, prepare
+from xaibench.metrics.base import METRICS
+from xaibench.models import LoadedModel, ModelSource
+from xaibench.report.colors import to_display
+from xaibench.runs import default_run_dir, run_record, staged_dir, write_json
+
+DEFAULT_IMAGES = 64
+MONTAGE_CROPS = 8
+
+
+@dataclass(frozen=True)
+class ConceptJob:
+    source: ModelSource
+    class_spec: str
+    selection: Selection = field(default_factory=Selection)
+    layer: str | None = None
+    settings: Settings = field(default_factory=Settings)
+    out: Path | None = None
+    overwrite: bool = False
+
+
+def class_images(loaded: LoadedModel, job: ConceptJob) -> tuple[Prepared, int]:
+    """The selected images labelled with the class (predicted, for unlabelled data) and its index."""
+    selection = job.selection
+    if selection.data is None and loaded.meta.dataset:
+        selection = replace(selection, data=f"{loaded.meta.dataset}:train")
+    everything = prepare(loaded, replace(selection, n=None, indices=None), job.settings.batch_size)
+    names = everything.meta.class_names
+    index = names.index(job.class_spec) if job.class_spec in names else _class_index(job.class_spec, len(names))
+    labels = everything.data.y if everything.data.y is not None else everything.predictions
+    positions = torch.nonzero(labels == index).flatten()[: selection.n or DEFAULT_IMAGES]
+    if positions.numel() == 0:
+        raise InputError(f"no images of class {names[index]!r} in {selection.data}")
+    picked = prepare(loaded, replace(selection, n=None, indices=",".join(map(str, positions.tolist())),
+                                     target=str(index)), job.settings.batch_size)
+    return picked, index
+
+
+def _class_index(spec: str, count: int) -> int:
+    try:
+        index = int(spec)
+    except ValueError:
+        raise InputError(f"--class {spec!r} is neither a class name nor an index") from None
+    if not 0 <= index < count:
+        raise InputError(f"class {index} is outside the model's {count} classes (0..{count - 1})")
+    return index
+
+
+def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
+    """Extract, score, draw and write the run; returns the summary (also concepts.json)."""
+    started = time.perf_counter()
+    loaded = job.source.load()
+    images, index = class_images(loaded, job)
+    layer = job.layer or default_layer(loaded.module)
+    split = split_model(loaded.module, layer, images.inputs[:4])
+    found = extract(split, images.inputs, images.targets, job.settings)
+    metrics = concept_metrics(found, split, images.targets, job.settings)
+    out = job.out or default_run_dir("concepts", job.source.stem, images.meta.class_names[index])
+    summary = {
+        "model": loaded.path, "layer": layer, "class": images.meta.class_names[index], **asdict(job.settings),
+        "images": len(images.data), "rows": int(found.activations.shape[0]),
+        "global_importance": [float(v) for v in found.importance], "metrics": metrics,
+    }
+    with staged_dir(out, job.overwrite) as staging:
+        save_file(_tensors(found), str(staging / "bank.safetensors"))
+        summary["seconds"] = round(time.perf_counter() - started, 3)  # extraction and metrics
+        summary["clusters"] = _figures(staging, found, split, images, job.settings, summary)
+        write_json(staging / "concepts.json", summary)
+        record = run_record("concepts", argv, {**asdict(job.settings), "class": job.class_spec, "layer": layer},
+                            job.settings.seed)
+        write_json(staging / "run.json", {**record, "model": {"path": loaded.path, "sha256": loaded.sha256}})
+    return {"run_dir": str(out), **summary}
+
+
+def concept_metrics(found: Extraction, split: Any, target: torch.Tensor, settings: Settings) -> dict[str, Any]:
+    """Every registered concept metric on this extraction: name -> value, direction, description."""
+    from xaibench.concepts.base import DECOMPOSITIONS
+    from xaibench.metrics.concept import ConceptInputs
+
+    decomposition = DECOMPOSITIONS.get(settings.method)()
+    inputs = ConceptInputs(
+        activations=found.activations, codes=found.codes, bank=found.bank, head=concept_head(split, found.bank),
+        image_codes=found.image_codes, importances=found.local, target=target,
+        refit=decomposition.fit, batch_size=settings.batch_size,
+        seed=settings.seed)
+    out = {}
+    for name in METRICS.list():
+        metric = METRICS.get(name)
+        if metric.category != "concept":
+            continue
+        scores = metric().compute_concepts(inputs, generator=torch.Generator().manual_seed(settings.seed)).scores
+        finite = scores[torch.isfinite(scores)]
+        out[name] = {"value": float(finite.mean()) if finite.numel() else None,
+                     "higher_is_better": metric.higher_is_better, "description": metric.description}
+    return out
+
+
+def _tensors(found: Extraction) -> dict[str, torch.Tensor]:
+    tensors = {"dictionary": found.bank.dictionary, "offset": found.bank.offset, "codes": found.codes,
+               "image_codes": found.image_codes, "local_importance": found.local,
+               "importance": found.importance}
+    return {name: tensor.contiguous() for name, tensor in tensors.items()}
+
+
+def _display(images: torch.Tensor, prepared: Prepared) -> np.ndarray:
+    """Model inputs (N, C, H, W) as display images (N, H, W[, 3]) in [0, 1]."""
+    raw = denormalise(images, prepared.meta).detach().double().numpy()
+    return np.stack([to_display(x, prepared.meta.value_range) for x in raw])
+
+
+def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, settings: Settings,
+             summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Draw the figures and the report; returns the cluster statistics."""
+    from xaibench.report import concepts as draw
+
+    figures = {}
+    if found.maps.ndim == 4:
+        order, codes = top_crops(split, images.inputs, found.bank, MONTAGE_CROPS, settings.patch_size,
+                                 settings.batch_size)
+        tiles = crop_images(images.inputs, order, settings.patch_size)
+        patches = _display(tiles.flatten(0, 1), images).reshape(*order.shape, *_display(tiles[:1, 0], images).shape[1:])
+        figures["montage"] = draw.write_concept_montage(folder / "montage.png", patches, codes.numpy(),
+                                                        found.importance.numpy())
+        code_maps = torch.nn.functional.interpolate(found.image_codes.movedim(-1, 1),
+                                                    size=tuple(images.inputs.shape[2:]), mode="bilinear",
+                                                    align_corners=False)
+        figures["maps"] = draw.write_concept_maps(folder / "maps.png", _display(images.inputs, images),
+                                                  code_maps.clamp(min=0).numpy(),
+                                                  local_importance=found.local.numpy())
+    figures["importance"] = draw.write_importance_chart(folder / "importance.png", found.importance.numpy())
+    correct = (images.predictions == images.targets).numpy()
+    embedding, stats = draw.cluster_graph(found.local.numpy(), correct, settings.seed)
+    figures["clusters"] = draw.write_cluster_graph(folder / "clusters.png", embedding,
+                                                   found.local.numpy().argmax(1), stats)
+    draw.write_concept_report(folder, {**summary, "clusters": stats}, figures)
+    return stats

@@ -1,0 +1,215 @@
+"""The concept report of ``xaibench concepts``: ``report.html`` (self-contained) and ``report.md``.
+
+Both are pure functions of the run summary and the figure PNGs already on disk. report.html has inline
+CSS and the figures as data URIs (no script, nothing fetched), like the comparison report whose style
+sheet it shares; report.md links the figures by relative path.
+
+The summary keys read here (all required):
+  model, layer, class, method, mode, importance  str (class: its name or index; importance: the
+                                                  IMPORTANCES estimator's name)
+  n_concepts, images, rows                        int (rows: the activation rows factorised)
+  seconds                                         float, the run's wall time
+  global_importance                               list of n_concepts floats
+  metrics       name -> {"value": float | None, "higher_is_better": bool, "description": str,
+                "ci95": [lo, hi] | None}
+  clusters      ``cluster_graph``'s stats: one {"concept", "images", "prevalence", "reliability"} per
+                concept
+``figures`` maps names in ``FIGURES`` to PNG paths; a figure that is not given is said to be missing.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from xaibench.errors import InputError
+from xaibench.report.charts import CSS, MISSING, arrow, fmt, interval, png_uri
+from xaibench.report.comparison import write_atomic
+from xaibench.report.concepts import concept_colors, importance_order
+
+HTML_FILE, MARKDOWN_FILE = "report.html", "report.md"
+FIGURES = {  # name -> (section title, what the figure shows)
+    "importance": ("Concept importance", ("Global importance of each concept for the class; whiskers: "
+                                          "its interval where the estimator gives one.")),
+    "montage": ("Concepts", "Each concept's most activating crops, rows by decreasing importance."),
+    "maps": ("Concept maps", "Where each image's top concepts lie, in the concepts' colours."),
+    "clusters": ("Strategic cluster graph", (
+        "Each image's concept-importance vector embedded in 2-D (t-SNE; PCA below 5 images), coloured by "
+        "its most important concept. Prevalence: share of images whose top concept it is; reliability: "
+        "the model's accuracy on them.")),
+}
+EXTRA_CSS = ("figure { margin: 0; } figure img { display: block; max-width: 100%; height: auto; }\n"
+             "figure + .frame { margin-top: 14px; } section .frame { overflow: auto; }\n")
+Summary = dict[str, Any]
+
+
+def write_concept_report(out_dir: Path, summary: Summary, figures: dict[str, Path]) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.md`` into ``out_dir``, each atomically.
+
+    Args:
+        out_dir: the run directory; markdown image links are relative to it.
+        summary: the keys listed in this module's docstring.
+        figures: figure name (a key of ``FIGURES``) -> its PNG.
+
+    Returns:
+        (html path, markdown path).
+
+    Raises:
+        InputError: a figure name that is not in ``FIGURES``.
+    """
+    unknown = sorted(set(figures) - set(FIGURES))
+    if unknown:
+        raise InputError(f"unknown concept report figure(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(FIGURES)}")
+    out_dir = Path(out_dir)
+    page, md = out_dir / HTML_FILE, out_dir / MARKDOWN_FILE
+    write_atomic(page, html_page(summary, {n: Path(p) for n, p in figures.items()}))
+    write_atomic(md, markdown(summary, {n: Path(p) for n, p in figures.items()}, out_dir))
+    return page, md
+
+
+def title(summary: Summary) -> str:
+    """The report's title: model, layer and class."""
+    return f"Concepts of {summary['model']} · {summary['layer']} · class {summary['class']}"
+
+
+def facts(summary: Summary) -> list[tuple[str, str]]:
+    """(label, plain text) of the run's overview."""
+    return [("Model", str(summary["model"])), ("Layer", str(summary["layer"])),
+            ("Class", str(summary["class"])), ("Decomposition", str(summary["method"])),
+            ("Mode", str(summary["mode"])), ("Importance", str(summary["importance"])),
+            ("Concepts", str(summary["n_concepts"])),
+            ("Data", f"{summary['images']} images, {summary['rows']} activation rows"),
+            ("Time", f"{fmt(summary['seconds'])} s")]
+
+
+def concept_rows(summary: Summary) -> list[tuple[int, list[str]]]:
+    """(concept, cells: importance, images, prevalence, reliability) by decreasing global importance."""
+    stats = {s["concept"]: s for s in summary["clusters"]}
+    importance = summary["global_importance"]
+    rows = []
+    for concept in importance_order(importance).tolist():
+        s = stats.get(concept, {})
+        prevalence, reliability = s.get("prevalence"), s.get("reliability")
+        rows.append((concept, [fmt(importance[concept]), str(s.get("images", MISSING)),
+                               MISSING if prevalence is None else f"{prevalence:.0%}",
+                               MISSING if reliability is None else f"{reliability:.0%}"]))
+    return rows
+
+
+CONCEPT_HEAD = ["concept", "global importance", "images", "prevalence", "reliability"]
+METRIC_HEAD = ["metric", "value", "95% interval", "direction"]
+
+
+def _direction(higher_is_better: bool) -> str:
+    return f"{arrow(higher_is_better)} {'higher' if higher_is_better else 'lower'} is better"
+
+
+# --- html -------------------------------------------------------------------------------------------------
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _section(key: str, heading: str, body: str) -> str:
+    return f'<section id="{key}">\n<h2>{_esc(heading)}</h2>\n{body}\n</section>'
+
+
+def _table(head: list[str], rows: list[list[str]], numeric: range = range(0)) -> str:
+    """A framed table of ready HTML cells; the ``numeric`` columns are right-aligned."""
+    def cell(tag: str, i: int, value: str) -> str:
+        return f'<{tag} class="num">{value}</{tag}>' if i in numeric else f"<{tag}>{value}</{tag}>"
+
+    header = "".join(cell("th", i, _esc(h)) for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    return f'<div class="frame"><table><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def html_page(summary: Summary, figures: dict[str, Path]) -> str:
+    """The whole report.html."""
+    colors = concept_colors(len(summary["global_importance"]))
+    extra = {"clusters": _html_concepts(summary, colors)}
+    sections = [_html_facts(summary), *(_html_figure(n, figures.get(n), extra.get(n, "")) for n in FIGURES),
+                _html_metrics(summary), _html_glossary(summary)]
+    links = [("importance", "Importance"), ("montage", "Concepts"), ("maps", "Maps"),
+             ("clusters", "Clusters"), ("metrics", "Metrics"), ("glossary", "Glossary")]
+    nav = "".join(f'<a href="#{key}">{label}</a>' for key, label in links)
+    return ('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{_esc(title(summary))}</title>\n<style>{CSS}{EXTRA_CSS}</style>\n</head>\n<body>\n"
+            f"<nav><div>{nav}</div></nav>\n<main>\n" + "\n".join(sections) + "\n</main>\n</body>\n</html>\n")
+
+
+def _html_facts(summary: Summary) -> str:
+    rows = "".join(f"<dt>{_esc(label)}</dt><dd>{_esc(value)}</dd>" for label, value in facts(summary))
+    return f'<h1>{_esc(title(summary))}</h1>\n<section id="run"><dl class="facts">{rows}</dl></section>'
+
+
+def _html_figure(name: str, path: Path | None, extra: str) -> str:
+    """A figure's section: the PNG as a data URI and its caption (or a note that it is missing), then
+    ``extra`` HTML."""
+    heading, caption = FIGURES[name]
+    if path is None:
+        return _section(name, heading, f'<p class="muted">Not drawn in this run.</p>{extra}')
+    return _section(name, heading, f'<figure><img alt="{_esc(name)}" src="{png_uri(path.read_bytes())}">'
+                                   f'<figcaption class="note">{_esc(caption)}</figcaption></figure>{extra}')
+
+
+def _html_concepts(summary: Summary, colors: list[str]) -> str:
+    rows = [[f'<span class="swatch" style="background:{colors[c]}"></span>concept {c}', *map(_esc, cells)]
+            for c, cells in concept_rows(summary)]
+    note = '<p class="note">Concepts by decreasing global importance.</p>'
+    return _table(CONCEPT_HEAD, rows, range(1, 5)) + note
+
+
+def _html_metrics(summary: Summary) -> str:
+    rows = [[f'<span title="{_esc(info.get("description", ""))}">{_esc(name)}</span>',
+             _esc(fmt(info["value"])), _esc(interval(info)), _esc(_direction(info["higher_is_better"]))]
+            for name, info in summary["metrics"].items()]
+    if not rows:
+        return _section("metrics", "Metrics", '<p class="muted">No metric was computed.</p>')
+    return _section("metrics", "Metrics", _table(METRIC_HEAD, rows, range(1, 3)))
+
+
+def _html_glossary(summary: Summary) -> str:
+    rows = [[f"<b>{_esc(name)}</b>", _esc(_direction(info["higher_is_better"])),
+             _esc(info.get("description", ""))] for name, info in summary["metrics"].items()]
+    return _section("glossary", "Glossary", _table(["metric", "direction", "description"], rows))
+
+
+# --- markdown ---------------------------------------------------------------------------------------------
+
+def _md_text(text: str) -> str:
+    """``text`` with ``<`` and ``&`` backslash-escaped, so that a name such as "<b>" is not read as HTML."""
+    return text.replace("<", "\\<").replace("&", "\\&")
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A pipe table, the first column left-aligned and the others right-aligned; pipes in cells escaped."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return [line(head), line(["---", *["---:"] * (len(head) - 1)]), *(line(r) for r in rows)]
+
+
+def markdown(summary: Summary, figures: dict[str, Path], folder: Path) -> str:
+    """The whole report.md; figure links relative to ``folder``."""
+    lines = [f"# {_md_text(title(summary))}", "",
+             *(f"- {label}: {_md_text(value)}" for label, value in facts(summary))]
+    for name, (heading, caption) in FIGURES.items():
+        path = figures.get(name)
+        link = f"![{name}]({quote(Path(os.path.relpath(path, folder)).as_posix())})" if path else "Not drawn."
+        lines += ["", f"## {heading}", "", link, "", caption]
+        if name == "clusters":
+            rows = [[f"concept {c}", *cells] for c, cells in concept_rows(summary)]
+            lines += ["", *_md_table(CONCEPT_HEAD, rows)]
+    metrics = summary["metrics"].items()
+    rows = [[name, fmt(info["value"]), interval(info), _direction(info["higher_is_better"])]
+            for name, info in metrics]
+    lines += ["", "## Metrics", "", *_md_table(METRIC_HEAD, rows)]
+    lines += ["", "## Glossary", "", *(f"- `{name}` ({_direction(info['higher_is_better'])}): "
+                                       f"{info.get('description', '')}" for name, info in metrics)]
+    return "\n".join(lines) + "\n"
