@@ -45,3 +45,29 @@ def test_concepts_bad_input_is_one_line_and_exit_2(cli, tmp_path):
         assert result.code == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_saved_bank_draws_concept_maps_for_new_images(cli, tmp_path):
+    from xaibench.concepts.extract import concept_maps, encode_maps
+    from xaibench.concepts.job import load_bank
+    from xaibench.concepts.split import feature_maps, split_model
+    from xaibench.inputs import Selection, prepare
+    from xaibench.models import load_model
+
+    assert cli("concepts", CNN, "--class", "3", "-n", "8", "-k", "3", "--importance", "occlusion",
+               "--out", "run").code == 0
+    bank, layer = load_bank(tmp_path / "run")
+    saved = load_file(str(tmp_path / "run" / "bank.safetensors"))
+    assert layer == "relu3" and bank.method == "nmf" and torch.equal(bank.dictionary, saved["dictionary"])
+    loaded = load_model(CNN)
+    fresh = prepare(loaded, Selection(data="digits:test", n=5))
+    split = split_model(loaded.module, layer, fresh.inputs[:2])
+    maps = concept_maps(split, bank, fresh.inputs)
+    assert maps.shape == (5, 3, 32, 32) and (maps >= -1e-6).all()
+    codes = encode_maps(feature_maps(split, fresh.inputs, None), bank, None)  # (5, 8, 8, 3)
+    torch.testing.assert_close(maps, torch.nn.functional.interpolate(
+        codes.movedim(-1, 1), size=(32, 32), mode="bilinear", align_corners=False))
+    train = prepare(loaded, Selection(data="digits:train"))
+    threes = torch.nonzero(train.data.y == 3).flatten()[:8]  # the images the run used
+    again = encode_maps(feature_maps(split, train.inputs[threes], None), bank, None)
+    torch.testing.assert_close(again, saved["image_codes"], rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from xaibench.concepts.base import DECOMPOSITIONS, IMPORTANCES, ConceptBank, ConceptHead
 from xaibench.concepts.split import Split, activations, crops, feature_maps
@@ -69,6 +70,17 @@ def encode_maps(maps: torch.Tensor, bank: ConceptBank, batch_size: int | None) -
     step = batch_size or flat.shape[0]
     codes = torch.cat([decomposition.encode(flat[i:i + step], bank) for i in range(0, flat.shape[0], step)])
     return codes.reshape(*rows.shape[:-1], bank.k)
+
+
+def concept_maps(split: Split, bank: ConceptBank, inputs: torch.Tensor,
+                 batch_size: int | None = None) -> torch.Tensor:
+    """Concept attribution maps of any images against a learned bank: each position's codes, upsampled
+    to the input's size (bilinear) like Grad-CAM, (N, k, H, W)."""
+    codes = encode_maps(feature_maps(split, inputs, batch_size), bank, batch_size)
+    if codes.ndim != 4 or inputs.ndim != 4:
+        raise InputError("concept maps need images and a convolutional layer (codes per position)")
+    return F.interpolate(codes.movedim(-1, 1), size=tuple(inputs.shape[2:]), mode="bilinear",
+                         align_corners=False)
 
 
 def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: Settings) -> Extraction:

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from xaibench.concepts.base import ConceptBank
 from xaibench.concepts.extract import (
     Extraction,
     Settings,
@@ -25,7 +27,7 @@ from xaibench.concepts.extract import (
     top_crops,
 )
 from xaibench.concepts.split import default_layer, split_model
-from xaibench.errors import InputError
+from xaibench.errors import InputError, first_line
 from xaibench.inputs import Prepared, Selection, denormalise, prepare
 from xaibench.metrics.base import METRICS
 from xaibench.models import LoadedModel, ModelSource
@@ -90,7 +92,8 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
         "global_importance": [float(v) for v in found.importance], "metrics": metrics,
     }
     with staged_dir(out, job.overwrite) as staging:
-        save_file(_tensors(found), str(staging / "bank.safetensors"))
+        save_file(_tensors(found), str(staging / "bank.safetensors"),
+                  metadata={"method": job.settings.method, "layer": layer})
         summary["seconds"] = round(time.perf_counter() - started, 3)  # extraction and metrics
         summary["clusters"] = _figures(staging, found, split, images, job.settings, summary)
         write_json(staging / "concepts.json", summary)
@@ -123,6 +126,20 @@ def concept_metrics(found: Extraction, split: Any, target: torch.Tensor, setting
     return out
 
 
+def load_bank(run_dir: Path) -> tuple[ConceptBank, str]:
+    """The concept bank of a ``xaibench concepts`` run and the layer it was learned at."""
+    path = Path(run_dir) / "bank.safetensors"
+    try:
+        with safe_open(str(path), "pt") as file:
+            meta = file.metadata() or {}
+            dictionary, offset = file.get_tensor("dictionary"), file.get_tensor("offset")
+    except (OSError, SafetensorError) as err:
+        raise InputError(f"cannot read a concept bank from {run_dir}: {first_line(err)}") from None
+    if "method" not in meta:
+        raise InputError(f"{path} carries no decomposition name; was it written by xaibench concepts?")
+    return ConceptBank(meta["method"], dictionary, offset), meta["layer"]
+
+
 def _tensors(found: Extraction) -> dict[str, torch.Tensor]:
     tensors = {"dictionary": found.bank.dictionary, "offset": found.bank.offset, "codes": found.codes,
                "image_codes": found.image_codes, "local_importance": found.local,
@@ -151,7 +168,7 @@ def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, sett
                                                         found.importance.numpy())
         code_maps = torch.nn.functional.interpolate(found.image_codes.movedim(-1, 1),
                                                     size=tuple(images.inputs.shape[2:]), mode="bilinear",
-                                                    align_corners=False)
+                                                    align_corners=False)  # as concept_maps draws them
         figures["maps"] = draw.write_concept_maps(folder / "maps.png", _display(images.inputs, images),
                                                   code_maps.clamp(min=0).numpy(),
                                                   local_importance=found.local.numpy())
