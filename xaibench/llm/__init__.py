@@ -1,1 +1,2 @@
-"""LLM-prompted post-hoc explanations (Kroeger et al. 2023). In progress: only the reply parser exists."""
+"""LLM-prompted post-hoc explanations (Kroeger et al. 2023). In progress: the reply parser and the
+neighbourhood sampler exist; prompts, backends, cache and the llm method do not yet."""

@@ -1,0 +1,47 @@
+"""The labelled neighbourhood an LLM sees (Kroeger et al. 2023, section 3)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xaibench.errors import InputError
+from xaibench.llm.neighbourhood import neighbourhood
+
+
+def logistic() -> torch.nn.Linear:
+    """logit_1 - logit_0 = 4 * (x0 - 5): class 1 grows with feature 0 only; feature 1 is ignored."""
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.0, -20.0]))
+    return model
+
+
+def test_keeps_the_least_and_most_confident_samples_scaled_and_labelled():
+    low, high = torch.tensor([0.0, -1.0]), torch.tensor([10.0, 1.0])
+    x = torch.tensor([5.0, 0.0])  # scaled (0.5, 0.5): on the decision boundary
+    hood = neighbourhood(logistic(), x, 1, low, high, torch.Generator().manual_seed(0), n_samples=2000)
+    assert torch.equal(hood.point, torch.tensor([0.5, 0.5]))
+    assert hood.samples.shape == (16, 2) and torch.equal(hood.samples, hood.samples.round(decimals=3))
+    assert torch.equal(hood.outputs, (hood.samples[:, 0] > 0.5).long())  # the model's hard labels
+    probability = torch.sigmoid(4 * (low[0] + hood.samples[:, 0] * 10 - 5))
+    torch.testing.assert_close(hood.probabilities, probability)
+    assert int(hood.outputs.sum()) == 8  # 8 lowest and 8 highest class-1 probability
+    torch.testing.assert_close(hood.changes, (hood.samples - hood.point).round(decimals=3))
+
+
+def test_seeded_and_independent_of_the_batch_size():
+    args = (logistic(), torch.tensor([5.0, 0.0]), 1, torch.tensor([0.0, -1.0]), torch.tensor([10.0, 1.0]))
+    one = neighbourhood(*args, torch.Generator().manual_seed(3), n_samples=500)
+    other = neighbourhood(*args, torch.Generator().manual_seed(3), n_samples=500, batch_size=7)
+    assert torch.equal(one.samples, other.samples) and torch.equal(one.outputs, other.outputs)
+    different = neighbourhood(*args, torch.Generator().manual_seed(4), n_samples=500)
+    assert not torch.equal(one.samples, different.samples)
+
+
+def test_bad_requests():
+    with pytest.raises(InputError, match="tabular"):
+        neighbourhood(logistic(), torch.zeros(1, 2), 1, torch.zeros(2), torch.ones(2), torch.Generator())
+    with pytest.raises(InputError, match="cannot keep"):
+        neighbourhood(logistic(), torch.zeros(2), 1, torch.zeros(2), torch.ones(2), torch.Generator(), n_samples=10)
