@@ -7,7 +7,7 @@ the target (pred, label or a class index).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -41,6 +41,14 @@ class Prepared:
     probabilities: torch.Tensor
     predictions: torch.Tensor
     targets: torch.Tensor
+
+
+def default_split(selection: Selection, meta: ModelMeta, split: str) -> Selection:
+    """``selection`` reading the model's own dataset in ``split`` when it names no data (``prepare``
+    defaults to the test split; training-data commands ask for "train")."""
+    if selection.data is None and meta.dataset:
+        return replace(selection, data=f"{meta.dataset}:{split}")
+    return selection
 
 
 def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = None) -> Prepared:

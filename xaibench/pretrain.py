@@ -22,7 +22,7 @@ from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
 from xaibench.errors import InputError, RunExistsError
 from xaibench.explain import reference_samples
-from xaibench.inputs import Prepared, Selection, prepare
+from xaibench.inputs import Prepared, Selection, default_split, prepare
 from xaibench.models import LoadedModel, ModelSource, load_model
 
 DEFAULT_SAMPLES = 256  # training inputs the policy learns from unless --n / --indices say otherwise
@@ -88,8 +88,7 @@ def arm_distributions(model: str, policies: list[str], selection: Selection, bat
 
 def _prepared(loaded: LoadedModel, selection: Selection, split: str, batch_size: int | None) -> Prepared:
     """The selected data, by default the model's dataset in ``split`` and the first DEFAULT_SAMPLES."""
-    if selection.data is None and loaded.meta.dataset:
-        selection = replace(selection, data=f"{loaded.meta.dataset}:{split}")
+    selection = default_split(selection, loaded.meta, split)
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
     return prepare(loaded, selection, batch_size)

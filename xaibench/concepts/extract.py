@@ -79,8 +79,12 @@ def concept_maps(split: Split, bank: ConceptBank, inputs: torch.Tensor,
     codes = encode_maps(feature_maps(split, inputs, batch_size), bank, batch_size)
     if codes.ndim != 4 or inputs.ndim != 4:
         raise InputError("concept maps need images and a convolutional layer (codes per position)")
-    return F.interpolate(codes.movedim(-1, 1), size=tuple(inputs.shape[2:]), mode="bilinear",
-                         align_corners=False)
+    return upsampled(codes, tuple(inputs.shape[2:]))
+
+
+def upsampled(codes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Codes per position (N, h, w, k) as maps (N, k, H, W) at the image size, bilinear like Grad-CAM."""
+    return F.interpolate(codes.movedim(-1, 1), size=size, mode="bilinear", align_corners=False)
 
 
 def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: Settings) -> Extraction:
@@ -103,11 +107,17 @@ def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: 
     return Extraction(fitted.bank, rows, fitted.codes, maps, image_codes, local, local.mean(0))
 
 
-def top_crops(split: Split, inputs: torch.Tensor, bank: ConceptBank, per_concept: int, patch_size: float,
-              batch_size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The most activating crops of each concept: indices into ``crops(inputs)`` (k, m) and codes (k, m)."""
-    pooled = activations(split, inputs, "patches", patch_size=patch_size, batch_size=batch_size)
-    codes = DECOMPOSITIONS.get(bank.method)().encode(pooled, bank)
+def crop_codes(split: Split, inputs: torch.Tensor, found: Extraction, settings: Settings) -> torch.Tensor:
+    """Codes (crops, k) of the CRAFT crops of ``inputs``, image-major: in patches mode the fitted rows
+    are these crops, so their codes are reused; otherwise the crops are passed through g and encoded."""
+    if settings.mode == "patches":
+        return found.codes
+    pooled = activations(split, inputs, "patches", patch_size=settings.patch_size, batch_size=settings.batch_size)
+    return DECOMPOSITIONS.get(found.bank.method)().encode(pooled, found.bank)
+
+
+def top_crops(codes: torch.Tensor, per_concept: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The most activating crops of each concept: indices into the crops (k, m) and their codes (k, m)."""
     top = codes.topk(min(per_concept, codes.shape[0]), dim=0)
     return top.indices.T, top.values.T
 

@@ -17,18 +17,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from xaibench.concepts.base import ConceptBank
+from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank
 from xaibench.concepts.extract import (
     Extraction,
     Settings,
     concept_head,
+    crop_codes,
     crop_images,
     extract,
     top_crops,
+    upsampled,
 )
 from xaibench.concepts.split import default_layer, split_model
 from xaibench.errors import InputError, first_line
-from xaibench.inputs import Prepared, Selection, denormalise, prepare
+from xaibench.inputs import Prepared, Selection, default_split, denormalise, prepare
 from xaibench.metrics.base import METRICS
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report.colors import to_display
@@ -51,9 +53,7 @@ class ConceptJob:
 
 def class_images(loaded: LoadedModel, job: ConceptJob) -> tuple[Prepared, int]:
     """The selected images labelled with the class (predicted, for unlabelled data) and its index."""
-    selection = job.selection
-    if selection.data is None and loaded.meta.dataset:
-        selection = replace(selection, data=f"{loaded.meta.dataset}:train")
+    selection = default_split(job.selection, loaded.meta, "train")
     everything = prepare(loaded, replace(selection, n=None, indices=None), job.settings.batch_size)
     names = everything.meta.class_names
     index = names.index(job.class_spec) if job.class_spec in names else _class_index(job.class_spec, len(names))
@@ -105,20 +105,16 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
 
 def concept_metrics(found: Extraction, split: Any, target: torch.Tensor, settings: Settings) -> dict[str, Any]:
     """Every registered concept metric on this extraction: name -> value, direction, description."""
-    from xaibench.concepts.base import DECOMPOSITIONS
     from xaibench.metrics.concept import ConceptInputs
+    from xaibench.metrics.selection import choose_metrics
 
-    decomposition = DECOMPOSITIONS.get(settings.method)()
     inputs = ConceptInputs(
         activations=found.activations, codes=found.codes, bank=found.bank, head=concept_head(split, found.bank),
         image_codes=found.image_codes, importances=found.local, target=target,
-        refit=decomposition.fit, batch_size=settings.batch_size,
-        seed=settings.seed)
+        refit=DECOMPOSITIONS.get(settings.method)().fit, batch_size=settings.batch_size, seed=settings.seed)
     out = {}
-    for name in METRICS.list():
-        metric = METRICS.get(name)
-        if metric.category != "concept":
-            continue
+    for chosen in choose_metrics("all", concept=True):
+        name, metric = chosen.name, METRICS.get(chosen.name)
         scores = metric().compute_concepts(inputs, generator=torch.Generator().manual_seed(settings.seed)).scores
         finite = scores[torch.isfinite(scores)]
         out[name] = {"value": float(finite.mean()) if finite.numel() else None,
@@ -160,15 +156,12 @@ def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, sett
 
     figures = {}
     if found.maps.ndim == 4:
-        order, codes = top_crops(split, images.inputs, found.bank, MONTAGE_CROPS, settings.patch_size,
-                                 settings.batch_size)
-        tiles = crop_images(images.inputs, order, settings.patch_size)
-        patches = _display(tiles.flatten(0, 1), images).reshape(*order.shape, *_display(tiles[:1, 0], images).shape[1:])
-        figures["montage"] = draw.write_concept_montage(folder / "montage.png", patches, codes.numpy(),
-                                                        found.importance.numpy())
-        code_maps = torch.nn.functional.interpolate(found.image_codes.movedim(-1, 1),
-                                                    size=tuple(images.inputs.shape[2:]), mode="bilinear",
-                                                    align_corners=False)  # as concept_maps draws them
+        order, codes = top_crops(crop_codes(split, images.inputs, found, settings), MONTAGE_CROPS)
+        shown = _display(crop_images(images.inputs, order, settings.patch_size).flatten(0, 1), images)
+        figures["montage"] = draw.write_concept_montage(folder / "montage.png",
+                                                        shown.reshape(*order.shape, *shown.shape[1:]),
+                                                        codes.numpy(), found.importance.numpy())
+        code_maps = upsampled(found.image_codes, tuple(images.inputs.shape[2:]))
         figures["maps"] = draw.write_concept_maps(folder / "maps.png", _display(images.inputs, images),
                                                   code_maps.clamp(min=0).numpy(),
                                                   local_importance=found.local.numpy())

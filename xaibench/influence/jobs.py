@@ -26,7 +26,7 @@ from xaibench.influence.storage import (
     save_factors,
 )
 from xaibench.influence.task import ClassificationTask
-from xaibench.inputs import Prepared, Selection, prepare
+from xaibench.inputs import Prepared, Selection, default_split, prepare
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.runs import default_run_dir, run_record, staged_dir, write_json
 
@@ -45,8 +45,7 @@ class TrainData:
 
 def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | None) -> TrainData:
     """The training data (default: the model's dataset, train split); labels are required."""
-    if selection.data is None and loaded.meta.dataset:
-        selection = replace(selection, data=f"{loaded.meta.dataset}:train")
+    selection = default_split(selection, loaded.meta, "train")
     prepared = prepare(loaded, selection, batch_size)
     if prepared.data.y is None:
         raise InputError(f"influence needs labelled training data; {selection.data} has no labels")

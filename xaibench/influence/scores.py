@@ -17,6 +17,7 @@ most (and not at all for single-position Linear layers).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ from xaibench.influence.tracking import Captured, capture, select_modules
 from xaibench.progress import advance
 
 Gradients = dict[str, torch.Tensor]  # module name -> (rows, out, in[+1])
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> a batch sum
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class Preconditioner:
                 for (name, shape), part in zip(self.shapes.items(), flat.split(sizes, dim=1))}
 
 
-def gradients(model: nn.Module, modules: dict[str, nn.Module], objective: callable, inputs: torch.Tensor,
+def gradients(model: nn.Module, modules: dict[str, nn.Module], objective: Objective, inputs: torch.Tensor,
               targets: torch.Tensor, batch_size: int) -> Gradients:
     """Per-example gradient matrices of ``objective(outputs, targets)`` for all rows, batched."""
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
@@ -186,7 +188,8 @@ class Influence:
 
         return self._columns("self", len(train), batch, checkpoint)
 
-    def _columns(self, stage: str, n: int, batch: callable, checkpoint: Checkpoint | None) -> torch.Tensor:
+    def _columns(self, stage: str, n: int, batch: Callable[[slice], torch.Tensor],
+                 checkpoint: Checkpoint | None) -> torch.Tensor:
         """Concatenate ``batch(rows)`` (..., rows) over the data in chunks, checkpointing each chunk."""
         saved = checkpoint.load(stage) if checkpoint is not None else None
         columns, done = ([saved[0]["scores"]], saved[1]) if saved is not None else ([], 0)
