@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from xaibench.cli import bee, concepts, evaluate, explain, heatmap, influence, inspect, listing
+from xaibench.cli import bee, concepts, evaluate, explain, heatmap, influence, inspect, listing, llm
 
 app = typer.Typer(
     name="xaibench",
@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for module in (explain, evaluate, bee, concepts, influence, heatmap, inspect, listing):
+for module in (explain, evaluate, bee, concepts, influence, llm, heatmap, inspect, listing):
     module.register(app)
 
 

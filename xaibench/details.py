@@ -1,8 +1,8 @@
 """What a method learned while explaining, for run.json, without coupling: methods call ``note``; the
 command that writes the run collects the notes (the same pattern as ``xaibench.progress``).
 
-BEE notes the baseline family each kept map came from and the learned family distribution; a method
-never stores results on itself.
+BEE notes the baseline family each kept map came from and the learned family distribution; the llm
+method attaches its transcript, a file for the run directory. A method never stores results on itself.
 """
 
 from __future__ import annotations
@@ -12,7 +12,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-_sink: ContextVar[dict[str, Any] | None] = ContextVar("xaibench_details", default=None)
+
+class Details(dict):  # type: ignore[type-arg]
+    """The notes (a JSON-able dict for run.json) and the attached files (name -> text)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, str] = {}
+
+
+_sink: ContextVar[Details | None] = ContextVar("xaibench_details", default=None)
 
 
 def note(key: str, value: Any) -> None:
@@ -22,10 +31,17 @@ def note(key: str, value: Any) -> None:
         sink[key] = value
 
 
+def attach(name: str, text: str) -> None:
+    """Attach a file ``name`` (a plain file name) with ``text`` for the run directory, if collecting."""
+    sink = _sink.get()
+    if sink is not None:
+        sink.files[name] = text
+
+
 @contextmanager
-def collecting() -> Iterator[dict[str, Any]]:
-    """Collect the notes made inside the block into the yielded dict."""
-    found: dict[str, Any] = {}
+def collecting() -> Iterator[Details]:
+    """Collect the notes and files made inside the block into the yielded ``Details``."""
+    found = Details()
     token = _sink.set(found)
     try:
         yield found

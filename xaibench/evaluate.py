@@ -22,7 +22,8 @@ from xaibench import runs
 from xaibench.attribution import METHODS, parse_params
 from xaibench.details import collecting
 from xaibench.evaluate_plan import Plan, make_plan
-from xaibench.explain import data_record, heatmap_spec, model_record, reference_samples, render_run_heatmaps
+from xaibench.explain import (data_record, heatmap_spec, model_record, render_run_heatmaps, supplied_params,
+                              write_attached)
 from xaibench.inputs import Prepared, Selection, prepare
 from xaibench.metrics import METRICS
 from xaibench.metrics.base import Explainer
@@ -98,6 +99,8 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         heatmaps = _heatmaps(plan, prepared, attributions, loaded.path, staging)
         timings["heatmaps"] = time.perf_counter() - tic
         _write_tensors(staging, prepared, attributions)
+        attached = [file for name, noted in details.items()
+                    for file in write_attached(staging, noted.files, prefix=f"{name}.")]
         runs.write_json(staging / METRICS_FILE, summary)
         _write_csv(staging / CSV_FILE, summary)
         tic = time.perf_counter()
@@ -107,7 +110,7 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         record.update(model=model_record(loaded, prepared), data=data_record(prepared),
                       methods=plan.methods, metrics=list(plan.metrics), timings=timings,
                       outputs=[runs.ATTRIBUTIONS_FILE, METRICS_FILE, CSV_FILE, "report.md",
-                               "report.html", runs.HEATMAPS_DIR])
+                               "report.html", runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
     return EvaluateResult(out, summary, time.perf_counter() - started)
 
@@ -140,7 +143,7 @@ def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared
     method = METHODS.get(name)()
     params = reused.params if reused else plan.params.get(name, {})
     seed = reused.seed if reused else config.seed
-    extra = reference_samples(method, prepared, torch.Generator().manual_seed(seed), params)
+    extra = supplied_params(method, prepared, torch.Generator().manual_seed(seed), params)
 
     def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return method.attribute(model, inputs, target=target, batch_size=config.batch_size,

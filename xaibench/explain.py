@@ -60,7 +60,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     prepared = prepare(loaded, selection, config.batch_size)
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
-    extra = reference_samples(method, prepared, generator, config.params)
+    extra = supplied_params(method, prepared, generator, config.params)
     tic = time.perf_counter()
     progress = on_progress(len(prepared.data)) if on_progress else nullcontext()
     with progress, collecting() as details:
@@ -75,29 +75,49 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
                                        HeatmapStyle())
         timings["heatmaps"] = time.perf_counter() - tic
         _write_attributions(staging, prepared, attributions, method.name)
+        attached = write_attached(staging, details.files)
         record = runs.run_record("explain", argv, _config_dict(config, method), config.seed)
         record.update(model=model_record(loaded, prepared), data=data_record(prepared),
                       method={"name": method.name,
                               "params": {**describe_params(method.Params), **config.params},
                               "details": details},
                       heatmaps=spec,
-                      timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR])
+                      timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
     files = [out / p.relative_to(staging) for p in heatmaps]
     return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started)
+
+
+def supplied_params(method: Any, prepared: Prepared, generator: torch.Generator,
+                    params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters xaibench supplies rather than the user: training samples (``reference_samples``)
+    and, to methods that declare them, the model's feature and class names."""
+    declared = {f.name for f in fields(method.Params)}
+    names = {"feature_names": prepared.meta.feature_names, "class_names": prepared.meta.class_names}
+    return {**reference_samples(method, prepared, generator, params),
+            **{key: list(value) for key, value in names.items() if key in declared and value}}
 
 
 def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator,
                       params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Training samples for methods that draw baselines from data: expected_gradients, and path
     methods or bee given a training baseline family (``-p baseline=train_sample``,
-    ``-p arms=zero,train_sample``)."""
+    ``-p arms=zero,train_sample``); a method's ``reference_count`` says how many (None: all)."""
     if not (getattr(method, "needs_references", False) or _family_needs_references(method, params or {})):
         return {}
     name = prepared.data.name
     pool = load_data(f"{name}:train" if name in DATASETS else name).x  # a file: all of it
-    picks = torch.randperm(pool.shape[0], generator=generator)[:REFERENCE_SAMPLES]
+    picks = torch.randperm(pool.shape[0], generator=generator)[:getattr(method, "reference_count", REFERENCE_SAMPLES)]
     return {"references": normalise(pool[picks], prepared.meta)}
+
+
+def write_attached(directory: Path, files: dict[str, str], prefix: str = "") -> list[str]:
+    """Write the files a method attached (an llm transcript) into a staged run directory."""
+    written = []
+    for name, text in files.items():
+        (directory / f"{prefix}{name}").write_text(text, encoding="utf-8")
+        written.append(f"{prefix}{name}")
+    return written
 
 
 def _family_needs_references(method: Any, params: dict[str, Any]) -> bool:

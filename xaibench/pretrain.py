@@ -21,7 +21,7 @@ from xaibench.attribution.bee import pretrain
 from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
 from xaibench.errors import InputError, RunExistsError
-from xaibench.explain import reference_samples
+from xaibench.explain import supplied_params
 from xaibench.inputs import Prepared, Selection, default_split, prepare
 from xaibench.models import LoadedModel, ModelSource, load_model
 
@@ -53,7 +53,7 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     _check_destination(out, config.overwrite)
     prepared = _prepared(loaded, config.selection, "train", config.batch_size)
     generator = torch.Generator().manual_seed(config.seed)
-    params = parse_params(method.Params, {**raw, **reference_samples(method, prepared, generator, raw)},
+    params = parse_params(method.Params, {**raw, **supplied_params(method, prepared, generator, raw)},
                           owner="method 'bee'")
     outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, config.batch_size, generator)
     contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, config.batch_size)

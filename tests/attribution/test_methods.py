@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import SHAPES, make_inputs, make_net
+from tests.conftest import SHAPES, make_inputs, make_linear, make_net
 from xaibench.attribution import METHODS, attribute
 from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.progress import reporting
@@ -37,7 +37,11 @@ FAST: dict[str, dict[str, Any]] = {
     "vargrad": {"n_samples": 4},
     "gradient_shap": {"n_samples": 4},
     "expected_gradients": {"n_samples": 4},
+    # the llm asks a scripted server (llm_server below) and bypasses the user's response cache
+    "llm": {"llm_model": "scripted", "n_samples": 200, "k": 3, "cache": False},
 }
+#: methods checked on the linear toy model: coefficients are a ground truth of linear models only
+LINEAR_ONLY = {"coefficients"}
 TARGET = torch.tensor([0, 1, 2, 1])
 CASES = [(name, modality) for name, cls in METHODS.items() for modality in cls.modalities]
 REFUSED = [
@@ -45,9 +49,32 @@ REFUSED = [
 ]
 
 
+LLM_URL: list[str] = []  # set by the llm_server fixture
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    """A chat-completions server whose answer, a ranking of the toy's six features A..F, depends on
+    the prompt: another neighbourhood (another seed) gets another answer."""
+    import hashlib
+
+    from tests.llm.server import Answer, serving
+
+    def answer(body: dict) -> Answer:
+        digest = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()
+        order = sorted("ABCDEF", key=lambda label: digest["ABCDEF".index(label)])
+        return Answer(text="Answer: " + ", ".join(order))
+
+    with serving(answer) as server:
+        LLM_URL[:] = [server.url]
+        yield server
+
+
 def params_for(name: str, modality: str) -> dict[str, Any]:
     """FAST settings, plus a reference set for methods that declare ``needs_references``."""
     params = dict(FAST.get(name, {}))
+    if name == "llm" and LLM_URL:  # tests that refuse the input never reach the server
+        params["base_url"] = LLM_URL[0]
     if getattr(METHODS.get(name), "needs_references", False):
         params["references"] = make_inputs(modality, n=5, seed=1)
     return params
@@ -81,8 +108,11 @@ def test_registry_lists_the_standard_methods() -> None:
 
 
 @pytest.mark.parametrize(("name", "modality"), CASES)
-def test_method_contract(name: str, modality: str) -> None:
-    model, x = make_net(modality), make_inputs(modality)
+def test_method_contract(name: str, modality: str, request: pytest.FixtureRequest) -> None:
+    if name == "llm":
+        request.getfixturevalue("llm_server")
+    model = make_linear(modality) if name in LINEAR_ONLY else make_net(modality)
+    x = make_inputs(modality)
     reported: list[int] = []
     with reporting(reported.append):
         full = run(name, model, x)
@@ -92,7 +122,8 @@ def test_method_contract(name: str, modality: str) -> None:
     assert torch.equal(run(name, model, x), full)
 
     rows: list[int] = []  # rows reaching the first layer (DeepLift's own pre-hook repacks the model's input)
-    handle = model[0].register_forward_pre_hook(lambda _, args: rows.append(args[0].shape[0]))
+    first = model[0] if isinstance(model, nn.Sequential) else model.fc
+    handle = first.register_forward_pre_hook(lambda _, args: rows.append(args[0].shape[0]))
     try:
         chunked = run(name, model, x, batch_size=2)
     finally:

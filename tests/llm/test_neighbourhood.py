@@ -45,3 +45,14 @@ def test_bad_requests():
         neighbourhood(logistic(), torch.zeros(1, 2), 1, torch.zeros(2), torch.ones(2), torch.Generator())
     with pytest.raises(InputError, match="cannot keep"):
         neighbourhood(logistic(), torch.zeros(2), 1, torch.zeros(2), torch.ones(2), torch.Generator(), n_samples=10)
+
+
+def test_the_query_is_one_more_sample_and_the_point_is_labelled():
+    model, low, high = logistic(), torch.tensor([0.0, -1.0]), torch.tensor([10.0, 1.0])
+    hood = neighbourhood(model, torch.tensor([6.0, 0.0]), 1, low, high, torch.Generator().manual_seed(1),
+                         n_samples=300)
+    assert hood.point_output == 1  # x0 = 6 > 5: class 1
+    assert hood.query.shape == (2,) and not (hood.samples == hood.query).all(dim=1).any()
+    assert hood.query_output == int(hood.query[0] > 0.5)
+    assert int(neighbourhood(model, torch.tensor([6.0, 0.0]), 0, low, high, torch.Generator(),
+                             n_samples=300).point_output) == 0

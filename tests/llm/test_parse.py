@@ -59,3 +59,23 @@ def test_any_clean_list_parses_to_itself(order, separator, tail):
 def test_prose_words_are_not_reported_as_invalid_labels():
     parsed = parse_ranking("I think a good answer is B, then A, then C", NAMES, 3, LABELS)
     assert parsed.ok and parsed.invalid == ()
+
+
+TEN = [f"f{j}" for j in range(10)]  # labels A..J: "I" and "A" are labels here
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("I think the answer is C, A, B", ("f2", "f0", "f1")),
+    ("I'm fairly sure: C, A, B", ("f2", "f0", "f1")),
+    ("A change in C matters most, then B and I", ("f2", "f1", "f8")),
+    ("A and C matter most, then I", ("f0", "f2", "f8")),
+    ("Answer: I, A, C", ("f8", "f0", "f2")),
+])
+def test_the_words_i_and_a_are_not_labels_in_prose(reply, expected):
+    parsed = parse_ranking(reply, TEN, 3, letters(10))
+    assert parsed.ok and parsed.ranking == expected, parsed
+
+
+def test_a_reply_without_an_answer_names_no_feature_even_with_label_i():
+    parsed = parse_ranking("I cannot tell which features matter.", TEN, 1, letters(10))
+    assert not parsed.ok and parsed.reason == "the reply names no feature"

@@ -148,3 +148,26 @@ def test_rejects_bad_input(name: str, cases: dict) -> None:
         x = make_inputs(other[0], n=N)
         with pytest.raises(IncompatibleError):
             compute(name, make_net(other[0]), x, x, target=TARGET)
+
+
+@pytest.mark.parametrize("name", ATTRIBUTION)
+def test_a_row_without_an_answer_scores_nan(name: str, cases: dict) -> None:
+    """An explainer that gave no answer for a sample (a NaN row, as an unparsed LLM reply gives) is
+    scored NaN there; the other samples are scored as a batch of their own."""
+    case = cases[METRICS.get(name).modalities[0]]
+    unanswered = case["a"].clone()
+    unanswered[1] = float("nan")
+    keep = torch.tensor([True, False, True, True])
+    got = compute(name, case["model"], case["x"], unanswered, target=TARGET, masks=case["masks"],
+                  explainer=saliency, reference=case["reference"], generator=torch.Generator().manual_seed(0))
+    alone = compute(name, case["model"], case["x"][keep], case["a"][keep], target=TARGET[keep],
+                    masks=case["masks"][keep], explainer=saliency, reference=case["reference"][keep],
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.isnan(got.scores[1])
+    assert same(MetricResult(got.scores[keep], None if got.curve is None else got.curve[keep]),
+                MetricResult(alone.scores, alone.curve))
+    if got.curve is not None:
+        assert torch.isnan(got.curve[1]).all()
+    with pytest.raises(InputError, match="no sample"):
+        compute(name, case["model"], case["x"], torch.full_like(case["a"], float("nan")), target=TARGET,
+                masks=case["masks"], explainer=saliency, reference=case["reference"])

@@ -37,6 +37,7 @@ METHODS: Registry[type[Method]] = Registry(
         "xaibench.attribution.perturbation",
         "xaibench.attribution.control",
         "xaibench.attribution.bee",
+        "xaibench.llm.method",
     ),
 )
 

@@ -8,7 +8,10 @@ taking the last line and stripping words and punctuation. Real replies are less 
    bulleted list (one feature per item).
 2. Features are matched by their prompt label (A, B, ...) or their real name, case-, space-, underscore-
    and punctuation-tolerant, longest name first. A one-letter label counts as a standalone token, and a
-   lower-case one only on a line that is nothing but a list (so the article "a" is never feature A).
+   lower-case one only on a line that is nothing but a list (so the article "a" is never feature A). In
+   prose, the words "I" and "A" are not labels where English uses them: before a contraction ("I'm"),
+   or before a lower-case word that does not continue a ranking ("I think", "A change in C"; but "A and
+   C", "I is the most important").
 3. Duplicates keep their first position. On a list line, one-letter tokens that name no feature (a
    hallucinated "Z") are reported as invalid; nothing unknown is ever mapped to a feature.
 4. Fewer than k valid features: the reply is recorded as unparsed (``ok`` false, with the reason).
@@ -24,6 +27,9 @@ from dataclasses import dataclass, field
 MARKERS = ("final answer", "final rank", "final ranking", "answer", "ranking", "rank", "top features",
            "top-k features", "most important features", "important features", "features")
 _MARKER = re.compile(r"^\W*(?:" + "|".join(re.escape(m) for m in MARKERS) + r")\s*[:=-]\s*(.*)$", re.IGNORECASE)
+_CONTINUES = {"and", "or", "then", "is", "are", "was", "has", "had", "have", "seems", "appears", "matters",
+              "comes", "also", "as", "with", "followed", "first", "second", "third", "next", "last", "most",
+              "least", "by", "than", "ranks", "ranked", "being", "clearly", "strongly", "affects", "drives"}
 _ITEM = re.compile(r"^\s*(?:\d+\s*[.)\]:-]|[-*\u2022])\s*(.+?)\s*$")
 
 
@@ -73,6 +79,8 @@ def _matches(line: str, vocabulary: dict[str, str]) -> tuple[list[str], list[str
                                           else _pattern(spelling))
         for match in re.finditer(pattern + r"(?![A-Za-z0-9])", line, flags):
             span = range(match.start(), match.end())
+            if single and not list_only and _english_word(line, match.start(), match.end()):
+                continue
             if not any(taken[i] for i in span):
                 for j in span:
                     taken[j] = True
@@ -80,6 +88,18 @@ def _matches(line: str, vocabulary: dict[str, str]) -> tuple[list[str], list[str
     invalid = [tok for tok in re.findall(r"(?<![A-Za-z0-9])[A-Z](?![A-Za-z0-9])", line)
                if tok.lower() not in vocabulary] if list_only else []  # in prose, "I" is no label
     return [name for _, name in sorted(found)], invalid
+
+
+def _english_word(line: str, start: int, end: int) -> bool:
+    """Whether the one-letter token line[start:end] is the word "I" or "A" rather than a label."""
+    token = line[start:end]
+    if token not in ("I", "A"):
+        return False
+    after = line[end:]
+    if re.match(r"['\u2019][a-z]", after):
+        return True
+    word = re.match(r" +([a-z]+)", after)
+    return bool(word) and word.group(1) not in _CONTINUES
 
 
 def _candidates(reply: str) -> list[str]:

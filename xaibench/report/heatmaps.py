@@ -75,11 +75,18 @@ def render_heatmaps(
     Returns:
         The files written: the per-sample PNGs in sample order, then ``grid.png``.
 
+    A sample whose map is not finite (an explainer that gave no answer, such as an unparsed LLM reply)
+    is drawn empty and captioned so.
+
     Raises:
         InputError: shapes, lengths, stems or the modality do not fit.
     """
+    maps = np.asarray(attributions, dtype=np.float64)
+    unanswered = ~np.isfinite(maps.reshape(len(maps), -1)).all(axis=1) if maps.ndim > 1 else np.zeros(0, bool)
+    if len(captions) == len(unanswered):  # else _check_job reports the mismatch
+        captions = [f"{text} · no attribution" if missing else text for text, missing in zip(captions, unanswered)]
     job = RenderJob(
-        attributions=np.asarray(attributions, dtype=np.float64),
+        attributions=np.where(np.isfinite(maps), maps, 0.0),
         inputs=np.asarray(inputs, dtype=np.float64),
         signed=signed, out_dir=Path(out_dir), stems=list(stems), captions=list(captions),
         feature_names=None if feature_names is None else list(feature_names),

@@ -1,0 +1,106 @@
+"""``xaibench llm-explain``: ask an LLM for a tabular model's top features and show its answer next to
+the ground truth, with the prompt size and the cost."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from xaibench.cli import common
+from xaibench.cli.output import Output
+
+
+def register(app: typer.Typer) -> None:
+    app.command("llm-explain")(llm_explain)
+
+
+def llm_explain(
+    model: str = common.MODEL,
+    strategy: str = typer.Option("p-icl", "--strategy", "-s", help="Prompting strategy: p-icl, pg-icl, "
+                                 "i-icl or e-icl."),
+    backend: str = typer.Option("openai", "--backend", help="openai, replay or transformers."),
+    base_url: str = typer.Option(None, "--base-url", help="The server's /v1 URL, e.g. "
+                                 "http://127.0.0.1:11434/v1 (Ollama)."),
+    llm: str = typer.Option(None, "--llm", help="The LLM's name on the server (a directory for "
+                            "transformers; replay: the recorded one)."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable "
+                                    "holding the API key (never a command-line argument)."),
+    transcript: str = typer.Option(None, "--transcript", help="transcript.jsonl (or its run directory) "
+                                   "for the replay backend."),
+    k: int = typer.Option(5, "--k", "-k", min=1, help="How many top features to ask for."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Send every request, bypassing the cache."),
+    param: list[str] = typer.Option(None, "--param", "-p", help="Other llm parameters name=value, e.g. "
+                                    "names=real, format=raw, timeout=60, prompt_price=2.5 (repeatable)."),
+    data: str = common.DATA,
+    n: int = typer.Option(None, "--n", "-n", min=1, help="Explain the first N selected samples "
+                          "(default 1: each costs a request)."),
+    indices: str = common.INDICES,
+    target: str = common.TARGET,
+    out: str = common.OUT,
+    overwrite: bool = common.OVERWRITE,
+    seed: int = common.SEED,
+    batch_size: int = common.BATCH,
+    json_mode: bool = common.JSON,
+    trust_model: bool = common.TRUST,
+    arch: str = common.ARCH,
+    arch_arg: list[str] = common.ARCH_ARG,
+) -> None:
+    """Ask an LLM which features matter (Kroeger et al. 2023) and compare with the ground truth."""
+    from xaibench.explain import ExplainConfig
+    from xaibench.llm.job import llm_explain as run_llm_explain
+
+    output = Output(json_mode)
+    params = {"strategy": strategy, "backend": backend, "api_key_env": api_key_env, "k": str(k),
+              **({"base_url": base_url} if base_url else {}), **({"llm_model": llm} if llm else {}),
+              **({"transcript": transcript} if transcript else {}), **({"cache": "false"} if no_cache else {}),
+              **common.parse_params(param)}
+    if n is None and indices is None:
+        n = 1
+    config = ExplainConfig(
+        source=common.model_source(model, trust_model, arch, arch_arg), method="llm", params=params,
+        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
+        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=None,
+                                   input_shape=None, classes=None),
+    )
+    result = run_llm_explain(config, ["xaibench", *sys.argv[1:]],
+                             on_progress=lambda total: output.progress("llm", total))
+    account = result.details["account"]
+    summary = {"run_dir": str(result.run.run_dir), "strategy": result.details["strategy"],
+               "model": result.details["model"], "account": account, "samples": result.samples,
+               "seconds": round(result.run.seconds, 3)}
+
+    def human(console: Any) -> None:
+        from rich.markup import escape
+        from rich.table import Table
+
+        for sample in result.samples:
+            tokens = f", {sample['prompt_tokens']} tokens" if sample["prompt_tokens"] is not None else ""
+            cached = " (cached)" if sample["cached"] else ""
+            console.print(f"[bold]sample #{sample['index']}[/] · {summary['strategy']} · prompt "
+                          f"{sample['prompt_chars']} characters{tokens}{cached}")
+            console.print("  reply:")
+            for line in sample["reply"].strip().splitlines()[-12:]:
+                console.print(f"    {escape(line)}", highlight=False)
+            if not sample["ok"]:
+                console.print(f"  [red]not parsed[/]: {escape(sample['reason'] or '')}")
+            truth = sample["ground_truth"]
+            table = Table("rank", "LLM", "ground truth (coefficients)" if truth else "ground truth",
+                          box=None, padding=(0, 2))
+            ranking = sample["ranking"]
+            for i in range(max(len(ranking), len(truth or []))):
+                llm_name = ranking[i] if i < len(ranking) else ""
+                true_name = truth[i] if truth and i < len(truth) else ("n/a (not a linear model)"
+                                                                       if not truth and i == 0 else "")
+                mark = " ✓" if truth and llm_name and llm_name == true_name else ""
+                table.add_row(str(i + 1), escape(llm_name) + mark, escape(true_name))
+            console.print(table)
+            if sample["feature_agreement"] is not None:
+                console.print(f"  feature agreement {sample['feature_agreement']:.2f} · rank agreement "
+                              f"{sample['rank_agreement']:.2f}")
+        console.print(f"requests: {account['sent']} sent, {account['cached']} cached · tokens: "
+                      f"{account['prompt_tokens']} prompt + {account['completion_tokens']} completion · "
+                      f"cost: ${account['cost_usd']:.4f}")
+        console.print(f"run directory: {summary['run_dir']}  (transcript.jsonl replays it)")
+
+    output.result(summary, human)

@@ -1,0 +1,157 @@
+"""The llm method through explain and evaluate, with scripted replies from a local server: rank
+scores, the transcript, the cache, replay, unparsed replies, and the agreement metrics against the
+logistic regression's coefficients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.llm.server import Answer, serving
+from xaibench.attribution import attribute
+from xaibench.evaluate import EvaluateConfig, evaluate
+from xaibench.explain import ExplainConfig, explain
+from xaibench.inputs import Selection
+from xaibench.llm.method import rank_scores
+from xaibench.llm.parse import letters
+from xaibench.models import ModelSource
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGREG = ModelSource(str(ROOT / "sample_models" / "breast_cancer_logreg.pt"))
+K = 5
+KEY = "sk-test-never-stored-81c2"
+
+
+@pytest.fixture(scope="module")
+def true_order() -> list[int]:
+    """Features by |W_1 - W_0|, largest first: the logistic regression's ground-truth order (for
+    either target class of this binary model)."""
+    weight = LOGREG.load().module.fc.weight.detach()
+    return (weight[1] - weight[0]).abs().argsort(descending=True, stable=True).tolist()
+
+
+def reply_with(order: list[int]) -> str:
+    labels = letters(30)
+    return "I compared the samples.\nAnswer: " + ", ".join(labels[j] for j in order)
+
+
+def run_explain(out: Path, **params: str) -> Path:
+    explain(ExplainConfig(LOGREG, "llm", Selection(n=3), params={"llm_model": "scripted", "k": str(K), **params},
+                          out=str(out)), ["test"])
+    return out
+
+
+def test_rank_scores() -> None:
+    scores = rank_scores([("b", "c"), None, ()], ["a", "b", "c", "d"])
+    assert scores[0].tolist() == [0.0, 4.0, 3.0, 0.0]  # rank i scores F - i
+    assert torch.isnan(scores[1]).all() and scores[2].tolist() == [0.0] * 4
+
+
+def test_explain_writes_rank_scores_and_a_transcript_without_the_key(
+        tmp_path: Path, true_order: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRIPTED_KEY", KEY)
+    with serving(lambda body: Answer(text=reply_with(true_order))) as server:
+        run = run_explain(tmp_path / "run", base_url=server.url, api_key_env="SCRIPTED_KEY")
+    assert len(server.requests) == 3 and server.auth[0] == f"Bearer {KEY}"
+    attributions = load_file(str(run / "attributions.safetensors"))["attributions"]
+    expected = torch.zeros(30)
+    expected[true_order[:K]] = torch.arange(30, 30 - K, -1).float()
+    assert torch.equal(attributions, expected.expand(3, 30))
+    transcript = [json.loads(line) for line in (run / "transcript.jsonl").read_text().splitlines()]
+    assert [t["reply"] for t in transcript] == [reply_with(true_order)] * 3
+    sent = sorted(json.dumps(r["messages"]) for r in server.requests)  # in any order: 4 at a time
+    assert sorted(json.dumps(t["messages"]) for t in transcript) == sent
+    details = json.loads((run / "run.json").read_text())["method"]["details"]["llm"]
+    assert details["account"]["sent"] == 3 and details["account"]["prompt_tokens"] == 300
+    assert all(s["ok"] and len(s["ranking"]) == K for s in details["samples"])
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_the_cache_makes_a_rerun_free_and_replay_reproduces_it(tmp_path: Path, true_order: list[int]) -> None:
+    with serving(lambda body: Answer(text=reply_with(true_order[::-1]))) as server:
+        first = run_explain(tmp_path / "first", base_url=server.url)
+        second = run_explain(tmp_path / "second", base_url=server.url)
+        assert len(server.requests) == 3  # the second run asked nothing
+        run_explain(tmp_path / "uncached", base_url=server.url, cache="false")
+        assert len(server.requests) == 6
+        url = server.url
+    account = json.loads((second / "run.json").read_text())["method"]["details"]["llm"]["account"]
+    assert (account["sent"], account["cached"], account["cost_usd"]) == (0, 3, 0)
+    replayed = run_explain(tmp_path / "replayed", backend="replay", transcript=str(first / "transcript.jsonl"),
+                           base_url=url)  # the server is gone: every reply comes from the transcript
+    for run in (second, replayed):
+        assert torch.equal(load_file(str(first / "attributions.safetensors"))["attributions"],
+                           load_file(str(run / "attributions.safetensors"))["attributions"])
+    replies = [[json.loads(line)["reply"] for line in (run / "transcript.jsonl").read_text().splitlines()]
+               for run in (first, replayed)]
+    assert replies[0] == replies[1]
+
+
+def test_an_unparsed_reply_is_recorded_never_guessed(tmp_path: Path) -> None:
+    with serving(lambda body: Answer(text="I cannot tell which features matter.")) as server:
+        run = run_explain(tmp_path / "run", base_url=server.url)
+    assert torch.isnan(load_file(str(run / "attributions.safetensors"))["attributions"]).all()
+    samples = json.loads((run / "run.json").read_text())["method"]["details"]["llm"]["samples"]
+    assert [s["ok"] for s in samples] == [False] * 3 and samples[0]["reason"] == "the reply names no feature"
+    assert (run / "heatmaps" / "grid.png").exists()
+
+
+@pytest.mark.parametrize(("order", "agreement"), [
+    ("true", {"feature_agreement": 1.0, "rank_agreement": 1.0}),
+    # the true top 5 reversed: the same set, one position shared (the middle one)
+    ("reversed", {"feature_agreement": 1.0, "rank_agreement": 1 / K}),
+    # the 5 least important, least first: nothing shared
+    ("bottom", {"feature_agreement": 0.0, "rank_agreement": 0.0}),
+])
+def test_evaluate_scores_scripted_answers_against_the_coefficients(
+        tmp_path: Path, true_order: list[int], order: str, agreement: dict[str, float]) -> None:
+    shown = {"true": true_order[:K], "reversed": true_order[:K][::-1], "bottom": true_order[::-1][:K]}[order]
+    with serving(lambda body: Answer(text=reply_with(shown))) as server:
+        result = evaluate(EvaluateConfig(
+            LOGREG, methods=("llm", "coefficients"), metrics="feature_agreement,rank_agreement,pgi,pgu",
+            selection=Selection(n=4), reference="coefficients", out=str(tmp_path / "eval"),
+            params={"llm": {"llm_model": "scripted", "base_url": server.url, "k": str(K)},
+                    **{m: {"k": str(K)} for m in ("feature_agreement", "rank_agreement", "pgi", "pgu")}}),
+            ["test"])
+    scores = result.summary["results"]["llm"]
+    for name, value in agreement.items():
+        assert scores[name]["values"] == pytest.approx([value] * 4), name
+    truth = result.summary["results"]["coefficients"]
+    same_set = order != "bottom"  # PGI and PGU perturb the top-k set, whatever its order
+    for name in ("pgi", "pgu"):
+        assert (scores[name]["values"] == pytest.approx(truth[name]["values"])) == same_set, name
+    assert (tmp_path / "eval" / "llm.transcript.jsonl").exists()
+
+
+def test_e_icl_shows_the_explainers_rankings(tmp_path: Path, true_order: list[int]) -> None:
+    """Saliency of a logistic regression is |W_t| everywhere, so every example's explanation is the top-k
+    of |W_t| (for target t = the prediction)."""
+    with serving(lambda body: Answer(text=reply_with(true_order))) as server:
+        run = run_explain(tmp_path / "run", base_url=server.url, strategy="e-icl", explainer="saliency",
+                          examples="3")
+    weight = LOGREG.load().module.fc.weight.detach()
+    targets = load_file(str(run / "attributions.safetensors"))["targets"].tolist()
+    labels = letters(30)
+    prompts = [json.loads(line)["messages"][-1]["content"] for line in (run / "transcript.jsonl").open()]
+    for prompt, target in zip(prompts, targets, strict=True):
+        top = weight[target].abs().argsort(descending=True, stable=True)[:K].tolist()
+        assert prompt.count("Explanation: " + ", ".join(labels[j] for j in top)) == 3
+        assert prompt.rstrip().count("Explanation:") == 4  # three examples and the empty one to fill in
+
+
+def test_coefficients_refuse_a_non_linear_model() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    from xaibench.errors import IncompatibleError
+
+    with pytest.raises(IncompatibleError, match="linear models only"):
+        attribute("coefficients", model, torch.randn(3, 4), target=0)
+    linear = torch.nn.Linear(4, 3)
+    got = attribute("coefficients", linear, torch.randn(2, 4), target=torch.tensor([0, 2]))
+    w = linear.weight.detach()
+    torch.testing.assert_close(got, torch.stack([w[0] - (w[1] + w[2]) / 2, w[2] - (w[0] + w[1]) / 2]))

@@ -1,0 +1,231 @@
+"""Where a prompt goes and a reply comes from: a registry of LLM backends.
+
+- ``openai``: any OpenAI-compatible chat-completions server through the official ``openai`` client
+  (OpenAI, Ollama at /v1, vLLM, llama.cpp's llama-server). The client retries 408, 409, 429 and 5xx
+  replies and timeouts with exponential backoff (0.5 s doubling up to 8 s, less up to 25% jitter, or the
+  server's Retry-After); ``retries`` bounds the retries and ``timeout`` each attempt. The key is read
+  from an environment variable only, sent in the request header and nowhere else: never in a
+  transcript, run.json or an error message.
+- ``replay``: the replies of a recorded run's transcript.jsonl, matched by prompt, for exact reruns.
+- ``transformers``: a local model directory, offline (``xaibench.llm.local``, an optional extra).
+
+A backend answers one request at a time and must be safe to call from several threads (the client runs
+``concurrency`` requests at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from xaibench.errors import InputError, RunFailedError
+from xaibench.registry import Registry
+
+BACKENDS: Registry[type[Backend]] = Registry("LLM backend",
+                                             modules=("xaibench.llm.backends", "xaibench.llm.local"))
+
+
+class LLMError(RunFailedError):
+    """A request that failed for good: no reply in time, refused, or not understood (exit code 1)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat-completions request: the model, the messages and the sampling parameters."""
+
+    model: str
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    seed: int | None = 0
+
+    def wire_messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    def prompt_key(self) -> str:
+        """Identifies the prompt and sampling, not the model: what the replay backend matches on."""
+        return _digest({"messages": self.wire_messages(), "temperature": self.temperature,
+                        "max_tokens": self.max_tokens, "seed": self.seed})
+
+    def cache_key(self, backend: str) -> str:
+        """Identifies the reply in the response cache: backend (with its server), model and prompt."""
+        return _digest({"backend": backend, "model": self.model, "prompt": self.prompt_key()})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The reply's text and the token counts the server reported (None where it reports none)."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to reach a backend; nothing secret (the key stays in the environment).
+
+    Attributes:
+        base_url: the server's /v1 URL (openai); None uses the client's default (OPENAI_BASE_URL or
+            OpenAI's own).
+        api_key_env: the environment variable holding the key (openai).
+        timeout: seconds per attempt.
+        retries: retries after the first attempt on 408/409/429/5xx, timeouts and lost connections.
+        transcript: the transcript.jsonl to replay (replay).
+    """
+
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+    retries: int = 2
+    transcript: str | None = None
+
+
+class Backend:
+    """Base class: ``complete`` answers a request; ``identity`` names the source of replies in the cache
+    key; ``cacheable`` is False for backends whose replies are already stored (replay)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    cacheable: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @property
+    def identity(self) -> str:
+        return self.name
+
+    @property
+    def default_model(self) -> str | None:
+        """The model asked for when none is named (replay: the recorded one)."""
+        return None
+
+    def complete(self, request: Request) -> Reply:
+        raise NotImplementedError
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@BACKENDS.register("openai")
+class OpenAIBackend(Backend):
+    description = "an OpenAI-compatible chat-completions server (OpenAI, Ollama, vLLM, llama.cpp)"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if settings.timeout <= 0 or settings.retries < 0:
+            raise InputError("timeout must be positive and retries at least 0")
+        import openai
+
+        # Local servers ignore the key but the client insists on one.
+        self._key = os.environ.get(settings.api_key_env) or "unused"
+        self._client = openai.OpenAI(base_url=settings.base_url, api_key=self._key, timeout=settings.timeout,
+                                     max_retries=settings.retries)
+        self._where = str(self._client.base_url).rstrip("/")
+
+    @property
+    def identity(self) -> str:
+        return f"openai {self._where}"
+
+    def complete(self, request: Request) -> Reply:
+        import openai
+
+        attempts = f"{self.settings.retries + 1} attempt{'s' if self.settings.retries else ''}"
+        try:
+            response = self._client.chat.completions.create(
+                model=request.model, messages=request.wire_messages(), temperature=request.temperature,
+                max_tokens=request.max_tokens, seed=request.seed)
+        except openai.APITimeoutError:
+            raise LLMError(f"{self._where}: no reply within {self.settings.timeout:g} s ({attempts})") from None
+        except openai.APIConnectionError as err:
+            raise LLMError(f"{self._where}: cannot connect ({self._clean(err)})") from None
+        except openai.AuthenticationError:
+            raise LLMError(f"{self._where} refused the API key: set ${self.settings.api_key_env}") from None
+        except openai.APIStatusError as err:
+            raise LLMError(f"{self._where} answered HTTP {err.status_code} ({attempts}): "
+                           f"{self._clean(err)}") from None
+        except (openai.APIError, ValueError) as err:  # a body that is not JSON, or not the expected one
+            raise LLMError(f"{self._where}: malformed reply ({self._clean(err)})") from None
+        return self._reply(response)
+
+    def _reply(self, response: Any) -> Reply:
+        choices = getattr(response, "choices", None)
+        message = getattr(choices[0], "message", None) if choices else None
+        if message is None or not isinstance(getattr(message, "content", None), str):
+            raise LLMError(f"{self._where}: malformed reply (no choices[0].message.content)")
+        usage = getattr(response, "usage", None)
+        return Reply(message.content, getattr(usage, "prompt_tokens", None),
+                     getattr(usage, "completion_tokens", None))
+
+    def _clean(self, err: Exception) -> str:
+        """The error's first line with the key masked: some servers echo (part of) the key back."""
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        if len(self._key) >= 8:  # a short placeholder would mask ordinary words
+            text = text.replace(self._key, "***")
+        return text
+
+
+@BACKENDS.register("replay")
+class ReplayBackend(Backend):
+    description = "the replies of a recorded transcript.jsonl (-p transcript=FILE), for exact reruns"
+    cacheable = False
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if not settings.transcript:
+            raise InputError("the replay backend needs a transcript: -p transcript=RUN_DIR/transcript.jsonl")
+        records = read_transcript(Path(settings.transcript))
+        self._model = next((r.get("model") for r in records if r.get("model")), None)
+        self._replies = {record["prompt_key"]: Reply(record["reply"], record.get("prompt_tokens"),
+                                                     record.get("completion_tokens"))
+                         for record in records}
+
+    @property
+    def identity(self) -> str:
+        return f"replay {self.settings.transcript}"
+
+    @property
+    def default_model(self) -> str | None:
+        return self._model
+
+    def complete(self, request: Request) -> Reply:
+        try:
+            return self._replies[request.prompt_key()]
+        except KeyError:
+            raise InputError(f"{self.settings.transcript} holds no reply to this prompt: replay with the "
+                             "recorded run's model, data, seed and parameters") from None
+
+
+def read_transcript(path: Path) -> list[dict[str, Any]]:
+    """The exchanges of a transcript.jsonl (a run directory's name finds its transcript).
+
+    Raises:
+        InputError: a missing file or a line that is not a transcript record.
+    """
+    if path.is_dir():
+        path = path / "transcript.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InputError(f"cannot read transcript {path}: {err.strerror or err}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not {"prompt_key", "reply"} <= record.keys():
+                raise ValueError
+        except ValueError:
+            raise InputError(f"{path}:{number} is not a transcript record") from None
+        records.append(record)
+    return records

@@ -1,0 +1,127 @@
+"""Send many requests at once, through the cache, and keep the account and the transcript.
+
+``concurrency`` requests run at a time on a thread pool (the backends block on the network); the first
+request that fails for good stops the rest and is raised, and every reply that came before it stays in
+the cache, so a rerun resumes for free. Progress is reported from the calling thread, one step per
+reply, since worker threads do not see the progress listener's context.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from xaibench.errors import InputError
+from xaibench.llm.backends import Backend, Reply, Request
+from xaibench.llm.cache import ResponseCache
+from xaibench.progress import advance
+
+
+@dataclass(frozen=True)
+class Prices:
+    """US dollars per million prompt and completion tokens (0 for a local server)."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+
+
+@dataclass
+class Account:
+    """What a run asked and paid: ``sent`` requests reached the backend, ``cached`` came from the cache;
+    tokens and cost count the sent ones only (a cached reply costs nothing this time)."""
+
+    requests: int = 0
+    sent: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, reply: Reply, cached: bool, prices: Prices) -> None:
+        self.requests += 1
+        if cached:
+            self.cached += 1
+            return
+        self.sent += 1
+        self.prompt_tokens += reply.prompt_tokens or 0
+        self.completion_tokens += reply.completion_tokens or 0
+        self.cost_usd += ((reply.prompt_tokens or 0) * prices.prompt
+                          + (reply.completion_tokens or 0) * prices.completion) / 1e6
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its reply, as the transcript records it."""
+
+    request: Request
+    reply: Reply
+    cached: bool
+    seconds: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, backend: Backend) -> dict[str, Any]:
+        """The transcript line: the request, the reply and what produced it; no key, no header."""
+        return {"prompt_key": self.request.prompt_key(), "backend": backend.identity,
+                "model": self.request.model, "messages": self.request.wire_messages(),
+                "temperature": self.request.temperature, "max_tokens": self.request.max_tokens,
+                "seed": self.request.seed, **self.reply.to_dict(), "reply": self.reply.text,
+                "cached": self.cached, "seconds": round(self.seconds, 3), **self.meta}
+
+
+class Client:
+    """A backend behind the cache, with a bounded number of requests in flight."""
+
+    def __init__(self, backend: Backend, *, cache: ResponseCache | None, concurrency: int = 4,
+                 prices: Prices = Prices()) -> None:
+        if concurrency < 1:
+            raise InputError(f"concurrency must be at least 1, got {concurrency}")
+        self.backend = backend
+        self.cache = cache if backend.cacheable else None
+        self.concurrency = concurrency
+        self.prices = prices
+        self.account = Account()
+        self.exchanges: list[Exchange] = []
+
+    def ask(self, requests: Sequence[Request], metas: Sequence[dict[str, Any]] | None = None) -> list[Exchange]:
+        """The exchanges for ``requests``, in their order."""
+        metas = metas or [{} for _ in requests]
+        out: list[Exchange | None] = [None] * len(requests)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = {pool.submit(self._one, request): i for i, request in enumerate(requests)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    if future.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()  # type: ignore[misc]
+                    i = futures[future]
+                    reply, cached, seconds = future.result()
+                    out[i] = Exchange(requests[i], reply, cached, seconds, dict(metas[i]))
+                    self.account.add(reply, cached, self.prices)
+                    advance(1)
+        self.exchanges.extend(e for e in out if e is not None)
+        return [e for e in out if e is not None]
+
+    def _one(self, request: Request) -> tuple[Reply, bool, float]:
+        tic = time.perf_counter()
+        key = request.cache_key(self.backend.identity)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return hit, True, time.perf_counter() - tic
+        reply = self.backend.complete(request)
+        if self.cache is not None:
+            self.cache.put(key, reply)
+        return reply, False, time.perf_counter() - tic
+
+    def transcript(self) -> str:
+        """Every exchange so far as JSON lines (what ``ReplayBackend`` reads)."""
+        return "".join(json.dumps(e.record(self.backend), ensure_ascii=False) + "\n" for e in self.exchanges)
+
+    def summary(self) -> dict[str, Any]:
+        return {"backend": self.backend.identity, **asdict(self.account),
+                "cost_usd": round(self.account.cost_usd, 6), "prices_per_million": asdict(self.prices)}
