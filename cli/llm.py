@@ -24,8 +24,9 @@ def llm_explain(
                                  "http://127.0.0.1:11434/v1 (Ollama)."),
     llm: str = typer.Option(None, "--llm", help="The LLM's name on the server (a directory for "
                             "transformers; replay: the recorded one)."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable "
-                                    "holding the API key (never a command-line argument)."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the API "
+                                    "key (never the key itself). Default: OPENAI_API_KEY, sent to OpenAI's "
+                                    "own server only."),
     transcript: str = typer.Option(None, "--transcript", help="transcript.jsonl (or its run directory) "
                                    "for the replay backend."),
     k: int = typer.Option(5, "--k", "-k", min=1, help="How many top features to ask for."),
@@ -51,7 +52,8 @@ def llm_explain(
     from xaibench.llm.job import llm_explain as run_llm_explain
 
     output = Output(json_mode)
-    params = {"strategy": strategy, "backend": backend, "api_key_env": api_key_env, "k": str(k),
+    params = {"strategy": strategy, "backend": backend, "k": str(k),
+              **({"api_key_env": api_key_env} if api_key_env else {}),
               **({"base_url": base_url} if base_url else {}), **({"llm_model": llm} if llm else {}),
               **({"transcript": transcript} if transcript else {}), **({"cache": "false"} if no_cache else {}),
               **common.parse_params(param)}
@@ -85,7 +87,7 @@ def llm_explain(
             if not sample["ok"]:
                 console.print(f"  [red]not parsed[/]: {escape(sample['reason'] or '')}")
             truth = sample["ground_truth"]
-            table = Table("rank", "LLM", "ground truth (coefficients)" if truth else "ground truth",
+            table = Table("rank", "LLM", "ground truth (coefficients x range)" if truth else "ground truth",
                           box=None, padding=(0, 2))
             ranking = sample["ranking"]
             for i in range(max(len(ranking), len(truth or []))):

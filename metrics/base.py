@@ -141,20 +141,21 @@ class Metric:
             generator: the only source of randomness; a fixed default seed when None.
             **params: metric parameters; strings are converted to the declared types.
 
-        A sample whose attribution row is not finite is one the explainer gave no answer for (an LLM
-        reply that could not be parsed): it scores NaN, which summaries leave out and count.
+        A sample whose attribution (or reference) row is not finite is one the explainer gave no answer
+        for (an LLM reply that could not be parsed): it scores NaN, which summaries leave out and count.
+        The batch is scored whole (with zeros in those rows), so every other sample sees the random
+        draws it would see without them.
 
         Raises:
-            InputError: shapes that do not match, NaN inputs, no finite attribution row, a bad
-                parameter, a missing requirement.
+            InputError: shapes that do not match, NaN inputs, a bad parameter, a missing requirement.
             IncompatibleError: a modality the metric does not apply to.
         """
-        keep = _answered(inputs, attributions)
-        if keep is not None:  # score the answered rows; the others get NaN
-            part = self.compute(model, inputs[keep], attributions[keep], target=_rows(target, keep),
-                                masks=_rows(masks, keep), explainer=explainer, reference=_rows(reference, keep),
-                                batch_size=batch_size, generator=generator, **params)
-            return _scattered(part, keep)
+        missing = _unanswered(inputs, attributions, reference)
+        if missing is not None:  # score the whole batch with zeros there, so the draws stay the same
+            filled = [None if t is None else t.masked_fill(_rows_of(missing, t), 0.0) for t in (attributions, reference)]
+            result = self.compute(model, inputs, filled[0], target=target, masks=masks, explainer=explainer,
+                                  reference=filled[1], batch_size=batch_size, generator=generator, **params)
+            return _without(result, missing)
         parsed = parse_params(self.Params, params, owner=f"metric {self.name!r}")
         batch = self._validate(model, inputs, attributions, target, masks, explainer, reference, batch_size)
         if generator is None:
@@ -226,34 +227,26 @@ def _reference(reference: torch.Tensor | None, inputs: torch.Tensor) -> torch.Te
     return reference.detach().float()
 
 
-def _answered(inputs: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor | None:
-    """The rows with a finite attribution when some (not all) are not; None when all are (or when the
-    shapes are wrong, which validation reports)."""
-    if not isinstance(attributions, torch.Tensor) or attributions.shape != inputs.shape or inputs.ndim < 2:
-        return None
-    finite = torch.isfinite(attributions.flatten(1)).all(dim=1)
-    if bool(finite.all()):
-        return None
-    if not bool(finite.any()):
-        raise InputError("no sample has a finite attribution (every row is NaN or infinite)")
-    return finite
+def _unanswered(inputs: torch.Tensor, attributions: torch.Tensor, reference: Any) -> torch.Tensor | None:
+    """(N,) True for the rows whose attribution or reference is not finite; None when there are none
+    (or when the shapes are wrong, which validation reports)."""
+    rows = None
+    for tensor in (attributions, reference):
+        if isinstance(tensor, torch.Tensor) and tensor.shape == inputs.shape and inputs.ndim >= 2:
+            bad = ~torch.isfinite(tensor.flatten(1)).all(dim=1)
+            rows = bad if rows is None else rows | bad
+    return rows if rows is not None and bool(rows.any()) else None
 
 
-def _rows(value: Any, keep: torch.Tensor) -> Any:
-    """``value`` restricted to the kept samples when it is per sample (a tensor with a row each)."""
-    if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == keep.shape[0]:
-        return value[keep.to(value.device)]
-    return value
+def _rows_of(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``rows`` (N,) broadcast over the sample dimensions of ``like`` (N, *S)."""
+    return rows.to(like.device).view(-1, *([1] * (like.ndim - 1)))
 
 
-def _scattered(part: MetricResult, keep: torch.Tensor) -> MetricResult:
-    scores = torch.full((keep.shape[0],), float("nan"), dtype=torch.float64)
-    scores[keep] = part.scores
-    curve = None
-    if part.curve is not None:
-        curve = torch.full((keep.shape[0], part.curve.shape[1]), float("nan"), dtype=torch.float64)
-        curve[keep] = part.curve
-    return MetricResult(scores=scores, curve=curve, curve_x=part.curve_x)
+def _without(result: MetricResult, rows: torch.Tensor) -> MetricResult:
+    scores = result.scores.masked_fill(rows, float("nan"))
+    curve = None if result.curve is None else result.curve.masked_fill(rows[:, None], float("nan"))
+    return MetricResult(scores=scores, curve=curve, curve_x=result.curve_x)
 
 
 def _checked(result: MetricResult, n: int, name: str) -> MetricResult:

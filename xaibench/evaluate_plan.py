@@ -41,8 +41,9 @@ class Plan:
             if modality not in METHODS.get(name).modalities:
                 raise IncompatibleError(f"{name} does not apply to {modality} inputs")
         keep, skipped = [], list(self.skipped)
+        remote = [name for name in self.methods if METHODS.get(name).remote]
         for name in self.metrics:
-            reason = _why_not(METRICS.get(name), modality, has_masks, self.reference)
+            reason = _why_not(METRICS.get(name), modality, has_masks, self.reference, remote)
             if reason is None:
                 keep.append(name)
             elif name in self.explicit:
@@ -99,11 +100,15 @@ def reused_method_names(run_dirs: list[Path]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _why_not(metric: Any, modality: str, has_masks: bool, reference: str | None) -> str | None:
+def _why_not(metric: Any, modality: str, has_masks: bool, reference: str | None,
+             remote: list[str]) -> str | None:
     if modality not in metric.modalities:
         return f"does not apply to {modality} inputs"
     if metric.needs_masks and not has_masks:
         return "needs ground-truth masks (the shapes dataset has them)"
     if metric.needs_reference and reference is None:
         return "needs a reference attribution (--reference METHOD)"
+    if metric.needs_explainer and remote:
+        return (f"re-explains perturbed inputs, and {', '.join(remote)} would send a request for each "
+                "(uncounted, unrecorded); score it without them")
     return None

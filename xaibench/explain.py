@@ -19,7 +19,6 @@ from xaibench.inputs import Prepared, Selection, normalise, prepare
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report import HeatmapStyle, render_heatmaps
 
-REFERENCE_SAMPLES = 100  # training samples drawn as baselines by methods that need references
 DEFAULT_SAMPLES = 16  # explained when neither --n nor --indices is given: a grid a person can read
 
 
@@ -103,11 +102,11 @@ def reference_samples(method: Any, prepared: Prepared, generator: torch.Generato
     """Training samples for methods that draw baselines from data: expected_gradients, and path
     methods or bee given a training baseline family (``-p baseline=train_sample``,
     ``-p arms=zero,train_sample``); a method's ``reference_count`` says how many (None: all)."""
-    if not (getattr(method, "needs_references", False) or _family_needs_references(method, params or {})):
+    if not (method.wants_references(params or {}) or _family_needs_references(method, params or {})):
         return {}
     name = prepared.data.name
     pool = load_data(f"{name}:train" if name in DATASETS else name).x  # a file: all of it
-    picks = torch.randperm(pool.shape[0], generator=generator)[:getattr(method, "reference_count", REFERENCE_SAMPLES)]
+    picks = torch.randperm(pool.shape[0], generator=generator)[:method.reference_count]
     return {"references": normalise(pool[picks], prepared.meta)}
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.cli.conftest import SAMPLES
 from tests.llm.server import Answer, serving
+from tests.llm.truth import LOGREG as TRUTH
+from tests.llm.truth import logreg_order
 from xaibench.llm.parse import letters
 
 LOGREG = str(SAMPLES / "breast_cancer_logreg.pt")
@@ -22,13 +24,10 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def top5() -> list[str]:
-    """The logistic regression's five largest |coefficients| (breast_cancer_logreg's fc: W_1 - W_0)."""
-    from xaibench.models import ModelSource
-
-    loaded = ModelSource(LOGREG).load()
-    weight = loaded.module.fc.weight.detach()
-    order = (weight[1] - weight[0]).abs().argsort(descending=True, stable=True)[:5].tolist()
-    return [loaded.meta.feature_names[j] for j in order], [letters(30)[j] for j in order]
+    """The logistic regression's true top five, as names and as prompt labels."""
+    names = TRUTH.load().meta.feature_names
+    order = logreg_order()[:5]
+    return [names[j] for j in order], [letters(30)[j] for j in order]
 
 
 def test_llm_explain_shows_the_reply_the_ranking_the_ground_truth_and_the_cost(cli, env, top5) -> None:

@@ -12,26 +12,21 @@ import torch
 from safetensors.torch import load_file
 
 from tests.llm.server import Answer, serving
+from tests.llm.truth import LOGREG, logreg_order
 from xaibench.attribution import attribute
 from xaibench.evaluate import EvaluateConfig, evaluate
 from xaibench.explain import ExplainConfig, explain
 from xaibench.inputs import Selection
 from xaibench.llm.method import rank_scores
 from xaibench.llm.parse import letters
-from xaibench.models import ModelSource
 
-ROOT = Path(__file__).resolve().parents[2]
-LOGREG = ModelSource(str(ROOT / "sample_models" / "breast_cancer_logreg.pt"))
 K = 5
 KEY = "sk-test-never-stored-81c2"
 
 
 @pytest.fixture(scope="module")
 def true_order() -> list[int]:
-    """Features by |W_1 - W_0|, largest first: the logistic regression's ground-truth order (for
-    either target class of this binary model)."""
-    weight = LOGREG.load().module.fc.weight.detach()
-    return (weight[1] - weight[0]).abs().argsort(descending=True, stable=True).tolist()
+    return logreg_order()
 
 
 def reply_with(order: list[int]) -> str:
@@ -117,6 +112,7 @@ def test_evaluate_scores_scripted_answers_against_the_coefficients(
             LOGREG, methods=("llm", "coefficients"), metrics="feature_agreement,rank_agreement,pgi,pgu",
             selection=Selection(n=4), reference="coefficients", out=str(tmp_path / "eval"),
             params={"llm": {"llm_model": "scripted", "base_url": server.url, "k": str(K)},
+                    "coefficients": {"scale": "range"},
                     **{m: {"k": str(K)} for m in ("feature_agreement", "rank_agreement", "pgi", "pgu")}}),
             ["test"])
     scores = result.summary["results"]["llm"]
@@ -151,7 +147,55 @@ def test_coefficients_refuse_a_non_linear_model() -> None:
 
     with pytest.raises(IncompatibleError, match="linear models only"):
         attribute("coefficients", model, torch.randn(3, 4), target=0)
+    fooling = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with torch.no_grad():
+        fooling[0].bias.fill_(5.0)  # every ReLU open at x and at 0: only far points show the kinks
+    with pytest.raises(IncompatibleError, match="linear models only"):
+        attribute("coefficients", fooling, torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) * 0.1,
+                  target=0)
     linear = torch.nn.Linear(4, 3)
     got = attribute("coefficients", linear, torch.randn(2, 4), target=torch.tensor([0, 2]))
     w = linear.weight.detach()
     torch.testing.assert_close(got, torch.stack([w[0] - (w[1] + w[2]) / 2, w[2] - (w[0] + w[1]) / 2]))
+
+
+def test_coefficients_scaled_by_the_training_range() -> None:
+    linear = torch.nn.Linear(3, 2)
+    references = torch.tensor([[0.0, -1.0, 5.0], [2.0, 1.0, 5.5], [1.0, 0.0, 6.0]])
+    plain = attribute("coefficients", linear, torch.zeros(1, 3), target=1)
+    scaled = attribute("coefficients", linear, torch.zeros(1, 3), target=1, scale="range", references=references)
+    torch.testing.assert_close(scaled, plain * torch.tensor([2.0, 2.0, 1.0]))
+
+
+def test_evaluate_leaves_unparsed_samples_out_and_refuses_to_re_explain(tmp_path: Path,
+                                                                        true_order: list[int]) -> None:
+    """Half the prompts get an unparsable reply: those samples score NaN for llm only; saliency's scores
+    are those of a run without llm; metrics that re-explain are skipped (by category) or refused
+    (by name) while llm is scored."""
+    import hashlib
+
+    from xaibench.errors import IncompatibleError
+
+    def answer(body: dict) -> Answer:
+        odd = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()[0] % 2
+        return Answer(text=reply_with(true_order) if odd else "No idea.")
+
+    def run(methods: tuple[str, ...], metrics: str, out: str, url: str) -> dict:
+        return evaluate(EvaluateConfig(
+            LOGREG, methods=methods, metrics=metrics, selection=Selection(n=8), reference="coefficients",
+            out=str(tmp_path / out), params={"llm": {"llm_model": "scripted", "base_url": url}}
+            if "llm" in methods else {}), ["test"]).summary
+
+    with serving(answer) as server:
+        both = run(("llm", "saliency"), "feature_agreement,pgi,robustness", "both", server.url)
+        with pytest.raises(IncompatibleError, match="max_sensitivity cannot run here: re-explains"):
+            run(("llm",), "max_sensitivity", "named", server.url)
+    alone = run(("saliency",), "feature_agreement,pgi", "alone", "")
+    parsed = [s["ok"] for s in both["details"]["llm"]["llm"]["samples"]]
+    assert 0 < sum(parsed) < 8
+    for metric in ("feature_agreement", "pgi"):
+        values = both["results"]["llm"][metric]["values"]
+        assert [v is not None for v in values] == parsed, metric
+        assert both["results"]["llm"][metric]["nan"] == 8 - sum(parsed)
+        assert both["results"]["saliency"][metric]["values"] == alone["results"]["saliency"][metric]["values"]
+    assert {s["metric"] for s in both["skipped"]} >= {"max_sensitivity", "avg_sensitivity"}

@@ -28,7 +28,6 @@ def test_keeps_the_least_and_most_confident_samples_scaled_and_labelled():
     probability = torch.sigmoid(4 * (low[0] + hood.samples[:, 0] * 10 - 5))
     torch.testing.assert_close(hood.probabilities, probability)
     assert int(hood.outputs.sum()) == 8  # 8 lowest and 8 highest class-1 probability
-    torch.testing.assert_close(hood.changes, (hood.samples - hood.point).round(decimals=3))
 
 
 def test_seeded_and_independent_of_the_batch_size():

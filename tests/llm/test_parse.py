@@ -67,7 +67,6 @@ TEN = [f"f{j}" for j in range(10)]  # labels A..J: "I" and "A" are labels here
 @pytest.mark.parametrize("reply, expected", [
     ("I think the answer is C, A, B", ("f2", "f0", "f1")),
     ("I'm fairly sure: C, A, B", ("f2", "f0", "f1")),
-    ("A change in C matters most, then B and I", ("f2", "f1", "f8")),
     ("A and C matter most, then I", ("f0", "f2", "f8")),
     ("Answer: I, A, C", ("f8", "f0", "f2")),
 ])
@@ -79,3 +78,10 @@ def test_the_words_i_and_a_are_not_labels_in_prose(reply, expected):
 def test_a_reply_without_an_answer_names_no_feature_even_with_label_i():
     parsed = parse_ranking("I cannot tell which features matter.", TEN, 1, letters(10))
     assert not parsed.ok and parsed.reason == "the reply names no feature"
+
+
+@pytest.mark.parametrize("reply", ["A change in C matters most, then B and I",
+                                   "A significantly affects the output, followed by C, B, D, E"])
+def test_an_a_or_i_that_may_be_a_word_leaves_the_reply_unparsed(reply):
+    parsed = parse_ranking(reply, TEN, 3, letters(10))
+    assert not parsed.ok and parsed.reason == "'A' may be the English word or feature A"

@@ -46,8 +46,10 @@ class Method:
     """Base class of attribution methods. Subclasses set the metadata and implement ``_attribute``.
 
     Metadata (class attributes): ``modalities`` it applies to, ``category`` (gradient, path, cam,
-    perturbation, control), ``signed`` (whether maps carry a sign), ``needs_gradients``, ``stochastic``
-    (uses the generator), ``description`` (one line for listings).
+    perturbation, control, llm), ``signed`` (whether maps carry a sign), ``needs_gradients``,
+    ``stochastic`` (uses the generator), ``needs_references`` / ``reference_count`` (training samples it
+    is given), ``remote`` (every explanation is a request to a service, so metrics that re-explain are
+    not run on it), ``description`` (one line for listings).
     """
 
     name: ClassVar[str]
@@ -57,11 +59,17 @@ class Method:
     needs_gradients: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
     needs_references: ClassVar[bool] = False
+    reference_count: ClassVar[int | None] = 100  # training samples supplied as references; None: all
+    remote: ClassVar[bool] = False  # each explanation is a paid request elsewhere (llm): never re-explained
     description: ClassVar[str] = ""
 
     @dataclasses.dataclass(frozen=True)
     class Params:
         """No parameters."""
+
+    def wants_references(self, params: dict[str, Any]) -> bool:
+        """Whether these (raw) parameters need training samples as references; see ``needs_references``."""
+        return self.needs_references
 
     def attribute(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method, row_slices
-from xaibench.errors import IncompatibleError
+from xaibench.errors import IncompatibleError, InputError
 from xaibench.progress import advance
 
 if TYPE_CHECKING:
@@ -49,30 +50,60 @@ class Coefficients(Method):
 
     With logits W x + b it returns, for target t, the gradient of the target's margin over the mean of
     the other logits, W_t - mean_{j != t} W_j: for two classes W_t - W_other, the coefficient vector of
-    the log-odds. The model must be affine in its input: the gradient is checked to be the same at the
-    input and at zero, else the method refuses (on a non-linear model this is no ground truth).
+    the log-odds. ``scale=range`` multiplies each by its feature's range over the training data: the
+    importance a perturbation by a share of every feature's range reveals, which is what the llm
+    method's neighbourhood shows (on inputs min-max scaled before training, as in the paper, the two
+    orders agree).
+
+    The model must be affine in its input: the gradient is checked to be the same at the inputs, at
+    zero, at the inputs negated and ten times larger, and at large random points (a fixed seed, not the
+    caller's generator), else the method refuses, since on a non-linear model this is no ground truth.
+    A check on a few points is not a proof, but a ReLU network passes it only by accident.
     """
 
     category = "control"
     description = "a linear model's coefficients for the target class, the agreement ground truth"
+    reference_count = None  # scale=range: the range over all the training data
+
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        """scale: none (per unit of the model's input) or range (times each feature's training range)."""
+
+        scale: str = "none"
+        references: object = None
+
+    def wants_references(self, params: dict[str, Any]) -> bool:
+        return str(params.get("scale", "none")) == "range"
 
     def _attribute(
         self,
         model: torch.nn.Module,
         inputs: torch.Tensor,
         target: torch.Tensor,
-        params: Method.Params,
+        params: Any,
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
+        if params.scale not in ("none", "range"):
+            raise InputError(f"scale must be none or range, got {params.scale!r}")
+        span = torch.ones(inputs.shape[1:])
+        if params.scale == "range":
+            if params.references is None:
+                raise InputError("scale=range needs training samples (xaibench explain and evaluate supply them)")
+            references = params.references.to(inputs).flatten(1)
+            span = (references.max(dim=0).values - references.min(dim=0).values).view(inputs.shape[1:])
+        probes = torch.Generator().manual_seed(0)
         out = torch.empty_like(inputs)
         for rows in row_slices(inputs.shape[0], batch_size):
-            at_input = _margin_gradient(model, inputs[rows], target[rows])
-            at_zero = _margin_gradient(model, torch.zeros_like(inputs[rows]), target[rows])
-            if not torch.allclose(at_input, at_zero, rtol=1e-4, atol=1e-6 * float(at_zero.abs().max()) + 1e-8):
-                raise IncompatibleError("coefficients are a ground truth for linear models only; this model's "
-                                        "gradient changes with the input")
-            out[rows] = at_input
+            x, t = inputs[rows], target[rows]
+            gradient = _margin_gradient(model, x, t)
+            size = 10 * (1 + float(x.abs().max()))
+            for point in (torch.zeros_like(x), -x, 10 * x, size * torch.randn(x.shape, generator=probes)):
+                other = _margin_gradient(model, point, t)
+                if not torch.allclose(gradient, other, rtol=1e-4, atol=1e-6 * float(gradient.abs().max()) + 1e-8):
+                    raise IncompatibleError("coefficients are a ground truth for linear models only; this "
+                                            "model's gradient changes with the input")
+            out[rows] = gradient * span.to(gradient)
             advance(rows.stop - rows.start)
         return out
 

@@ -5,7 +5,8 @@
   replies and timeouts with exponential backoff (0.5 s doubling up to 8 s, less up to 25% jitter, or the
   server's Retry-After); ``retries`` bounds the retries and ``timeout`` each attempt. The key is read
   from an environment variable only, sent in the request header and nowhere else: never in a
-  transcript, run.json or an error message.
+  transcript, run.json or an error message. OPENAI_API_KEY is sent to OpenAI's own server only; another
+  server (a local Ollama, a colleague's vLLM) gets a key only from a variable named for it.
 - ``replay``: the replies of a recorded run's transcript.jsonl, matched by prompt, for exact reruns.
 - ``transformers``: a local model directory, offline (``xaibench.llm.local``, an optional extra).
 
@@ -18,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from xaibench.errors import InputError, RunFailedError
 from xaibench.registry import Registry
@@ -64,9 +67,6 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -75,14 +75,15 @@ class Settings:
     Attributes:
         base_url: the server's /v1 URL (openai); None uses the client's default (OPENAI_BASE_URL or
             OpenAI's own).
-        api_key_env: the environment variable holding the key (openai).
+        api_key_env: the environment variable holding the key (openai); None: OPENAI_API_KEY when the
+            server is OpenAI's own, else no key.
         timeout: seconds per attempt.
         retries: retries after the first attempt on 408/409/429/5xx, timeouts and lost connections.
         transcript: the transcript.jsonl to replay (replay).
     """
 
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None
     timeout: float = 120.0
     retries: int = 2
     transcript: str | None = None
@@ -126,11 +127,16 @@ class OpenAIBackend(Backend):
             raise InputError("timeout must be positive and retries at least 0")
         import openai
 
+        self._variable = _key_variable(settings)
         # Local servers ignore the key but the client insists on one.
-        self._key = os.environ.get(settings.api_key_env) or "unused"
+        self._key = (os.environ.get(self._variable) if self._variable else None) or "unused"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=self._key, timeout=settings.timeout,
                                      max_retries=settings.retries)
         self._where = str(self._client.base_url).rstrip("/")
+        if self._variable is None and _is_openai(self._where):
+            self._variable = "OPENAI_API_KEY"  # OPENAI_BASE_URL pointed the client at OpenAI itself
+            self._key = os.environ.get(self._variable) or "unused"
+            self._client = self._client.with_options(api_key=self._key)
 
     @property
     def identity(self) -> str:
@@ -149,7 +155,8 @@ class OpenAIBackend(Backend):
         except openai.APIConnectionError as err:
             raise LLMError(f"{self._where}: cannot connect ({self._clean(err)})") from None
         except openai.AuthenticationError:
-            raise LLMError(f"{self._where} refused the API key: set ${self.settings.api_key_env}") from None
+            variable = self._variable or "a variable and pass --api-key-env NAME"
+            raise LLMError(f"{self._where} refused the API key: set ${variable}") from None
         except openai.APIStatusError as err:
             raise LLMError(f"{self._where} answered HTTP {err.status_code} ({attempts}): "
                            f"{self._clean(err)}") from None
@@ -172,6 +179,23 @@ class OpenAIBackend(Backend):
         if len(self._key) >= 8:  # a short placeholder would mask ordinary words
             text = text.replace(self._key, "***")
         return text
+
+
+def _key_variable(settings: Settings) -> str | None:
+    """The environment variable to read the key from: the one named, else OPENAI_API_KEY for OpenAI's
+    own server (no base URL, or one of its hosts), else none."""
+    if settings.api_key_env is not None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", settings.api_key_env):
+            raise InputError("api_key_env names an environment variable (letters, digits, _), not the key")
+        return settings.api_key_env
+    if settings.base_url is None:
+        return None  # decided once the client has resolved its URL (OPENAI_BASE_URL or OpenAI's own)
+    return "OPENAI_API_KEY" if _is_openai(settings.base_url) else None
+
+
+def _is_openai(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "openai.com" or host.endswith(".openai.com")
 
 
 @BACKENDS.register("replay")

@@ -1,17 +1,19 @@
 """Send many requests at once, through the cache, and keep the account and the transcript.
 
-``concurrency`` requests run at a time on a thread pool (the backends block on the network); the first
-request that fails for good stops the rest and is raised, and every reply that came before it stays in
-the cache, so a rerun resumes for free. Progress is reported from the calling thread, one step per
-reply, since worker threads do not see the progress listener's context.
+``concurrency`` requests run at a time on daemon worker threads (the backends block on the network).
+The first request that fails for good is raised at once: no new request starts, and a request still in
+flight is abandoned (daemon threads do not hold the process up for its timeout). Every reply that came
+before stays in the cache, so a rerun resumes for free. Progress is reported from the calling thread,
+one step per reply, since worker threads do not see the progress listener's context.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,8 +70,9 @@ class Exchange:
         return {"prompt_key": self.request.prompt_key(), "backend": backend.identity,
                 "model": self.request.model, "messages": self.request.wire_messages(),
                 "temperature": self.request.temperature, "max_tokens": self.request.max_tokens,
-                "seed": self.request.seed, **self.reply.to_dict(), "reply": self.reply.text,
-                "cached": self.cached, "seconds": round(self.seconds, 3), **self.meta}
+                "seed": self.request.seed, "reply": self.reply.text, "prompt_tokens": self.reply.prompt_tokens,
+                "completion_tokens": self.reply.completion_tokens, "cached": self.cached,
+                "seconds": round(self.seconds, 3), **self.meta}
 
 
 class Client:
@@ -89,24 +92,39 @@ class Client:
     def ask(self, requests: Sequence[Request], metas: Sequence[dict[str, Any]] | None = None) -> list[Exchange]:
         """The exchanges for ``requests``, in their order."""
         metas = metas or [{} for _ in requests]
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(len(requests)):
+            todo.put(i)
+        done: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((i, self._one(requests[i])))
+                except BaseException as err:  # noqa: BLE001 (stop the others; the caller raises it)
+                    stop.set()
+                    done.put((i, err))
+
+        for _ in range(min(self.concurrency, len(requests))):
+            threading.Thread(target=work, daemon=True).start()
         out: list[Exchange | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = {pool.submit(self._one, request): i for i, request in enumerate(requests)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    if future.exception() is not None:
-                        for other in pending:
-                            other.cancel()
-                        raise future.exception()  # type: ignore[misc]
-                    i = futures[future]
-                    reply, cached, seconds = future.result()
-                    out[i] = Exchange(requests[i], reply, cached, seconds, dict(metas[i]))
-                    self.account.add(reply, cached, self.prices)
-                    advance(1)
-        self.exchanges.extend(e for e in out if e is not None)
-        return [e for e in out if e is not None]
+        for _ in range(len(requests)):
+            i, result = done.get()
+            if isinstance(result, BaseException):
+                stop.set()
+                raise result
+            reply, cached, seconds = result
+            out[i] = Exchange(requests[i], reply, cached, seconds, dict(metas[i]))
+            self.account.add(reply, cached, self.prices)
+            advance(1)
+        exchanges = [e for e in out if e is not None]
+        self.exchanges.extend(exchanges)
+        return exchanges
 
     def _one(self, request: Request) -> tuple[Reply, bool, float]:
         tic = time.perf_counter()

@@ -1,9 +1,10 @@
 """``xaibench llm-explain``: the explain job with the llm method, read back next to the ground truth.
 
 The run directory is explain's (run.json, attributions, heatmaps, transcript.jsonl). On a linear model
-the ground truth is its coefficients (the ``coefficients`` method); each sample's top-k is compared with
-the LLM's by feature_agreement and rank_agreement at the same k. On another model there is no ground
-truth to show, and the comparison is left out rather than made against a stand-in.
+the ground truth is its coefficients times each feature's training range (``coefficients -p
+scale=range``: what the neighbourhood, perturbing by a share of each range, can reveal); each sample's
+top-k is compared with the LLM's by feature_agreement and rank_agreement at the same k. On another model
+there is no ground truth to show, and the comparison is left out rather than made against a stand-in.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 from xaibench import runs
 from xaibench.attribution import METHODS
 from xaibench.errors import IncompatibleError
-from xaibench.explain import ExplainConfig, ExplainResult, explain
+from xaibench.explain import ExplainConfig, ExplainResult, explain, supplied_params
+from xaibench.inputs import prepare
 from xaibench.metrics import compute
 
 
@@ -54,15 +56,16 @@ def _ground_truth(config: ExplainConfig, tensors: dict[str, torch.Tensor], k: in
     is not linear."""
     loaded = config.source.load()
     inputs, targets = tensors["inputs"], tensors["targets"]
+    method = METHODS.get("coefficients")()
+    one = prepare(loaded, replace(config.selection, n=1, indices=None), config.batch_size)  # data and meta
+    extra = supplied_params(method, one, torch.Generator().manual_seed(config.seed), {"scale": "range"})
     try:
-        coefficients = METHODS.get("coefficients")().attribute(loaded.module, inputs, target=targets)
+        coefficients = method.attribute(loaded.module, inputs, target=targets, scale="range", **extra)
     except IncompatibleError:
         return None
     k = min(k, inputs.shape[1])
     scores = tensors["attributions"]
-    answered = bool(torch.isfinite(scores).all(dim=1).any())  # else every reply went unparsed
     agreement = {name: compute(name, None, inputs, scores, target=targets, reference=coefficients, k=k).scores
-                 if answered else torch.full((inputs.shape[0],), float("nan"))
                  for name in ("feature_agreement", "rank_agreement")}
     top = coefficients.abs().argsort(dim=1, descending=True, stable=True)[:, :k].tolist()
     return {"top": top, **agreement}

@@ -15,7 +15,7 @@ that is the coefficients' order, on standardised inputs it is |coefficient| x ra
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method
@@ -42,14 +42,16 @@ class LLMExplainer(Method):
     needs_gradients = False
     stochastic = True
     needs_references = True
-    reference_count: ClassVar[int | None] = None  # min-max scaling wants the whole training range
+    remote = True
+    reference_count = None  # min-max scaling wants the whole training range
     description = "an LLM names the top-k features from perturbation samples (Kroeger et al. 2023)"
 
     @dataclasses.dataclass(frozen=True)
     class Params:
         """strategy: p-icl, pg-icl, i-icl or e-icl; backend: openai, replay or transformers; llm_model:
         the LLM's name (a directory for transformers; replay defaults to the recorded one); base_url:
-        the server's /v1 URL; api_key_env: the variable holding the key; transcript: what replay
+        the server's /v1 URL; api_key_env: the variable holding the key (default OPENAI_API_KEY, for
+        OpenAI's own server only: another server gets no key unless named); transcript: what replay
         reads; k: features asked for; names: letters (A, B, ...) or real; format: change or raw;
         n_samples, std: the neighbourhood; shots: samples shown (half least, half most confident);
         examples, explainer: E-ICL's explained examples; temperature, max_tokens: sampling; timeout
@@ -60,7 +62,7 @@ class LLMExplainer(Method):
         backend: str = "openai"
         llm_model: str | None = None
         base_url: str | None = None
-        api_key_env: str = "OPENAI_API_KEY"
+        api_key_env: str | None = None
         transcript: str | None = None
         k: int = 5
         names: str = "letters"
@@ -100,16 +102,18 @@ class LLMExplainer(Method):
         cases = _cases(model, inputs, target, params, labels, strategy.uses_examples, batch_size, generator)
         requests = [Request(llm_model, strategy.messages(case), params.temperature, params.max_tokens)
                     for case in cases]
-        cache = ResponseCache() if params.cache and backend.cacheable else None
+        cache = ResponseCache() if params.cache else None
         client = Client(backend, cache=cache, concurrency=params.concurrency,
                         prices=Prices(params.prompt_price, params.completion_price))
+        metas = [{"sample": i, "strategy": strategy.name,
+                  **({"hidden_output": case.hood.query_output} if strategy.name == "pg-icl" else {})}
+                 for i, case in enumerate(cases)]
         try:
-            exchanges = client.ask(requests, [{"sample": i, "strategy": strategy.name}
-                                              for i in range(len(requests))])
+            exchanges = client.ask(requests, metas)
         finally:
-            attach(TRANSCRIPT_FILE, client.transcript())  # what was answered, even when a request failed
             if cache is not None:
                 cache.close()
+        attach(TRANSCRIPT_FILE, client.transcript())
         parsed = [parse_ranking(e.reply.text, features, min(params.k, len(features)),
                                 None if params.names == "real" else labels) for e in exchanges]
         note("llm", {"strategy": strategy.name, "model": llm_model, "k": params.k,

@@ -31,7 +31,6 @@ class Neighbourhood:
         point_output: 1 where the model predicts the explained class at the input itself, else 0.
         query: (F,) one more scaled sample, not among ``samples``, for prediction-based ICL.
         query_output: the model's hard output at ``query``.
-        changes: (S, F) samples - point (the "change in input" format), rounded.
     """
 
     point: torch.Tensor
@@ -41,10 +40,6 @@ class Neighbourhood:
     point_output: int
     query: torch.Tensor
     query_output: int
-
-    @property
-    def changes(self) -> torch.Tensor:
-        return (self.samples - self.point).round(decimals=3)
 
 
 def neighbourhood(model: torch.nn.Module, x: torch.Tensor, target: int, low: torch.Tensor, high: torch.Tensor,

@@ -9,12 +9,14 @@ taking the last line and stripping words and punctuation. Real replies are less 
 2. Features are matched by their prompt label (A, B, ...) or their real name, case-, space-, underscore-
    and punctuation-tolerant, longest name first. A one-letter label counts as a standalone token, and a
    lower-case one only on a line that is nothing but a list (so the article "a" is never feature A). In
-   prose, the words "I" and "A" are not labels where English uses them: before a contraction ("I'm"),
-   or before a lower-case word that does not continue a ranking ("I think", "A change in C"; but "A and
-   C", "I is the most important").
+   prose, "I" and "A" may be English words: before a contraction ("I'm") or "I" before a verb of
+   opinion ("I think") they are words; before a word that continues a ranking ("A and C", "I is the
+   most important") or punctuation they are labels; before any other lower-case word ("A change in C",
+   "A significantly affects") they are ambiguous, and a line with such a token is not parsed.
 3. Duplicates keep their first position. On a list line, one-letter tokens that name no feature (a
    hallucinated "Z") are reported as invalid; nothing unknown is ever mapped to a feature.
-4. Fewer than k valid features: the reply is recorded as unparsed (``ok`` false, with the reason).
+4. Fewer than k valid features, or an ambiguous "I" / "A" on the answer line: the reply is recorded as
+   unparsed (``ok`` false, with the reason).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ _MARKER = re.compile(r"^\W*(?:" + "|".join(re.escape(m) for m in MARKERS) + r")\
 _CONTINUES = {"and", "or", "then", "is", "are", "was", "has", "had", "have", "seems", "appears", "matters",
               "comes", "also", "as", "with", "followed", "first", "second", "third", "next", "last", "most",
               "least", "by", "than", "ranks", "ranked", "being", "clearly", "strongly", "affects", "drives"}
+_OPINION = {"think", "believe", "would", "will", "can", "cannot", "could", "should", "am", "have", "see",
+            "notice", "found", "find", "conclude", "suspect", "expect", "guess", "estimate", "rank", "must",
+            "need", "might", "may", "did", "do", "observe", "observed", "noticed", "hope", "feel", "want"}
 _ITEM = re.compile(r"^\s*(?:\d+\s*[.)\]:-]|[-*\u2022])\s*(.+?)\s*$")
 
 
@@ -63,14 +68,16 @@ def _pattern(spelling: str) -> str:
     return r"[\s_\-]+".join(re.escape(word) for word in spelling.split(" "))
 
 
-def _matches(line: str, vocabulary: dict[str, str]) -> tuple[list[str], list[str]]:
-    """Features named on ``line`` in order of appearance, and label-like tokens that name none."""
+def _matches(line: str, vocabulary: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """Features named on ``line`` in order of appearance, label-like tokens that name none, and labels
+    that may be English words."""
     bare = line
     for spelling in vocabulary:
         if len(spelling) > 1:
             bare = re.sub(_pattern(spelling), " ", bare, flags=re.IGNORECASE)
     list_only = not re.search(r"[A-Za-z]{2,}", bare)  # nothing but names, letters and punctuation
     found: list[tuple[int, str]] = []
+    ambiguous: list[str] = []
     taken = [False] * len(line)
     for spelling, name in vocabulary.items():
         single = len(spelling) == 1
@@ -79,7 +86,10 @@ def _matches(line: str, vocabulary: dict[str, str]) -> tuple[list[str], list[str
                                           else _pattern(spelling))
         for match in re.finditer(pattern + r"(?![A-Za-z0-9])", line, flags):
             span = range(match.start(), match.end())
-            if single and not list_only and _english_word(line, match.start(), match.end()):
+            reading = _reading(line, match.start(), match.end()) if single and not list_only else "label"
+            if reading == "ambiguous":
+                ambiguous.append(match.group(0))
+            if reading != "label":
                 continue
             if not any(taken[i] for i in span):
                 for j in span:
@@ -87,19 +97,20 @@ def _matches(line: str, vocabulary: dict[str, str]) -> tuple[list[str], list[str
                 found.append((match.start(), name))
     invalid = [tok for tok in re.findall(r"(?<![A-Za-z0-9])[A-Z](?![A-Za-z0-9])", line)
                if tok.lower() not in vocabulary] if list_only else []  # in prose, "I" is no label
-    return [name for _, name in sorted(found)], invalid
+    return [name for _, name in sorted(found)], invalid, ambiguous
 
 
-def _english_word(line: str, start: int, end: int) -> bool:
-    """Whether the one-letter token line[start:end] is the word "I" or "A" rather than a label."""
-    token = line[start:end]
+def _reading(line: str, start: int, end: int) -> str:
+    """How to read the one-letter token line[start:end] in prose: "label", "word" or "ambiguous"."""
+    token, after = line[start:end], line[end:]
     if token not in ("I", "A"):
-        return False
-    after = line[end:]
+        return "label"
     if re.match(r"['\u2019][a-z]", after):
-        return True
+        return "word"
     word = re.match(r" +([a-z]+)", after)
-    return bool(word) and word.group(1) not in _CONTINUES
+    if not word or word.group(1) in _CONTINUES:
+        return "label"
+    return "word" if token == "I" and word.group(1) in _OPINION else "ambiguous"
 
 
 def _candidates(reply: str) -> list[str]:
@@ -131,8 +142,11 @@ def parse_ranking(reply: str, features: Sequence[str], k: int, labels: Sequence[
     vocabulary = _vocabulary(features, labels)
     fallback = Parsed((), False, "", (), "the reply names no feature")
     for line in _candidates(reply or ""):
-        named, invalid = _matches(line, vocabulary)
+        named, invalid, ambiguous = _matches(line, vocabulary)
         ranking = tuple(dict.fromkeys(named))
+        if ambiguous:
+            return Parsed((), False, line, tuple(invalid),
+                          f"{ambiguous[0]!r} may be the English word or feature {ambiguous[0]}")
         if not ranking:
             continue
         if len(ranking) < k:
