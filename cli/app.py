@@ -39,11 +39,16 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point. Typer handles usage errors (exit 2) and --help; we handle the rest."""
+    from xaibench.distributed import launched, session
     from xaibench.errors import XaibenchError
 
     debug = os.environ.get("XAIBENCH_DEBUG", "") not in ("", "0")
     try:
-        app(args=argv, prog_name="xaibench")
+        if launched():  # under torchrun: join the process group for the command
+            with session():
+                app(args=argv, prog_name="xaibench")
+        else:
+            app(args=argv, prog_name="xaibench")
     except XaibenchError as err:
         _fail(err, err.exit_code, debug)
     except KeyboardInterrupt:
@@ -59,5 +64,6 @@ def _fail(err: BaseException, code: int, debug: bool, prefix: str = "") -> None:
         traceback.print_exception(err)
     from xaibench.errors import first_line
 
-    sys.stderr.write(f"error: {prefix}{first_line(err)}\n")
+    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    sys.stderr.write(f"error: {rank}{prefix}{first_line(err)}\n")
     sys.exit(code)

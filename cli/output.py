@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,15 +13,19 @@ from rich.console import Console
 
 
 class Output:
-    """Human output (rich, stdout) or exactly one JSON document on stdout; progress on stderr."""
+    """Human output (rich, stdout) or exactly one JSON document on stdout; progress on stderr. Under
+    torchrun only rank 0 prints: the others compute their share silently."""
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
+        self.silent = os.environ.get("RANK", "0") != "0"
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False)
 
     def result(self, data: dict[str, Any] | list[Any], human: Callable[[Console], None]) -> None:
         """Print ``data`` as JSON in JSON mode, else call ``human`` with the stdout console."""
+        if self.silent:
+            return
         if self.json_mode:
             sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         else:
@@ -35,7 +40,7 @@ class Output:
 
         bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=self.err, transient=True, disable=not self.err.is_terminal,
+            console=self.err, transient=True, disable=self.silent or not self.err.is_terminal,
         )
         with bar:
             task = bar.add_task(description, total=total)

@@ -124,17 +124,18 @@ def group_relevance(attributions: torch.Tensor, ids: torch.Tensor) -> torch.Tens
 def removal_ranks(relevance: torch.Tensor, order: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Position of each group in the removal order, (N, G): 0 is removed first.
 
-    morf: most relevant first; lerf: least relevant first; random: a random order per sample drawn
-    from ``generator``. Ties keep the lower group index first (a stable sort), so the order is
-    deterministic.
+    morf: most relevant first; lerf: least relevant first; random: a random order per sample, each
+    from a generator of its own seeded from ``generator`` (the same whatever the batch or shard). Ties
+    keep the lower group index first (a stable sort), so the order is deterministic.
     """
     if order not in ORDERS:
         raise UnknownNameError.for_name("order", order, list(ORDERS))
     if order == "random":
         if generator is None:
             raise InputError("a random order needs a generator")
-        keys = torch.rand(relevance.shape, generator=generator, dtype=torch.float64)
-        sequence = keys.argsort(dim=1)
+        keys = torch.stack([torch.rand(relevance.shape[1], generator=g, dtype=torch.float64)
+                            for g in sample_generators(sample_seeds(generator, relevance.shape[0]), slice(None))])
+        sequence = keys.to(relevance.device).argsort(dim=1)
     else:
         sequence = relevance.argsort(dim=1, descending=(order == "morf"), stable=True)
     ranks = torch.empty_like(sequence)

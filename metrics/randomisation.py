@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import sample_seeds
+from xaibench.attribution.base import sample_seeds, shared_seed
 from xaibench.attribution.noise import draw_indices, sample_generators
 from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
@@ -52,7 +52,7 @@ def cascading_randomisation(model: torch.nn.Module,
     from ``generator``: a stream of its own, so that weights initialised under ``torch.manual_seed(s)``
     are not redrawn from the very stream that made them when ``generator`` is seeded with s too.
     """
-    draws = torch.Generator().manual_seed(sample_seeds(generator, 1)[0])
+    draws = torch.Generator().manual_seed(shared_seed(generator))
     randomised = copy.deepcopy(model)
     for name, layer in reversed(parameterised_layers(randomised)):
         with torch.no_grad():

@@ -18,15 +18,22 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from xaibench import runs
+from xaibench import distributed, runs
 from xaibench.attribution import METHODS, parse_params
+from xaibench.attribution.base import sampled_shard
 from xaibench.details import collecting
 from xaibench.evaluate_plan import Plan, make_plan
-from xaibench.explain import (data_record, heatmap_spec, model_record, render_run_heatmaps, supplied_params,
-                              write_attached)
+from xaibench.explain import (
+    data_record,
+    heatmap_spec,
+    model_record,
+    render_run_heatmaps,
+    supplied_params,
+    write_attached,
+)
 from xaibench.inputs import Prepared, Selection, prepare
 from xaibench.metrics import METRICS
-from xaibench.metrics.base import Explainer
+from xaibench.metrics.base import Explainer, MetricResult
 from xaibench.metrics.summary import summarise
 from xaibench.models import ModelSource
 from xaibench.progress import advance, reporting
@@ -94,6 +101,8 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     timings["metrics"] = time.perf_counter() - tic
     summary = _summary(plan, prepared, loaded, results, config.seed)
     summary["details"] = details
+    if not distributed.world().main:  # rank 0 writes the run
+        return EvaluateResult(out, summary, time.perf_counter() - started)
     with runs.staged_dir(out, config.overwrite) as staging:
         tic = time.perf_counter()
         heatmaps = _heatmaps(plan, prepared, attributions, loaded.path, staging)
@@ -122,14 +131,17 @@ def _attributions(plan: Plan, prepared: Prepared, model: torch.nn.Module, reused
     what the methods noted while explaining (BEE's chosen baseline families)."""
     out: dict[str, torch.Tensor] = {}
     details: dict[str, Any] = {}
+    n = len(prepared.data)
+    rows = distributed.shard_rows(n, check=n)
     for name in plan.attributed:
         if name in reused:
             out[name] = reused[name].attributions
             continue
         tic = time.perf_counter()
-        progress = on_progress(name, len(prepared.data)) if on_progress else nullcontext()
-        with progress, collecting() as noted:
-            out[name] = explainers[name](model, prepared.inputs, prepared.targets)
+        progress = on_progress(name, rows.stop - rows.start) if on_progress else nullcontext()
+        with progress, collecting() as noted, sampled_shard(rows, n):
+            local = explainers[name](model, prepared.inputs[rows], prepared.targets[rows])
+        out[name] = distributed.gather_rows(local, n)
         if noted:
             details[name] = noted
         timings[f"attribute:{name}"] = time.perf_counter() - tic
@@ -172,6 +184,9 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
     """Summaries per method and metric; one progress step per pair."""
     results: dict[str, dict[str, Any]] = {name: {} for name in plan.methods}
     total = len(plan.methods) * len(plan.metrics)
+    n = len(prepared.data)
+    rows = distributed.shard_rows(n)
+    masks = None if prepared.data.masks is None else prepared.data.masks[rows]
     progress = on_progress("metrics", total) if on_progress else nullcontext()
     with progress:
         for method in plan.methods:
@@ -179,12 +194,15 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
             for metric_name in plan.metrics:
                 metric = METRICS.get(metric_name)()
                 tic = time.perf_counter()
-                with reporting(lambda _: None):  # the metric's own steps: the bar counts pairs
-                    result = metric.compute(
-                        model, prepared.inputs, attributions[method], target=prepared.targets,
-                        masks=prepared.data.masks, explainer=explainer, reference=reference,
+                with reporting(lambda _: None), sampled_shard(rows, n):  # the bar counts pairs
+                    local = metric.compute(
+                        model, prepared.inputs[rows], attributions[method][rows], target=prepared.targets[rows],
+                        masks=masks, explainer=explainer, reference=None if reference is None else reference[rows],
                         batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed),
                         **plan.params.get(metric_name, {}))
+                result = MetricResult(distributed.gather_rows(local.scores, n),
+                                      None if local.curve is None else distributed.gather_rows(local.curve, n),
+                                      local.curve_x)
                 entry = summarise(result, torch.Generator().manual_seed(config.seed))
                 entry["seconds"] = round(time.perf_counter() - tic, 4)
                 results[method][metric_name] = entry

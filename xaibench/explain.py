@@ -11,8 +11,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from xaibench import runs
+from xaibench import distributed, runs
 from xaibench.attribution import METHODS, describe_params, parse_params
+from xaibench.attribution.base import sampled_shard
 from xaibench.data import DATASETS, load_data
 from xaibench.details import collecting
 from xaibench.inputs import Prepared, Selection, normalise, prepare
@@ -61,12 +62,15 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     generator = torch.Generator().manual_seed(config.seed)
     extra = supplied_params(method, prepared, generator, config.params)
     tic = time.perf_counter()
-    progress = on_progress(len(prepared.data)) if on_progress else nullcontext()
-    with progress, collecting() as details:
-        attributions = method.attribute(loaded.module, prepared.inputs, target=prepared.targets,
-                                        batch_size=config.batch_size, generator=generator,
-                                        **config.params, **extra)
+    rows = distributed.shard_rows(len(prepared.data), check=len(prepared.data))
+    progress = on_progress(rows.stop - rows.start) if on_progress else nullcontext()
+    with progress, collecting() as details, sampled_shard(rows, len(prepared.data)):
+        local = method.attribute(loaded.module, prepared.inputs[rows], target=prepared.targets[rows],
+                                 batch_size=config.batch_size, generator=generator, **config.params, **extra)
+    attributions = distributed.gather_rows(local, len(prepared.data))
     timings["attribute"] = time.perf_counter() - tic
+    if not distributed.world().main:  # rank 0 writes the run
+        return ExplainResult(out, [], len(prepared.data), time.perf_counter() - started)
     with runs.staged_dir(out, config.overwrite) as staging:
         tic = time.perf_counter()
         spec = heatmap_spec(prepared, attributions, method, loaded.path)

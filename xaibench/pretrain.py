@@ -20,6 +20,7 @@ from xaibench.attribution import METHODS, parse_params
 from xaibench.attribution.bee import pretrain
 from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
+from xaibench.distributed import world
 from xaibench.errors import InputError, RunExistsError
 from xaibench.explain import supplied_params
 from xaibench.inputs import Prepared, Selection, default_split, prepare
@@ -59,10 +60,12 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, config.batch_size)
     shares = outcome.policy.choice_probabilities(contexts, torch.Generator().manual_seed(config.seed)).mean(0)
     metadata = {"metric": config.metric, "model_sha256": loaded.sha256, "samples": str(len(prepared.data)),
+                "world_size": str(world().size),
                 "rounds": str(params.rounds), "n_steps": str(params.n_steps),
                 "context_layer": str(params.context_layer), "created": _now(), "xaibench": __version__}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    outcome.policy.save(out, metadata)
+    if world().main:  # under torchrun every process learned the same policy; rank 0 saves it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        outcome.policy.save(out, metadata)
     return {"policy": str(out), "metric": config.metric, "samples": len(prepared.data),
             "distribution": dict(zip(outcome.families, (round(float(p), 4) for p in shares))),
             "seconds": round(time.perf_counter() - started, 3)}

@@ -113,12 +113,16 @@ def versions() -> dict[str, str]:
 
 
 def run_record(command: str, argv: list[str], config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The common part of run.json; commands add model, data, timings and outputs."""
+    """The common part of run.json; commands add model, data, timings and outputs. ``world_size`` is the
+    number of processes that computed the run (torchrun; 1 alone)."""
+    from xaibench.distributed import world
+
     return {
         "command": command,
         "argv": argv,
         "config": config,
         "seed": seed,
+        "world_size": world().size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }

@@ -279,7 +279,9 @@ def test_gradcam_layer_without_feature_map_is_refused() -> None:
 # control
 
 
-def test_random_is_standard_normal_noise_from_the_generator() -> None:
+def test_random_is_standard_normal_noise_from_a_generator_per_sample() -> None:
     x = make_inputs("image")
     out = attribute("random", make_net("image"), x, target=0, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(out, torch.randn(x.shape, generator=torch.Generator().manual_seed(7)))
+    seeds = torch.randint(0, 2**62, (x.shape[0],), generator=torch.Generator().manual_seed(7)).tolist()
+    expected = torch.stack([torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(s)) for s in seeds])
+    assert torch.equal(out, expected)

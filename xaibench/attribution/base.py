@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xaibench._lazy import lazy_import
@@ -245,9 +246,44 @@ def require_gradients(model: torch.nn.Module, probe: torch.Tensor) -> None:
         raise IncompatibleError("the model gives no gradients; use a perturbation method")
 
 
+_shard: ContextVar[tuple[int, int, int] | None] = ContextVar("xaibench_shard", default=None)
+
+
 def sample_seeds(generator: torch.Generator, n: int) -> list[int]:
-    """``n`` independent seeds drawn from ``generator``: one per sample, whatever the batching."""
+    """``n`` independent seeds drawn from ``generator``: one per sample, whatever the batching.
+
+    Inside ``sampled_shard(rows, total)`` a call for the shard's ``n`` samples draws the seeds of all
+    ``total`` samples and returns the shard's, so a process that explains a block of the batch gives
+    its samples the seeds they get when one process explains them all.
+    """
+    shard = _shard.get()
+    if shard is not None and n == shard[1] - shard[0]:
+        return torch.randint(0, 2**62, (shard[2],), generator=generator)[shard[0]:shard[1]].tolist()
     return torch.randint(0, 2**62, (n,), generator=generator).tolist()
+
+
+def shard_of(n: int) -> tuple[slice, int]:
+    """Where a batch of ``n`` samples sits in the whole batch: (its rows, the whole batch's size); the
+    batch itself, (slice(0, n), n), outside ``sampled_shard`` or for a batch of another size."""
+    shard = _shard.get()
+    if shard is not None and n == shard[1] - shard[0]:
+        return slice(shard[0], shard[1]), shard[2]
+    return slice(0, n), n
+
+
+def shared_seed(generator: torch.Generator) -> int:
+    """One seed for draws the whole batch shares (the same on every process of a sharded run)."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+@contextmanager
+def sampled_shard(rows: slice, total: int) -> Iterator[None]:
+    """Make ``sample_seeds`` hand the samples ``rows`` of a batch of ``total`` their batch seeds."""
+    token = _shard.set((rows.start, rows.stop, total))
+    try:
+        yield
+    finally:
+        _shard.reset(token)
 
 
 @contextmanager

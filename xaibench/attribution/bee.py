@@ -21,8 +21,21 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, modality_of, row_slices, sample_seeds
-from xaibench.attribution.layer_path import layer_activations, layer_path_integral, upsampled
+from xaibench.attribution.base import (
+    METHODS,
+    Method,
+    modality_of,
+    row_slices,
+    sample_seeds,
+    sampled_shard,
+    shard_of,
+    shared_seed,
+)
+from xaibench.attribution.layer_path import (
+    layer_activations,
+    layer_path_integral,
+    upsampled,
+)
 from xaibench.attribution.layers import find_layer
 from xaibench.attribution.noise import sample_generators
 from xaibench.attribution.path import quadrature, straight_path_integral
@@ -87,7 +100,9 @@ class Bee(Method):
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What a BEE run gives: the best map per input, the arm (family index) it came from, the policy
-    after the run, the family names and the inputs' contexts."""
+    after the run, the family names and the inputs' contexts. In a batch spread over processes the
+    maps are this process's block; arms, contexts and the policy cover the whole batch (every process
+    learns from every input, so the policy is the one a single process learns)."""
 
     maps: torch.Tensor
     arms: torch.Tensor
@@ -108,34 +123,45 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     families = _families(params, space)
     names = tuple(name for name, _ in families)
     policy = policy if policy is not None else _policy(params, list(names), params.context_dim)
-    contexts = embed(model, inputs, params.context_layer, params.context_dim, batch_size)
+    rows, total = shard_of(inputs.shape[0])  # a block of a batch spread over processes: learn from all
+    contexts = _whole(embed(model, inputs, params.context_layer, params.context_dim, batch_size), total)
     generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
     alphas, weights = quadrature(params.method, params.n_steps)
-    history = torch.full((inputs.shape[0], params.rounds), float("nan"), dtype=torch.float64)
+    history = torch.full((total, params.rounds), float("nan"), dtype=torch.float64)
     best, best_arm = torch.zeros_like(inputs), torch.full((inputs.shape[0],), -1, dtype=torch.long)
     for round_index in range(params.rounds):
         with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
-            arms = _choose(policy, contexts, len(families), params.adaptive, generator)
+            every_arm = _choose(policy, contexts, len(families), params.adaptive, generator)
+            arms = every_arm[rows]
             baselines = _draw(families, arms, space, generators)
             if layer is None:
                 maps = straight_path_integral(model, inputs, baselines, target, alphas, weights, batch_size)
             else:
                 maps = upsampled(layer_path_integral(model, layer, inputs, space, baselines, target, alphas,
                                                      weights, batch_size), inputs)
-            seed = sample_seeds(generator, 1)[0]
-            scores = metric.compute(model, inputs, maps, target=target, batch_size=batch_size,
-                                    generator=torch.Generator().manual_seed(seed)).scores
-        policy = _learn(policy, params, contexts, arms, scores, history, metric.higher_is_better, generator)
-        better = _better(scores, history[:, :round_index], metric.higher_is_better)
+            seed = shared_seed(generator)
+            scores = _whole(metric.compute(model, inputs, maps, target=target, batch_size=batch_size,
+                                           generator=torch.Generator().manual_seed(seed)).scores, total)
+        policy = _learn(policy, params, contexts, every_arm, scores, history, metric.higher_is_better, generator)
+        better = _better(scores, history[:, :round_index], metric.higher_is_better)[rows]
         history[:, round_index] = scores
         best[better], best_arm[better] = maps[better], arms[better]
         advance(_share(inputs.shape[0], round_index, params.rounds))
-    return Outcome(best, best_arm, policy, names, contexts)
+    return Outcome(best, _whole(best_arm, total), policy, names, contexts)
+
+
+def _whole(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Rows of every process's block, when this batch is one block of ``total`` samples."""
+    if local.shape[0] == total:
+        return local
+    from xaibench.distributed import gather_rows
+
+    return gather_rows(local, total)
 
 
 def _note(outcome: Outcome, params: BeeParams, generator: torch.Generator) -> None:
     """For run.json: the family each kept map came from and the policy's family distribution."""
-    draws = torch.Generator().manual_seed(sample_seeds(generator, 1)[0])
+    draws = torch.Generator().manual_seed(shared_seed(generator))
     shares = outcome.policy.choice_probabilities(outcome.contexts, draws).mean(0)
     note("bee", {"metric": params.metric, "rounds": params.rounds,
                  "chosen": [outcome.families[i] if i >= 0 else None for i in outcome.arms.tolist()],
@@ -235,13 +261,21 @@ def pretrain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor,
     """Learn a policy over a training set, as the paper's pretraining: chunks of ``chunk`` inputs run
     ``params.rounds`` rounds each with policy updates, the policy carried from chunk to chunk.
 
-    Returns the last chunk's outcome (its ``policy`` has seen every input).
+    Returns the last chunk's outcome (its ``policy`` has seen every input). Under torchrun each chunk is
+    spread over the processes, which learn the same policy (a chunk smaller than the number of
+    processes runs whole on each).
     """
+    from xaibench.distributed import shard_rows, world
+
     learning = dataclasses.replace(params, adaptive=True, finetune=True)
     policy = None
     outcome = None
     for rows in row_slices(inputs.shape[0], chunk):
-        outcome = explore(model, inputs[rows], target[rows], learning, batch_size, generator, policy)
+        size = rows.stop - rows.start
+        block = shard_rows(size) if size >= world().size else slice(0, size)
+        with sampled_shard(block, size):
+            outcome = explore(model, inputs[rows][block], target[rows][block], learning, batch_size, generator,
+                              policy)
         policy = outcome.policy
     assert outcome is not None  # inputs is a non-empty batch
     return outcome

@@ -6,7 +6,8 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, row_slices
+from xaibench.attribution.base import METHODS, Method, row_slices, sample_seeds
+from xaibench.attribution.noise import draw_normal, sample_generators
 from xaibench.errors import IncompatibleError, InputError
 from xaibench.progress import advance
 
@@ -36,8 +37,9 @@ class Random(Method):
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        # Drawn all at once on the CPU generator, so the batching cannot change the values.
-        noise = torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype)
+        # Each sample from a generator of its own: neither the batching nor a shard changes the values.
+        generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
+        noise = draw_normal(generators, inputs.shape[1:], inputs.dtype)
         advance(inputs.shape[0])
         return noise.to(inputs.device)
 

@@ -4,6 +4,11 @@ CRAFT / Fel et al. (2023): split f = h o g at a layer, factorise the activations
 A ~ U W + b, encode every spatial position of each image's activation map against the bank (the concept
 attribution maps), and estimate each concept's importance for the class by perturbing the codes and
 passing the rebuilt activations through h. Local importance is per image, global the mean over images.
+
+Under torchrun (``xaibench.distributed``) each process takes a contiguous block of the images: it passes
+them through g (the activation rows and the feature maps), encodes them and estimates their local
+importance; the blocks are gathered in image order, so every process holds what one process computes.
+The factorisation runs on every process on the gathered rows and rank 0's bank is used everywhere.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from xaibench import distributed
 from xaibench.concepts.base import DECOMPOSITIONS, IMPORTANCES, ConceptBank, ConceptHead
 from xaibench.concepts.split import Split, activations, crops, feature_maps
 from xaibench.errors import InputError
@@ -88,10 +94,17 @@ def upsampled(codes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: Settings) -> Extraction:
-    """Learn ``settings.n_concepts`` concepts of ``inputs`` at the split and their importance for ``target``."""
+    """Learn ``settings.n_concepts`` concepts of ``inputs`` at the split and their importance for ``target``.
+
+    Under torchrun this process passes its block of the images through g and scores them, and the
+    blocks are gathered (module docstring); the result is the one process's, up to summation order.
+    """
     decomposition = DECOMPOSITIONS.get(settings.method)()
-    rows = activations(split, inputs, settings.mode, patch_size=settings.patch_size,
-                       batch_size=settings.batch_size)
+    n = inputs.shape[0]
+    block = distributed.shard_rows(n, check=n)  # every image when launched alone
+    mine = inputs[block]
+    rows = _gathered_rows(activations(split, mine, settings.mode, patch_size=settings.patch_size,
+                                      batch_size=settings.batch_size), mine.shape[0], n)
     if rows.shape[0] < settings.n_concepts:
         raise InputError(f"{rows.shape[0]} activation rows cannot give {settings.n_concepts} concepts; "
                          "use more images or fewer concepts")
@@ -99,12 +112,26 @@ def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: 
         raise InputError(f"{settings.method} needs non-negative activations and layer {split.layer} has "
                          "negative values; choose a layer after a ReLU or --method semi_nmf / pca")
     fitted = decomposition.fit(rows, settings.n_concepts, settings.seed)
-    maps = feature_maps(split, inputs, settings.batch_size)
-    image_codes = encode_maps(maps, fitted.bank, settings.batch_size)
+    # Every process fits (so a failing fit fails everywhere), then all use rank 0's bank: codes and
+    # importances match the bank written even if a threaded solver's rounding differs between hosts.
+    bank = distributed.gather_objects(fitted.bank)[0]
+    maps = feature_maps(split, mine, settings.batch_size)
+    image_codes = encode_maps(maps, bank, settings.batch_size)
     estimator = IMPORTANCES.get(settings.importance)
-    local = estimator(concept_head(split, fitted.bank), image_codes, target, batch_size=settings.batch_size,
-                      generator=torch.Generator().manual_seed(settings.seed))
-    return Extraction(fitted.bank, rows, fitted.codes, maps, image_codes, local, local.mean(0))
+    # No sampled_shard here: the estimators' random draws (rise masks, the Sobol' design) are shared by
+    # all images, so every process draws them from the same fresh generator, as one process does.
+    local = estimator(concept_head(split, bank), image_codes,
+                      target[block] if isinstance(target, torch.Tensor) and target.ndim else target,
+                      batch_size=settings.batch_size, generator=torch.Generator().manual_seed(settings.seed))
+    maps, image_codes, local = (distributed.gather_rows(t, n) for t in (maps, image_codes, local))
+    return Extraction(bank, rows, fitted.codes, maps, image_codes, local, local.mean(0))
+
+
+def _gathered_rows(rows: torch.Tensor, images: int, total: int) -> torch.Tensor:
+    """Activation rows (images * r, p) of this process's block of images, gathered over processes in
+    image order: (total * r, p). Every mode gives each image the same number r of rows, image-major."""
+    per_image = rows.reshape(images, rows.shape[0] // images, *rows.shape[1:])
+    return distributed.gather_rows(per_image, total).flatten(0, 1)
 
 
 def crop_codes(split: Split, inputs: torch.Tensor, found: Extraction, settings: Settings) -> torch.Tensor:

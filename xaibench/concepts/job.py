@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from xaibench import distributed
 from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank
 from xaibench.concepts.extract import (
     Extraction,
@@ -77,20 +78,26 @@ def _class_index(spec: str, count: int) -> int:
 
 
 def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
-    """Extract, score, draw and write the run; returns the summary (also concepts.json)."""
+    """Extract, score, draw and write the run; returns the summary (also concepts.json).
+
+    Under torchrun every process extracts its share of the images (``extract``); rank 0 alone computes
+    the metrics, draws the figures and writes the run, the others return the summary without metrics.
+    """
     started = time.perf_counter()
     loaded = job.source.load()
     images, index = class_images(loaded, job)
     layer = job.layer or default_layer(loaded.module)
     split = split_model(loaded.module, layer, images.inputs[:4])
-    found = extract(split, images.inputs, images.targets, job.settings)
-    metrics = concept_metrics(found, split, images.targets, job.settings)
+    found = extract(split, images.inputs, images.targets, job.settings)  # sharded under torchrun
     out = job.out or default_run_dir("concepts", job.source.stem, images.meta.class_names[index])
     summary = {
         "model": loaded.path, "layer": layer, "class": images.meta.class_names[index], **asdict(job.settings),
         "images": len(images.data), "rows": int(found.activations.shape[0]),
-        "global_importance": [float(v) for v in found.importance], "metrics": metrics,
+        "global_importance": [float(v) for v in found.importance],
     }
+    if not distributed.world().main:  # rank 0 computes the metrics, draws the figures and writes the run
+        return {"run_dir": str(out), **summary}
+    summary["metrics"] = concept_metrics(found, split, images.targets, job.settings)
     with staged_dir(out, job.overwrite) as staging:
         save_file(_tensors(found), str(staging / "bank.safetensors"),
                   metadata={"method": job.settings.method, "layer": layer})

@@ -18,7 +18,15 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method
+from xaibench.attribution.base import (
+    METHODS,
+    Method,
+    sample_seeds,
+    sampled_shard,
+    shard_of,
+    shared_seed,
+)
+from xaibench.attribution.noise import sample_generators
 from xaibench.details import attach, note
 from xaibench.errors import InputError
 from xaibench.llm.parse import letters, parse_ranking
@@ -105,7 +113,8 @@ class LLMExplainer(Method):
         cache = ResponseCache() if params.cache else None
         client = Client(backend, cache=cache, concurrency=params.concurrency,
                         prices=Prices(params.prompt_price, params.completion_price))
-        metas = [{"sample": i, "strategy": strategy.name,
+        rows, total = shard_of(inputs.shape[0])  # under torchrun: this process's block of the batch
+        metas = [{"sample": rows.start + i, "strategy": strategy.name,
                   **({"hidden_output": case.hood.query_output} if strategy.name == "pg-icl" else {})}
                  for i, case in enumerate(cases)]
         try:
@@ -113,16 +122,31 @@ class LLMExplainer(Method):
         finally:
             if cache is not None:
                 cache.close()
-        attach(TRANSCRIPT_FILE, client.transcript())
         parsed = [parse_ranking(e.reply.text, features, min(params.k, len(features)),
                                 None if params.names == "real" else labels) for e in exchanges]
-        note("llm", {"strategy": strategy.name, "model": llm_model, "k": params.k,
-                     "account": client.summary(), "samples": [
-                         {"prompt_chars": sum(len(text) for _, text in e.request.messages),
-                          "prompt_tokens": e.reply.prompt_tokens, "reply": e.reply.text, "cached": e.cached,
-                          "ok": p.ok, "ranking": list(p.ranking), "invalid": list(p.invalid),
-                          "reason": p.reason} for e, p in zip(exchanges, parsed, strict=True)]})
+        samples = [{"prompt_chars": sum(len(text) for _, text in e.request.messages),
+                    "prompt_tokens": e.reply.prompt_tokens, "reply": e.reply.text, "cached": e.cached,
+                    "ok": p.ok, "ranking": list(p.ranking), "invalid": list(p.invalid), "reason": p.reason}
+                   for e, p in zip(exchanges, parsed, strict=True)]
+        account, transcript = client.summary(), client.transcript()
+        if total != inputs.shape[0]:  # every process's share, in sample order
+            account, samples, transcript = _whole(account, samples, transcript)
+        attach(TRANSCRIPT_FILE, transcript)
+        note("llm", {"strategy": strategy.name, "model": llm_model, "k": params.k, "account": account,
+                     "samples": samples})
         return rank_scores([p.ranking if p.ok else None for p in parsed], features).to(inputs)
+
+
+def _whole(account: dict[str, Any], samples: list[Any], transcript: str) -> tuple[dict[str, Any], list[Any], str]:
+    """The account summed, the samples and the transcript joined over the processes of a sharded run."""
+    from xaibench.distributed import gather_objects
+
+    parts = gather_objects((account, samples, transcript))
+    summed = dict(parts[0][0])
+    for key in ("requests", "sent", "cached", "prompt_tokens", "completion_tokens", "cost_usd"):
+        summed[key] = sum(part[0][key] for part in parts)
+    summed["cost_usd"] = round(summed["cost_usd"], 6)
+    return summed, [s for part in parts for s in part[1]], "".join(part[2] for part in parts)
 
 
 def rank_scores(rankings: list[tuple[str, ...] | None], features: list[str]) -> torch.Tensor:
@@ -174,9 +198,11 @@ def _cases(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, p
     references = params.references.to(inputs)
     low, high = references.min(dim=0).values, references.max(dim=0).values
     class_names = list(params.class_names or [])
-    hoods = [neighbourhood(model, x, int(t), low, high, generator, n_samples=params.n_samples, std=params.std,
+    # each input's neighbourhood from a generator of its own: the same whatever the batch or process
+    generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
+    hoods = [neighbourhood(model, x, int(t), low, high, g, n_samples=params.n_samples, std=params.std,
                            n_low=params.shots // 2, n_high=params.shots - params.shots // 2,
-                           batch_size=batch_size) for x, t in zip(inputs, target, strict=True)]
+                           batch_size=batch_size) for x, t, g in zip(inputs, target, generators, strict=True)]
     examples = _examples(model, hoods, target, low, high, params, labels, batch_size, generator) \
         if with_examples else [() for _ in hoods]
     return [Case(labels, hood, min(params.k, len(labels)),
@@ -197,9 +223,11 @@ def _examples(model: torch.nn.Module, hoods: list[Any], target: torch.Tensor, lo
     per = min(params.examples, hoods[0].samples.shape[0])
     shown = torch.cat([hood.samples[:per] for hood in hoods])
     targets = target.repeat_interleave(per)
-    with reporting(lambda _: None):  # the llm's progress counts replies, not the explainer's samples
+    rows, total = shard_of(len(hoods))  # the examples lie sample by sample: a shard's are a block too
+    with reporting(lambda _: None), sampled_shard(slice(rows.start * per, rows.stop * per), total * per):
         explained = explainer.attribute(model, low + shown * (high - low).clamp(min=1e-12), target=targets,
-                                        batch_size=batch_size, generator=generator)
+                                        batch_size=batch_size,
+                                        generator=torch.Generator().manual_seed(shared_seed(generator)))
     k = min(params.k, len(labels))
     order = explained.abs().argsort(dim=1, descending=True, stable=True)[:, :k]
     out = []

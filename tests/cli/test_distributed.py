@@ -1,0 +1,127 @@
+"""The same commands under ``torchrun --nproc-per-node 2`` (gloo, this machine) as in one process:
+explain, evaluate, bee and bee pretrain give the same results; a rank that dies is a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.cli.conftest import EXE, SAMPLES, run_cli
+from tests.llm.server import Answer, serving
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+DIGITS = str(SAMPLES / "digits_cnn.pt")
+ENV = {"OMP_NUM_THREADS": "1", "XAIBENCH_DIST_TIMEOUT": "60"}
+
+
+def torchrun(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "xaibench", *args], check=False,
+                          capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, **ENV, "XAIBENCH_DEBUG": "", **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def both(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """Run ``args`` (ending in --out) in one process and in two; return the two run directories."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = run_cli(*args, str(one), cwd=tmp_path, env={**ENV, **(env or {})})
+    assert single.code == 0, single.stderr
+    torchrun(*args, str(two), cwd=tmp_path, env=env)
+    for run, size in ((one, 1), (two, 2)):
+        if (run / "run.json").exists():
+            assert json.loads((run / "run.json").read_text())["world_size"] == size
+    return one, two
+
+
+def tensors(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "attributions.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["smoothgrad", "lime"])
+def test_explain_is_the_same_on_two_processes(tmp_path: Path, method: str) -> None:
+    one, two = both(["explain", DIGITS, "-m", method, "-n", "5", "--out"], tmp_path)  # 3 + 2 samples
+    a, b = tensors(one), tensors(two)
+    torch.testing.assert_close(b["attributions"], a["attributions"], rtol=0, atol=1e-6)
+    assert torch.equal(a["indices"], b["indices"])
+    assert sorted(p.name for p in (two / "heatmaps").iterdir()) == sorted(p.name for p in (one / "heatmaps").iterdir())
+
+
+def test_evaluate_is_the_same_on_two_processes(tmp_path: Path) -> None:
+    metrics = "deletion,insertion,faithfulness_correlation,pgi,sparseness,random_logit,max_sensitivity"
+    one, two = both(["evaluate", DIGITS, "--methods", "saliency,smoothgrad,random", "--metrics", metrics,
+                     "-n", "5", "-p", "smoothgrad.n_samples=4", "--out"], tmp_path)
+    first = json.loads((one / "metrics.json").read_text())["results"]
+    second = json.loads((two / "metrics.json").read_text())["results"]
+    for method, scores in first.items():
+        for metric, entry in scores.items():
+            if method in ("smoothgrad", "random") and metric == "max_sensitivity":
+                continue  # re-explains 10 copies per sample: a stochastic method draws per process there
+            assert second[method][metric]["values"] == pytest.approx(entry["values"], abs=1e-6), (method, metric)
+            assert second[method][metric]["ci95"] == pytest.approx(entry["ci95"], abs=1e-6)
+
+
+def test_bee_and_its_pretraining_are_the_same_on_two_processes(tmp_path: Path) -> None:
+    one, two = both(["explain", DIGITS, "-m", "bee", "-n", "5", "-p", "rounds=3", "--seed", "4", "--out"],
+                    tmp_path)
+    assert torch.equal(tensors(one)["attributions"], tensors(two)["attributions"])
+    details = [json.loads((run / "run.json").read_text())["method"]["details"] for run in (one, two)]
+    assert details[0] == details[1]  # the arm chosen for every sample, the learned distribution
+    policies = [tmp_path / "p1.safetensors", tmp_path / "p2.safetensors"]
+    args = ["bee", "pretrain", DIGITS, "-n", "40", "-p", "rounds=2", "--out"]
+    assert run_cli(*args, str(policies[0]), cwd=tmp_path, env=ENV).code == 0
+    torchrun(*args, str(policies[1]), cwd=tmp_path)
+    learned = [load_file(str(p)) for p in policies]
+    assert all(torch.equal(learned[0][key], learned[1][key]) for key in learned[0])
+
+
+def test_llm_e_icl_on_two_processes_joins_the_transcript_in_sample_order(tmp_path: Path) -> None:
+    with serving(lambda body: Answer(text="Answer: " + "ABCDE"[len(body["messages"][-1]["content"]) % 5]
+                                     + ", F, G")) as server:
+        one, two = both(["explain", str(SAMPLES / "breast_cancer_logreg.pt"), "-m", "llm", "-n", "5", "-p", "k=3",
+                         "-p", "strategy=e-icl",
+                         "-p", "llm_model=scripted", "-p", f"base_url={server.url}", "-p", "cache=false", "--out"],
+                        tmp_path)
+    assert torch.equal(tensors(one)["attributions"], tensors(two)["attributions"])
+    lines = [(run / "transcript.jsonl").read_text().splitlines() for run in (one, two)]
+    assert [json.loads(line)["sample"] for line in lines[1]] == [0, 1, 2, 3, 4]
+    assert [json.loads(line)["reply"] for line in lines[0]] == [json.loads(line)["reply"] for line in lines[1]]
+    account = json.loads((two / "run.json").read_text())["method"]["details"]["llm"]["account"]
+    assert account["sent"] == 5 and account["prompt_tokens"] == 500
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_dead_rank_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    """Two processes started as torchrun starts them; rank 1 is killed. Rank 0 stops with exit code 1
+    and one line, within the process group's timeout (it fails while joining if rank 1 died first,
+    or in the gather if rank 1 died while explaining)."""
+    port, timeout = free_port(), 20
+    env = {**os.environ, **ENV, "XAIBENCH_DIST_TIMEOUT": str(timeout), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "XAIBENCH_DEBUG": ""}
+    args = [str(EXE), "explain", str(SAMPLES / "shapes_cnn.pt"), "-m", "integrated_gradients", "-n", "16",
+            "-p", "n_steps=64", "--out", str(tmp_path / "run")]
+    ranks = [subprocess.Popen(args, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    time.sleep(4)  # both are importing, loading or explaining
+    ranks[1].kill()
+    _, stderr = ranks[0].communicate(timeout=timeout + 60)  # a hang fails the test here
+    ranks[1].wait()
+    assert ranks[0].returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: [rank 0] "), stderr
+    assert "another process died" in lines[0] or "cannot join the process group" in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()

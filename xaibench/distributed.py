@@ -1,0 +1,173 @@
+"""Scale-out on torch.distributed: the same commands under ``torchrun``.
+
+``torchrun --nproc-per-node N -m xaibench explain ...`` starts N copies of a command with RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. ``session`` joins them into a process group
+(gloo on CPU, nccl when CUDA is there) with a timeout, so a rank that dies becomes a one-line error on
+the others instead of a hang (``XAIBENCH_DIST_TIMEOUT`` seconds, default 600). Every rank loads the model
+and the data (cheap and deterministic); each computes its contiguous block of samples (``shard_rows``);
+the blocks are gathered in rank order, which is the original sample order; only rank 0 writes.
+
+Randomness stays the same whatever the number of processes: per-sample seeds are drawn for the whole
+batch on every rank and each rank keeps its block's (``xaibench.attribution.base.sampled_shard``), and
+draws shared by the batch come from the same generator state on every rank.
+
+Launched alone (no WORLD_SIZE above 1) every helper is the identity and torch.distributed is never
+touched; torch is imported only when a process group exists, so listings stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from xaibench.errors import InputError, RunFailedError, first_line
+
+TIMEOUT_ENV = "XAIBENCH_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = 600.0
+T = TypeVar("T")
+
+
+class DistributedError(RunFailedError):
+    """A process group that could not form, or a collective that failed (a rank died or hangs)."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's rank and the number of processes."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def world() -> World:
+    """The process group's rank and size; rank 0 of 1 when there is none."""
+    if "torch" not in sys.modules:  # no torch yet: no process group either
+        return World()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()
+
+
+def timeout() -> float:
+    try:
+        return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
+    except ValueError:
+        raise DistributedError(f"{TIMEOUT_ENV} must be a number of seconds") from None
+
+
+@contextmanager
+def session() -> Iterator[World]:
+    """Join the process group a launcher describes, for the block; nothing when launched alone."""
+    if not launched():
+        yield World()
+        return
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout()))
+    except (RuntimeError, ValueError) as err:
+        raise DistributedError(f"cannot join the process group within {timeout():g} s ({TIMEOUT_ENV}): "
+                               f"{first_line(err)}") from None
+    try:
+        yield world()
+    finally:
+        dist.destroy_process_group()
+
+
+def shard_rows(n: int, of: World | None = None, check: int | None = None) -> slice:
+    """This rank's contiguous block of ``n`` rows (blocks differ in size by at most one).
+
+    Args:
+        check: samples to explain; fewer than processes is an InputError (a rank with nothing to do
+            would still have to join every collective of the method).
+    """
+    w = of or world()
+    if check is not None and check < w.size:
+        raise InputError(f"{check} samples on {w.size} processes: give at least one sample per process")
+    return slice(w.rank * n // w.size, (w.rank + 1) * n // w.size)
+
+
+def _collective(what: str, call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except RuntimeError as err:  # gloo / nccl report a dead or silent peer as RuntimeError subclasses
+        raise DistributedError(f"{what} failed, another process died or did not answer "
+                               f"within {timeout():g} s ({TIMEOUT_ENV}): {first_line(err)}") from None
+
+
+def _device() -> Any:
+    import torch
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def gather_rows(local: Any, n: int) -> Any:
+    """The blocks of every rank (``local`` is this rank's ``shard_rows(n)``), concatenated in rank order:
+    the (n, ...) tensor a single process would have, on every rank."""
+    w = world()
+    if w.size == 1:
+        return local
+    import torch
+    import torch.distributed as dist
+
+    sizes = [shard_rows(n, World(r, w.size)).stop - shard_rows(n, World(r, w.size)).start for r in range(w.size)]
+    device = _device()
+    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[:local.shape[0]] = local.to(device)
+    parts = [torch.empty_like(padded) for _ in range(w.size)]
+    _collective("gathering results", lambda: dist.all_gather(parts, padded))
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)]).to(local.device)
+
+
+def all_sum(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Each tensor summed over the ranks (in place and returned), on every rank."""
+    if world().size == 1:
+        return tensors
+    import torch.distributed as dist
+
+    device = _device()
+    for key in sorted(tensors):  # the same order on every rank
+        moved = tensors[key].to(device)
+        _collective("summing statistics", lambda moved=moved: dist.all_reduce(moved))
+        tensors[key] = moved.to(tensors[key].device)
+    return tensors
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """``value`` from every rank, in rank order (picklable Python objects: notes, transcripts)."""
+    w = world()
+    if w.size == 1:
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * w.size
+    _collective("gathering notes", lambda: dist.all_gather_object(out, value))
+    return out
+
+
+def barrier() -> None:
+    if world().size > 1:
+        import torch.distributed as dist
+
+        _collective("waiting for the other processes", dist.barrier)
