@@ -24,6 +24,15 @@ at scoring time (``scores``).
 Passes run over the data in chunks of ``chunk_size`` examples; after each chunk the running sums (float64)
 go to a ``checkpoint`` when one is given, so an interrupted fit resumes from its last completed chunk and
 gives bit-for-bit the same factors.
+
+Under torchrun (``xaibench.distributed``) each process runs every pass over its contiguous block of the
+training rows and the pass's float64 sums (counts included) are summed over the processes before any
+eigendecomposition or division, so every process ends with the same factors, equal to one process's up
+to summation order. The true-Fisher uniforms are drawn for all rows on every process and indexed by the
+global row, so the sampled labels do not depend on the number of processes. Checkpoints hold each
+process's own partial sums under a stage name tied to its rank and the world size (``checkpoint_stage``):
+a resume continues only with the same number of processes; with another number the stages do not
+match and the fit starts over (still correct, as every stage file is complete on its own).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from xaibench import distributed
 from xaibench.errors import InputError
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import (
@@ -100,16 +110,29 @@ class Checkpoint(Protocol):
     def save(self, stage: str, sums: dict[str, torch.Tensor], done: int) -> None: ...
 
 
+def checkpoint_stage(stage: str) -> str:
+    """The checkpoint name of ``stage`` for this process: ``stage`` alone, or ``stage@rank{r}of{w}`` under
+    torchrun with w > 1 processes, whose checkpoints hold only their own block's partial work (so a resume
+    needs the same number of processes; with another number nothing matches and the work starts over)."""
+    w = distributed.world()
+    return stage if w.size == 1 else f"{stage}@rank{w.rank}of{w.size}"
+
+
 def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torch.Tensor,
                 config: FitConfig = FitConfig(), checkpoint: Checkpoint | None = None) -> Factors:
-    """Fit ``config.strategy``'s factors of ``model`` on training ``inputs`` and ``labels``."""
+    """Fit ``config.strategy``'s factors of ``model`` on training ``inputs`` and ``labels``.
+
+    Under torchrun every process passes all the data, computes over its block of rows and returns the
+    same factors (the sums are all-reduced); fewer rows than processes is an InputError.
+    """
     modules = select_modules(model, list(config.modules) if config.modules else None)
     shapes = {name: parameter_count(m) for name, m in modules.items()}
     if config.strategy == "exact" and sum(o * i for o, i in shapes.values()) > EXACT_LIMIT:
         raise InputError(f"the exact strategy needs a D x D matrix; {sum(o * i for o, i in shapes.values())} "
                          f"tracked parameters exceed its limit of {EXACT_LIMIT}; track fewer modules")
     factors = Factors(config.strategy, shapes)
-    data = _Pass(model, modules, task, inputs, labels, config, checkpoint)
+    block = distributed.shard_rows(len(inputs), check=len(inputs))
+    data = _Pass(model, modules, task, inputs, labels, config, checkpoint, block)
     if config.strategy in ("kfac", "ekfac"):
         sums = data.run("covariance", _covariance_sums)
         for name in modules:
@@ -138,7 +161,10 @@ Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 @dataclass
 class _Pass:
-    """One pass over the training data in chunks and batches, summing what ``sums`` returns per batch."""
+    """One pass over the training data in chunks and batches, summing what ``sums`` returns per batch.
+
+    ``block`` is this process's rows (all of them alone); the returned sums are over all processes'.
+    """
 
     model: nn.Module
     modules: dict[str, nn.Module]
@@ -147,24 +173,28 @@ class _Pass:
     labels: torch.Tensor
     config: FitConfig
     checkpoint: Checkpoint | None
+    block: slice | None = None
 
     def run(self, stage: str, sums: Sums) -> dict[str, torch.Tensor]:
-        total, done = {}, 0
-        saved = self.checkpoint.load(stage) if self.checkpoint is not None else None
+        block = slice(0, len(self.inputs)) if self.block is None else self.block
+        name = checkpoint_stage(stage)
+        total, done = {}, 0  # done: rows of the block summed so far
+        saved = self.checkpoint.load(name) if self.checkpoint is not None else None
         if saved is not None:
             total, done = saved
             advance(done)
-        uniforms = self._uniforms(stage)
-        n, size = len(self.inputs), self.config.chunk_size
-        for start in range(done, n, size):
-            for first in range(start, min(start + size, n), self.config.batch_size):
-                rows = slice(first, min(first + self.config.batch_size, min(start + size, n)))
+        uniforms = self._uniforms(stage)  # the stage alone: the same draws whatever the number of processes
+        size = self.config.chunk_size
+        for start in range(block.start + done, block.stop, size):
+            stop = min(start + size, block.stop)
+            for first in range(start, stop, self.config.batch_size):
+                rows = slice(first, min(first + self.config.batch_size, stop))
                 for key, value in sums(self, rows, uniforms).items():
                     total[key] = total[key] + value.double() if key in total else value.double()
                 advance(rows.stop - rows.start)
             if self.checkpoint is not None:
-                self.checkpoint.save(stage, total, min(start + size, n))
-        return total
+                self.checkpoint.save(name, total, stop - block.start)
+        return distributed.all_sum(total)  # every process's block, before any division or eigh
 
     def _uniforms(self, stage: str) -> torch.Tensor | None:
         """One row of uniforms per example, fixed by the seed and the pass; None for the empirical Fisher.
@@ -180,7 +210,7 @@ class _Pass:
         with torch.no_grad():
             width = self.model(self.inputs[:1]).reshape(1, -1).shape[1]
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + zlib.crc32(stage.encode()))
-        return torch.rand(len(self.inputs), width, generator=generator)
+        return torch.rand(len(self.inputs), width, generator=generator)  # every row: indexed globally
 
     def captured(self, rows: slice, uniforms: torch.Tensor | None) -> dict[str, Captured]:
         """Activations and output gradients of the training loss on ``rows`` (Fisher labels)."""

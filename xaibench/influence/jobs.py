@@ -3,6 +3,12 @@
 fit writes a factors directory; score and self write run directories (run.json, scores.safetensors,
 influence.json, montage.png for images). All three resume interrupted work from a ``.partial`` folder
 beside their destination (``storage.PartialWork``) and never leave half-written output.
+
+Under torchrun every process loads the model and the data and computes its share (``factors``,
+``scores``); only rank 0 writes the factors or run directory (run.json records the world size) and
+removes the partial folder, after the last collective, when every process has saved its checkpoints.
+A checkpoint belongs to its rank and world size, so an interrupted multi-process run resumes with the
+same number of processes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from xaibench import distributed
 from xaibench.errors import InputError
 from xaibench.influence.factors import Factors, FitConfig, fit_factors
 from xaibench.influence.ranking import query_rankings, self_ranking
@@ -28,7 +35,13 @@ from xaibench.influence.storage import (
 from xaibench.influence.task import ClassificationTask
 from xaibench.inputs import Prepared, Selection, default_split, prepare
 from xaibench.models import LoadedModel, ModelSource
-from xaibench.runs import default_run_dir, run_record, staged_dir, write_json
+from xaibench.runs import (
+    check_destination,
+    default_run_dir,
+    run_record,
+    staged_dir,
+    write_json,
+)
 
 SIGN = ("positive = the training example helps the query's prediction (a gradient step on it lowers the "
         "query's measurement); negative = it works against it")
@@ -66,21 +79,25 @@ class FitJob:
 def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     """Fit factors and write the factors directory; a summary for the CLI."""
     started = time.perf_counter()
+    check_destination(job.out, job.overwrite, marker="factors.json")  # before the work, on every process
     loaded = job.source.load()
     data = load_train(loaded, job.train, job.config.batch_size)
     arguments = fit_arguments(job.config, loaded, data)
     partial = PartialWork.beside(job.out, arguments)
     task = ClassificationTask()
     factors = fit_factors(loaded.module, task, data.prepared.inputs, data.labels, job.config, partial)
+    summary = {"factors": str(job.out), "strategy": factors.strategy, "fisher": job.config.fisher,
+               "modules": {name: list(shape) for name, shape in factors.shapes.items()},
+               "samples": data.spec["samples"]}
+    if not distributed.world().main:  # rank 0 writes
+        return {**summary, "seconds": round(time.perf_counter() - started, 3)}
     with staged_dir(job.out, job.overwrite, marker="factors.json") as staging:
         save_factors(staging, factors, arguments)
         record = run_record("influence fit", argv, asdict(job.config), job.config.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "data": data.spec,
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
-    return {"factors": str(job.out), "strategy": factors.strategy, "fisher": job.config.fisher,
-            "modules": {name: list(shape) for name, shape in factors.shapes.items()},
-            "samples": data.spec["samples"], "seconds": round(time.perf_counter() - started, 3)}
+    return {**summary, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def fit_arguments(config: FitConfig, loaded: LoadedModel, data: TrainData) -> dict[str, Any]:
@@ -112,13 +129,17 @@ class ScoreJob:
 def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     """Pairwise or self-influence scores, rankings and montage, written as a run directory."""
     started = time.perf_counter()
+    if job.out is not None:
+        check_destination(job.out, job.overwrite)  # before the work, on every process
     loaded = job.source.load()
     data = load_train(loaded, job.train, job.score.batch_size)
     factors, fitted = _factors(job, loaded, data)
     task = ClassificationTask(job.measurement)
     influence = Influence(loaded.module, task, factors, job.score)
     command = "influence score" if job.query is not None else "influence self"
-    out = job.out or default_run_dir(command.replace(" ", "-"), Path(loaded.path).stem)
+    # rank 0's default, so that every process checkpoints beside the same destination
+    out = job.out or Path(distributed.gather_objects(str(default_run_dir(command.replace(" ", "-"),
+                                                                          Path(loaded.path).stem)))[0])
     arguments = {"command": command, "factors": fitted, "train": data.spec, "score": asdict(job.score),
                  "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
     partial = PartialWork.beside(out, arguments)
@@ -132,6 +153,8 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     summary = {"sign": SIGN, "strategy": factors.strategy, "measurement": job.measurement,
                "damping": job.score.damping if job.score.damping is not None else "0.1 x mean eigenvalue",
                **ranking}
+    if not distributed.world().main:  # rank 0 writes
+        return {"run_dir": str(out), "montage": None, **summary}
     with staged_dir(out, job.overwrite) as staging:
         tensors = {"scores": values.sum(0).contiguous(),
                    **{f"modules/{name}": part.contiguous() for name, part in zip(factors.shapes, values)}}

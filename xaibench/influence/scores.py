@@ -13,6 +13,12 @@ Damping lambda is absolute, or with ``damping=None`` 0.1 x the mean curvature ei
 optionally compressed to rank r per module by SVD; training gradients are contracted from activations
 and output gradients batch by batch, so per-example gradient matrices exist for one batch at a time at
 most (and not at all for single-position Linear layers).
+
+Under torchrun (``xaibench.distributed``) pairwise scores and self-influence shard the training set: each
+process takes every query against its contiguous block of training examples, and the blocks are gathered
+along the training axis in the original order, so every process ends with the whole (modules, queries,
+train) or (modules, train) tensor. Checkpoints hold each process's own block under a stage name tied to
+its rank and the world size (``factors.checkpoint_stage``): a resume needs the same number of processes.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xaibench import distributed
 from xaibench.errors import InputError
-from xaibench.influence.factors import Checkpoint, Factors
+from xaibench.influence.factors import Checkpoint, Factors, checkpoint_stage
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import Captured, capture, select_modules
 from xaibench.progress import advance
@@ -190,17 +197,25 @@ class Influence:
 
     def _columns(self, stage: str, n: int, batch: Callable[[slice], torch.Tensor],
                  checkpoint: Checkpoint | None) -> torch.Tensor:
-        """Concatenate ``batch(rows)`` (..., rows) over the data in chunks, checkpointing each chunk."""
-        saved = checkpoint.load(stage) if checkpoint is not None else None
-        columns, done = ([saved[0]["scores"]], saved[1]) if saved is not None else ([], 0)
+        """Concatenate ``batch(rows)`` (..., rows) over the data in chunks, checkpointing each chunk.
+
+        Under torchrun over this process's block of the ``n`` rows, then gathered from every process
+        along the last axis in row order; fewer rows than processes is an InputError.
+        """
+        block, name = distributed.shard_rows(n, check=n), checkpoint_stage(stage)
+        saved = checkpoint.load(name) if checkpoint is not None else None
+        columns, done = ([saved[0]["scores"]], saved[1]) if saved is not None else ([], 0)  # done: block rows
         advance(done)
         size, step = self.config.chunk_size, self.config.batch_size
-        for start in range(done, n, size):
-            stop = min(start + size, n)
+        for start in range(block.start + done, block.stop, size):
+            stop = min(start + size, block.stop)
             for first in range(start, stop, step):
                 columns.append(batch(slice(first, min(first + step, stop))))
                 advance(min(first + step, stop) - first)
             if checkpoint is not None:
                 columns = [torch.cat(columns, dim=-1)]
-                checkpoint.save(stage, {"scores": columns[0]}, stop)
-        return torch.cat(columns, dim=-1).float()
+                checkpoint.save(name, {"scores": columns[0]}, stop - block.start)
+        local = torch.cat(columns, dim=-1).float()
+        if distributed.world().size == 1:
+            return local
+        return distributed.gather_rows(local.movedim(-1, 0), n).movedim(0, -1).contiguous()

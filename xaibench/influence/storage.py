@@ -8,6 +8,9 @@ score`` compares the arguments with its own model before using the factors.
 Interrupted fits and scores leave their running state in a hidden ``.<name>.partial`` folder beside the
 destination: one safetensors file per stage with the chunks done, written atomically after every
 chunk together with the arguments it belongs to; a rerun with the same arguments continues from there.
+Under torchrun every process writes its own stage files (their names carry the rank and world size,
+``factors.checkpoint_stage``) into the same folder; the arguments file is replaced through a temporary
+file of the writing process's own, so concurrent writers never clash.
 """
 
 from __future__ import annotations
@@ -114,6 +117,6 @@ class PartialWork:
 
 
 def _replace_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes of one torchrun share the folder
     tmp.write_text(text)
     os.replace(tmp, path)
