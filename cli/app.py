@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("XAIBENCH_DEBUG", "") not in ("", "0")
     try:
         if launched():  # under torchrun: join the process group for the command
+            _check_distributed(sys.argv[1:] if argv is None else argv)
             with session():
                 app(args=argv, prog_name="xaibench")
         else:
@@ -57,13 +58,27 @@ def main(argv: list[str] | None = None) -> None:
         _fail(err, 1, debug, prefix=f"{type(err).__name__}: ")
 
 
+#: commands that spread their work over torchrun's processes; the others would only race to write
+DISTRIBUTED_COMMANDS = ("explain", "evaluate", "bee", "concepts", "influence", "llm-explain")
+
+
+def _check_distributed(args: list[str]) -> None:
+    from xaibench.errors import InputError
+
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command is not None and command not in DISTRIBUTED_COMMANDS:
+        raise InputError(f"xaibench {command} runs in one process; under torchrun use "
+                         f"{', '.join(DISTRIBUTED_COMMANDS)}")
+
+
 def _fail(err: BaseException, code: int, debug: bool, prefix: str = "") -> None:
     if debug:
         import traceback
 
         traceback.print_exception(err)
+    from xaibench.distributed import launched_rank
     from xaibench.errors import first_line
 
-    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-    sys.stderr.write(f"error: {rank}{prefix}{first_line(err)}\n")
+    rank = launched_rank()
+    sys.stderr.write(f"error: {'' if rank is None else f'[rank {rank}] '}{prefix}{first_line(err)}\n")
     sys.exit(code)

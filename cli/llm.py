@@ -67,6 +67,8 @@ def llm_explain(
     )
     result = run_llm_explain(config, ["xaibench", *sys.argv[1:]],
                              on_progress=lambda total: output.progress("llm", total))
+    if result is None:  # another process of a torchrun launch: rank 0 reports
+        return
     account = result.details["account"]
     summary = {"run_dir": str(result.run.run_dir), "strategy": result.details["strategy"],
                "model": result.details["model"], "account": account, "samples": result.samples,

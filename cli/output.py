@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+
+from xaibench.distributed import launched_rank
 
 
 class Output:
@@ -18,7 +19,7 @@ class Output:
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
-        self.silent = os.environ.get("RANK", "0") != "0"
+        self.silent = launched_rank() not in (None, "0")
         self.out = Console(highlight=False, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from xaibench._lazy import lazy_import
-from xaibench.attribution.base import as_target, modality_of, parse_params
+from xaibench.attribution.base import as_target, modality_of, outside_shard, parse_params
 from xaibench.errors import IncompatibleError, InputError
 from xaibench.models.meta import MODALITIES
 from xaibench.registry import Registry
@@ -195,7 +195,7 @@ class Metric:
         return MetricInputs(
             model=model, inputs=inputs.detach().float(), attributions=attributions.detach().float(),
             target=as_target(target, inputs.shape[0]), masks=_masks(masks, inputs),
-            explainer=explainer, reference=_reference(reference, inputs), batch_size=batch_size)
+            explainer=_outside_shard(explainer), reference=_reference(reference, inputs), batch_size=batch_size)
 
 
 def compute(metric: str, model: Any, inputs: torch.Tensor, attributions: torch.Tensor, /,
@@ -225,6 +225,20 @@ def _reference(reference: torch.Tensor | None, inputs: torch.Tensor) -> torch.Te
         raise InputError(f"reference attributions {tuple(reference.shape)} do not match inputs "
                          f"{tuple(inputs.shape)}")
     return reference.detach().float()
+
+
+def _outside_shard(explainer: Explainer | None) -> Explainer | None:
+    """The explainer as a metric calls it on perturbed copies: a batch of its own, never the samples'
+    block of a run spread over processes (so a method such as BEE never gathers across processes from
+    inside a metric, whose batches may differ from process to process)."""
+    if explainer is None:
+        return None
+
+    def explain(model: Any, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with outside_shard():
+            return explainer(model, inputs, target)
+
+    return explain
 
 
 def _unanswered(inputs: torch.Tensor, attributions: torch.Tensor, reference: Any) -> torch.Tensor | None:

@@ -1,9 +1,11 @@
 """Scale-out on torch.distributed: the same commands under ``torchrun``.
 
 ``torchrun --nproc-per-node N -m xaibench explain ...`` starts N copies of a command with RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. ``session`` joins them into a process group
-(gloo on CPU, nccl when CUDA is there) with a timeout, so a rank that dies becomes a one-line error on
-the others instead of a hang (``XAIBENCH_DIST_TIMEOUT`` seconds, default 600). Every rank loads the model
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. ``session`` joins them into a gloo process group
+(xaibench computes on the CPU, so gloo carries its few collectives; nccl would also abort a process on a
+timeout instead of raising) with a timeout, so a rank that dies becomes a one-line error on the others
+instead of a hang (``XAIBENCH_DIST_TIMEOUT`` seconds, default 600; it also bounds how long a process
+waits at a gather for a slower one). Every rank loads the model
 and the data (cheap and deterministic); each computes its contiguous block of samples (``shard_rows``);
 the blocks are gathered in rank order, which is the original sample order; only rank 0 writes.
 
@@ -48,9 +50,23 @@ class World:
         return self.rank == 0
 
 
+LAUNCH_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
 def launched() -> bool:
-    """Whether a launcher (torchrun) started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether a launcher (torchrun) started this process as one of several (WORLD_SIZE above 1)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        raise InputError(f"WORLD_SIZE must be a number, got {os.environ['WORLD_SIZE']!r}") from None
+
+
+def launched_rank() -> str | None:
+    """This process's RANK as the launcher set it, without touching torch; None when not launched."""
+    try:
+        return os.environ.get("RANK", "?") if launched() else None
+    except InputError:
+        return None
 
 
 def world() -> World:
@@ -77,14 +93,14 @@ def session() -> Iterator[World]:
     if not launched():
         yield World()
         return
-    import torch
+    missing = [name for name in LAUNCH_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise InputError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start the "
+                         "command with torchrun (or unset WORLD_SIZE)")
     import torch.distributed as dist
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout()))
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout()))
     except (RuntimeError, ValueError) as err:
         raise DistributedError(f"cannot join the process group within {timeout():g} s ({TIMEOUT_ENV}): "
                                f"{first_line(err)}") from None
@@ -115,13 +131,6 @@ def _collective(what: str, call: Callable[[], T]) -> T:
                                f"within {timeout():g} s ({TIMEOUT_ENV}): {first_line(err)}") from None
 
 
-def _device() -> Any:
-    import torch
-    import torch.distributed as dist
-
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-
-
 def gather_rows(local: Any, n: int) -> Any:
     """The blocks of every rank (``local`` is this rank's ``shard_rows(n)``), concatenated in rank order:
     the (n, ...) tensor a single process would have, on every rank."""
@@ -131,10 +140,10 @@ def gather_rows(local: Any, n: int) -> Any:
     import torch
     import torch.distributed as dist
 
-    sizes = [shard_rows(n, World(r, w.size)).stop - shard_rows(n, World(r, w.size)).start for r in range(w.size)]
-    device = _device()
-    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=device)
-    padded[:local.shape[0]] = local.to(device)
+    blocks = [shard_rows(n, World(r, w.size)) for r in range(w.size)]
+    sizes = [block.stop - block.start for block in blocks]
+    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype)
+    padded[:local.shape[0]] = local.cpu()
     parts = [torch.empty_like(padded) for _ in range(w.size)]
     _collective("gathering results", lambda: dist.all_gather(parts, padded))
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)]).to(local.device)
@@ -146,9 +155,8 @@ def all_sum(tensors: dict[str, Any]) -> dict[str, Any]:
         return tensors
     import torch.distributed as dist
 
-    device = _device()
     for key in sorted(tensors):  # the same order on every rank
-        moved = tensors[key].to(device)
+        moved = tensors[key].cpu().contiguous()
         _collective("summing statistics", lambda moved=moved: dist.all_reduce(moved))
         tensors[key] = moved.to(tensors[key].device)
     return tensors
@@ -164,6 +172,17 @@ def gather_objects(value: Any) -> list[Any]:
     out: list[Any] = [None] * w.size
     _collective("gathering notes", lambda: dist.all_gather_object(out, value))
     return out
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a picklable Python object: a fitted bank, a run directory name)."""
+    if world().size == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    _collective("sharing rank 0's result", lambda: dist.broadcast_object_list(box, src=0))
+    return box[0]
 
 
 def barrier() -> None:

@@ -287,6 +287,16 @@ def sampled_shard(rows: slice, total: int) -> Iterator[None]:
 
 
 @contextmanager
+def outside_shard() -> Iterator[None]:
+    """Leave the block's shard: calls on another batch (a metric's re-explained copies) draw as their own."""
+    token = _shard.set(None)
+    try:
+        yield
+    finally:
+        _shard.reset(token)
+
+
+@contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run code that draws from torch's global RNG (captum does) with ``seed``, restoring it after."""
     with torch.random.fork_rng(devices=[]):

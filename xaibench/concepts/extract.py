@@ -114,7 +114,7 @@ def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: 
     fitted = decomposition.fit(rows, settings.n_concepts, settings.seed)
     # Every process fits (so a failing fit fails everywhere), then all use rank 0's bank: codes and
     # importances match the bank written even if a threaded solver's rounding differs between hosts.
-    bank = distributed.gather_objects(fitted.bank)[0]
+    bank = distributed.broadcast_object(fitted.bank)
     maps = feature_maps(split, mine, settings.batch_size)
     image_codes = encode_maps(maps, bank, settings.batch_size)
     estimator = IMPORTANCES.get(settings.importance)

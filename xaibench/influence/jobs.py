@@ -138,8 +138,8 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     influence = Influence(loaded.module, task, factors, job.score)
     command = "influence score" if job.query is not None else "influence self"
     # rank 0's default, so that every process checkpoints beside the same destination
-    out = job.out or Path(distributed.gather_objects(str(default_run_dir(command.replace(" ", "-"),
-                                                                          Path(loaded.path).stem)))[0])
+    out = job.out or Path(distributed.broadcast_object(str(default_run_dir(command.replace(" ", "-"),
+                                                                          Path(loaded.path).stem))))
     arguments = {"command": command, "factors": fitted, "train": data.spec, "score": asdict(job.score),
                  "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
     partial = PartialWork.beside(out, arguments)

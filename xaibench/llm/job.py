@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from xaibench import runs
 from xaibench.attribution import METHODS
+from xaibench.distributed import world
 from xaibench.errors import IncompatibleError
 from xaibench.explain import ExplainConfig, ExplainResult, explain, supplied_params
 from xaibench.inputs import prepare
@@ -31,8 +32,12 @@ class LLMExplainResult:
     samples: list[dict[str, Any]]  # per sample: index, the LLM's ranking, the ground truth, FA, RA
 
 
-def llm_explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> LLMExplainResult:
+def llm_explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> LLMExplainResult | None:
+    """The explain run with the llm method and its comparison; None on the other processes of a torchrun
+    launch (rank 0 writes and reads back the run)."""
     run = explain(replace(config, method="llm"), argv, on_progress)
+    if not world().main:
+        return None
     record = json.loads((run.run_dir / runs.RUN_FILE).read_text())
     details = record["method"]["details"]["llm"]
     tensors = load_file(str(run.run_dir / runs.ATTRIBUTIONS_FILE))
