@@ -33,7 +33,7 @@ from xaibench.explain import (
 )
 from xaibench.inputs import Prepared, Selection, prepare
 from xaibench.metrics import METRICS
-from xaibench.metrics.base import Explainer, MetricResult
+from xaibench.metrics.base import Explainer
 from xaibench.metrics.summary import summarise
 from xaibench.models import ModelSource
 from xaibench.progress import advance, reporting
@@ -200,9 +200,8 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
                         masks=masks, explainer=explainer, reference=None if reference is None else reference[rows],
                         batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed),
                         **plan.params.get(metric_name, {}))
-                result = MetricResult(distributed.gather_rows(local.scores, n),
-                                      None if local.curve is None else distributed.gather_rows(local.curve, n),
-                                      local.curve_x)
+                result = replace(local, scores=distributed.gather_rows(local.scores, n),
+                                 curve=None if local.curve is None else distributed.gather_rows(local.curve, n))
                 entry = summarise(result, torch.Generator().manual_seed(config.seed))
                 entry["seconds"] = round(time.perf_counter() - tic, 4)
                 results[method][metric_name] = entry

@@ -106,7 +106,7 @@ def reference_samples(method: Any, prepared: Prepared, generator: torch.Generato
     """Training samples for methods that draw baselines from data: expected_gradients, and path
     methods or bee given a training baseline family (``-p baseline=train_sample``,
     ``-p arms=zero,train_sample``); a method's ``reference_count`` says how many (None: all)."""
-    if not (method.wants_references(params or {}) or _family_needs_references(method, params or {})):
+    if not method.wants_references(params or {}):
         return {}
     name = prepared.data.name
     pool = load_data(f"{name}:train" if name in DATASETS else name).x  # a file: all of it
@@ -121,14 +121,6 @@ def write_attached(directory: Path, files: dict[str, str], prefix: str = "") -> 
         (directory / f"{prefix}{name}").write_text(text, encoding="utf-8")
         written.append(f"{prefix}{name}")
     return written
-
-
-def _family_needs_references(method: Any, params: dict[str, Any]) -> bool:
-    from xaibench.attribution.baselines import BASELINES
-
-    takes = any(f.name == "references" for f in fields(method.Params))
-    names = str(params.get("baseline") or params.get("arms") or "").split(",")  # a path method or bee
-    return takes and any(n.strip() in BASELINES and BASELINES.get(n.strip()).needs_references for n in names)
 
 
 def _captions(prepared: Prepared) -> list[str]:

@@ -43,7 +43,8 @@ def test_llm_explain_shows_the_reply_the_ranking_the_ground_truth_and_the_cost(c
     sample = doc["samples"][0]
     assert sample["ranking"] == names and sample["ground_truth"] == names and sample["ok"]
     assert sample["feature_agreement"] == 1.0 and sample["rank_agreement"] == 1.0
-    assert sample["prompt_chars"] > 1000 and sample["prompt_tokens"] == 100
+    sent = server.requests[0]["messages"]
+    assert sample["prompt_chars"] == sum(len(m["content"]) for m in sent) and sample["prompt_tokens"] == 100
     assert doc["account"]["sent"] == 1 and doc["account"]["cost_usd"] == pytest.approx((100 * 2.5 + 20 * 10) / 1e6)
     assert human.code == 0 and "Answer: " + ", ".join(labels) in human.stdout
     assert "0 sent, 1 cached" in human.stdout and "feature agreement 1.00 · rank agreement 1.00" in human.stdout

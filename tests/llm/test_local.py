@@ -47,7 +47,8 @@ def model_dir(request, tmp_path_factory):
 
 
 def _reference(folder, max_tokens):
-    """What the backend must answer: the prompt's length and a greedy decode done here, by hand."""
+    """What the backend must answer: the prompt's length, a greedy decode done here by hand, and how
+    many tokens it generated."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
     if tokenizer.chat_template:
@@ -60,7 +61,7 @@ def _reference(folder, max_tokens):
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=encoded["attention_mask"], do_sample=False,
                              max_new_tokens=max_tokens)
-    return ids.shape[1], tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return ids.shape[1], tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True), out.shape[1] - ids.shape[1]
 
 
 def test_greedy_reply_is_the_direct_decode_and_deterministic(model_dir):
@@ -69,11 +70,11 @@ def test_greedy_reply_is_the_direct_decode_and_deterministic(model_dir):
     backend = BACKENDS.get("transformers")(Settings())
     request = Request(str(model_dir), MESSAGES, temperature=0.0, max_tokens=6)
     first, second = backend.complete(request), backend.complete(request)
-    prompt_tokens, text = _reference(model_dir, 6)
+    prompt_tokens, text, generated = _reference(model_dir, 6)
     assert isinstance(first, Reply) and first == second
     assert first.text == text and len(set(text.split())) > 1
     assert first.prompt_tokens == prompt_tokens > len(MESSAGES)
-    assert 1 <= first.completion_tokens <= 6
+    assert first.completion_tokens == generated
     other = backend.complete(Request(str(model_dir), (("user", "income age credit"),), max_tokens=6))
     assert other.text != first.text  # the prompt reaches the model
 

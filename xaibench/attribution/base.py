@@ -69,8 +69,17 @@ class Method:
         """No parameters."""
 
     def wants_references(self, params: dict[str, Any]) -> bool:
-        """Whether these (raw) parameters need training samples as references; see ``needs_references``."""
-        return self.needs_references
+        """Whether these (raw) parameters need training samples as references: ``needs_references``, or
+        a training baseline family given to a method that takes references (``-p baseline=train_sample``
+        for a path method, ``-p arms=zero,train_sample`` for bee)."""
+        if self.needs_references:
+            return True
+        if not any(f.name == "references" for f in dataclasses.fields(self.Params)):
+            return False
+        from xaibench.attribution.baselines import BASELINES  # it imports this module
+
+        names = [n.strip() for n in str(params.get("baseline") or params.get("arms") or "").split(",")]
+        return any(n in BASELINES and BASELINES.get(n).needs_references for n in names)
 
     def attribute(
         self,
@@ -256,10 +265,8 @@ def sample_seeds(generator: torch.Generator, n: int) -> list[int]:
     ``total`` samples and returns the shard's, so a process that explains a block of the batch gives
     its samples the seeds they get when one process explains them all.
     """
-    shard = _shard.get()
-    if shard is not None and n == shard[1] - shard[0]:
-        return torch.randint(0, 2**62, (shard[2],), generator=generator)[shard[0]:shard[1]].tolist()
-    return torch.randint(0, 2**62, (n,), generator=generator).tolist()
+    rows, total = shard_of(n)
+    return torch.randint(0, 2**62, (total,), generator=generator)[rows].tolist()
 
 
 def shard_of(n: int) -> tuple[slice, int]:
