@@ -63,6 +63,7 @@ def report(
     data: str = common.DATA,
     n: int = typer.Option(None, "--n", "-n", min=1, help="Inputs whose contexts are used (default 256)."),
     out: str = typer.Option("bee_arms.png", "--out", "-o", help="Chart file (PNG)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing chart written by xaibench."),
     seed: int = common.SEED,
     batch_size: int = common.BATCH,
     json_mode: bool = common.JSON,
@@ -72,8 +73,10 @@ def report(
     from pathlib import Path
 
     from xaibench.pretrain import arm_distributions
-    from xaibench.report.arms import write_arm_chart
+    from xaibench.report.arms import is_arm_chart, write_arm_chart
+    from xaibench.runs import check_file_destination
 
+    check_file_destination(Path(out), overwrite, is_arm_chart, "a chart")
     selection = common.selection(data=data, n=n, indices=None, target="pred", modality=None,
                                  input_shape=None, classes=None)
     shares = arm_distributions(model, policies, selection, batch_size, seed, trust_model)

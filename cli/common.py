@@ -16,7 +16,7 @@ TARGET = typer.Option("pred", "--target", "-t", help="Class to explain: pred, la
 OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<command>-...).")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing run directory.")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-SEED = typer.Option(0, "--seed", help="Seed of the random generator.")
+SEED = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the random generator (0 to 4294967295).")
 BATCH = typer.Option(None, "--batch-size", "-b", min=1, help="Most rows per forward pass.")
 PARAM = typer.Option(None, "--param", "-p", help="Method parameter name=value (repeatable).")
 TRUST = typer.Option(False, "--trust-model",

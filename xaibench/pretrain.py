@@ -21,10 +21,11 @@ from xaibench.attribution.bee import pretrain
 from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
 from xaibench.distributed import world
-from xaibench.errors import InputError, RunExistsError
+from xaibench.errors import InputError
 from xaibench.explain import supplied_params
 from xaibench.inputs import Prepared, Selection, default_split, prepare
 from xaibench.models import LoadedModel, ModelSource, load_model
+from xaibench.runs import check_file_destination
 
 DEFAULT_SAMPLES = 256  # training inputs the policy learns from unless --n / --indices say otherwise
 
@@ -99,11 +100,15 @@ def _prepared(loaded: LoadedModel, selection: Selection, split: str, batch_size:
 
 def _check_destination(out: Path, overwrite: bool) -> None:
     """A policy file is replaced only with --overwrite, and only if it is a policy file."""
-    if not out.exists():
-        return
-    if not overwrite:
-        raise RunExistsError(f"{out} exists; pass --overwrite to replace it")
-    ThompsonPolicy.load(out)  # InputError for anything else: never replace a file we did not write
+    check_file_destination(out, overwrite, _is_policy, "a BEE policy")
+
+
+def _is_policy(path: Path) -> bool:
+    try:
+        ThompsonPolicy.load(path)
+    except InputError:
+        return False
+    return True
 
 
 def _now() -> str:

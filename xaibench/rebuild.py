@@ -5,36 +5,43 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xaibench import runs
-from xaibench.errors import InputError
+from xaibench import ownership, records, runs
+from xaibench.errors import InputError, first_line
 from xaibench.evaluate import METRICS_FILE
-from xaibench.report.comparison import write_reports
-
-REQUIRED = ("title", "model", "data", "methods", "metrics", "results", "ranking", "skipped")
+from xaibench.report.comparison import HTML_FILE, MARKDOWN_FILE, write_reports
 
 
 def rebuild_reports(run_dir: Path) -> tuple[Path, Path]:
     """Rewrite report.md and report.html (each atomically); the model is not needed.
 
     Raises:
-        InputError: not an evaluate run, or an unreadable metrics.json.
+        InputError: not an evaluate run, or a metrics.json that is unreadable or malformed (checked
+            whole before anything is written).
     """
     record = runs.read_run(run_dir)
     if record.get("command") != "evaluate":
-        raise InputError(f"{run_dir} was written by {record.get('command')!r}; reports come from evaluate runs")
+        raise InputError(f"{run_dir} was written by {str(record.get('command'))[:40]!r}; reports come from "
+                         "evaluate runs")
     path = run_dir / METRICS_FILE
     try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {path}: {err}") from None
-    missing = [key for key in REQUIRED if not isinstance(summary, dict) or key not in summary]
-    if missing:
-        raise InputError(f"{path} is not an evaluate metrics.json (missing {', '.join(missing)})")
-    return write_reports(summary, run_dir, method_heatmaps(run_dir, summary["methods"]))
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read {path}: {first_line(err)}") from None
+    summary = records.evaluate_summary(summary, path)
+    written = write_reports(summary, run_dir, method_heatmaps(run_dir, summary["methods"]))
+    ownership.update_manifest(run_dir, [MARKDOWN_FILE, HTML_FILE])
+    return written
 
 
 def method_heatmaps(run_dir: Path, methods: list[str]) -> dict[str, list[Path]]:
-    """Per-sample heatmap PNGs of each method under heatmaps/<method>/ (the grid excluded)."""
+    """Per-sample heatmap PNGs of each method under heatmaps/<method>/ (the grid excluded); only regular
+    files that lie inside the run (a link out of it is ignored)."""
     root = run_dir / runs.HEATMAPS_DIR
-    return {name: sorted(p for p in (root / name).glob("*.png") if p.name != "grid.png")
-            for name in methods if (root / name).is_dir()}
+    inside = run_dir.resolve()
+    found = {}
+    for name in methods:
+        folder = root / runs.plain_name(name, "method name", run_dir / METRICS_FILE)
+        if folder.is_dir() and not folder.is_symlink() and inside in folder.resolve().parents:
+            found[name] = sorted(p for p in folder.glob("*.png")
+                                 if p.name != "grid.png" and p.is_file() and not p.is_symlink())
+    return found

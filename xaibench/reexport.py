@@ -5,17 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from xaibench import runs
+from xaibench import ownership, records, runs
 from xaibench.errors import InputError
 from xaibench.explain import render_run_heatmaps
 from xaibench.inputs import denormalise
-from xaibench.models import ModelMeta
 from xaibench.report import HeatmapStyle
-
-GRID_FILE = "grid.png"  # what every heatmaps folder holds: the marker that it may be replaced
 
 
 def reexport(run_dir: Path, style: HeatmapStyle, out: Path | None = None,
@@ -23,13 +21,14 @@ def reexport(run_dir: Path, style: HeatmapStyle, out: Path | None = None,
     """Render ``run_dir``'s attributions with ``style``.
 
     By default the run's own heatmaps/ folder is replaced (and run.json records the style); ``out``
-    names a new folder outside the run instead, replaced only with ``overwrite`` and only if it holds
-    heatmaps. Files are rendered into a temporary folder and swapped in when complete.
+    names a new folder outside the run instead, replaced only with ``overwrite`` and only if xaibench
+    provably wrote it. Everything read from the run is validated first (``records.heatmap_spec``), files
+    are rendered into a temporary folder and swapped in when complete: a bad run changes nothing.
     """
     record = runs.read_run(run_dir)
-    spec = record.get("heatmaps")
-    if not spec:
-        raise InputError(f"{run_dir} has no heatmaps to re-export (command {record.get('command')})")
+    if not record.get("heatmaps"):
+        raise InputError(f"{run_dir / runs.RUN_FILE} has no heatmaps to re-export "
+                         f"(command {str(record.get('command'))[:40]})")
     own = run_dir / runs.HEATMAPS_DIR
     if out is not None and out.resolve() != own.resolve():
         inside = out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents
@@ -37,19 +36,28 @@ def reexport(run_dir: Path, style: HeatmapStyle, out: Path | None = None,
             raise InputError(f"--out {out} lies inside the run; omit --out to replace its heatmaps")
     target = own if out is None else out
     tensors = _load_tensors(run_dir)
-    raw = denormalise(tensors["inputs"], ModelMeta.from_dict(record.get("model", {}).get("meta", {})))
+    spec = records.heatmap_spec(record, run_dir / runs.RUN_FILE, tensors["attributions"].shape[0])
+    inputs = tensors["inputs"]
+    raw = denormalise(inputs, records.normalisation(record, run_dir / runs.RUN_FILE, inputs.shape[1]))
     replacing_own = target.resolve() == own.resolve()
-    with runs.staged_dir(target, overwrite or replacing_own, marker=GRID_FILE) as staging:
+    with runs.staged_dir(target, overwrite or replacing_own, run_dir if replacing_own else None) as staging:
         files = render_run_heatmaps(spec, tensors["attributions"], raw, staging, style)
     if replacing_own:
         record["heatmaps"]["style"] = asdict(style)
         runs.write_json(run_dir / runs.RUN_FILE, record)
+        # the swapped-in folder carries its own manifest; the run's manifest covers it instead
+        (own / ownership.MANIFEST_FILE).unlink(missing_ok=True)
+        ownership.update_manifest(run_dir, [runs.RUN_FILE], replaced=runs.HEATMAPS_DIR)
     return [target / f.relative_to(staging) for f in files]
 
 
-def _load_tensors(run_dir: Path) -> dict:
+def _load_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
     path = run_dir / runs.ATTRIBUTIONS_FILE
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (OSError, SafetensorError) as err:
         raise InputError(f"cannot read {path}: {err}") from None
+    attributions, inputs = tensors.get("attributions"), tensors.get("inputs")
+    if attributions is None or inputs is None or attributions.shape != inputs.shape or attributions.ndim < 2:
+        raise InputError(f"{path} lacks matching 'attributions' and 'inputs' tensors")
+    return tensors

@@ -2,7 +2,8 @@
 
 A run is assembled in a hidden temporary folder beside its destination and renamed into place when
 complete, so a failed or interrupted command leaves no half-written run and never damages an existing
-one. ``--overwrite`` swaps the old run out only after the new one is complete.
+one. ``--overwrite`` swaps the old run out only after the new one is complete, and only when the old one
+is provably xaibench's (``xaibench.ownership``: the manifest every committed folder carries).
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import os
 import platform
 import shutil
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from xaibench import __version__
-from xaibench.errors import InputError, RunExistsError
+from xaibench import __version__, ownership
+from xaibench.errors import InputError, RunExistsError, first_line
 
 RUN_FILE = "run.json"
 ATTRIBUTIONS_FILE = "attributions.safetensors"
@@ -39,42 +39,118 @@ def default_run_dir(command: str, *parts: str) -> Path:
     return path
 
 
-def check_destination(out: Path, overwrite: bool, marker: str = RUN_FILE) -> None:
-    """Fail early (exit 2) when ``out`` exists and may not be replaced.
+#: bytes a staging folder's name adds to the output name (".NAME.tmp-PID-RANDOM")
+STAGING_SUFFIX_BYTES = 32
 
-    ``--overwrite`` replaces only what xaibench wrote: a folder holding ``marker`` (run.json for a run)
-    or an empty one, never an arbitrary directory.
+
+def check_destination(out: Path, overwrite: bool, root: Path | None = None) -> None:
+    """Fail early (exit 2) when ``out`` may not be written.
+
+    ``--overwrite`` replaces only what xaibench provably wrote (``ownership.foreign_entry``: a valid
+    manifest listing every file with its content) or an empty folder, never anything else. ``root``:
+    the folder whose manifest covers ``out`` when ``out`` lies inside it (a run's heatmaps/).
     """
-    if not out.exists():
+    _check_name(out)
+    if not out.exists() and not out.is_symlink():
         return
-    if not out.is_dir():
+    if out.is_symlink() or not out.is_dir():
         raise InputError(f"output path {out} exists and is not a directory")
     if not overwrite:
         raise RunExistsError(f"output directory {out} exists; pass --overwrite to replace it")
-    if any(out.iterdir()) and not (out / marker).is_file():
-        raise RunExistsError(f"{out} exists and was not written by xaibench (no {marker}); "
-                             "refusing to replace it")
+    if not any(out.iterdir()):
+        return
+    reason = ownership.foreign_entry(out, root)
+    if reason is not None:
+        raise RunExistsError(f"{out} was not written by xaibench ({reason}); refusing to replace it")
+
+
+def check_file_destination(out: Path, overwrite: bool, ours: Callable[[Path], bool], what: str) -> None:
+    """The rule of ``check_destination`` for a single output file: an existing file is replaced only with
+    ``overwrite`` and only when ``ours(out)`` proves xaibench wrote it (a tag inside the file)."""
+    _check_name(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_file():
+        raise InputError(f"output path {out} exists and is not a regular file")
+    if not overwrite:
+        raise RunExistsError(f"{out} exists; pass --overwrite to replace it")
+    if not ours(out):
+        raise RunExistsError(f"{out} is not {what} written by xaibench; refusing to replace it")
+
+
+def _check_name(out: Path) -> None:
+    """An output name the file system can hold, staging suffix included."""
+    try:
+        limit = os.pathconf(_existing_ancestor(out), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(os.fsencode(out.name))
+    if size + STAGING_SUFFIX_BYTES > limit:
+        raise InputError(f"output name {out.name[:40]}... is {size} bytes long; at most "
+                         f"{limit - STAGING_SUFFIX_BYTES} fit on this file system")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute().parent
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 @contextmanager
-def staged_dir(out: Path, overwrite: bool, marker: str = RUN_FILE) -> Iterator[Path]:
-    """Yield a temporary folder to fill; on success it becomes ``out``, on error it is removed."""
-    check_destination(out, overwrite, marker)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+def staged_dir(out: Path, overwrite: bool, root: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it gets a manifest and becomes ``out``, on error it
+    is removed, with any parent folders this call created. ``root``: see ``check_destination``."""
+    check_destination(out, overwrite, root)
+    created = _make_parents(out.parent)
     try:
+        ownership.remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(prefix=ownership.staging_prefix(out), dir=out.parent))
+    except BaseException:
+        _remove_created(created)
+        raise
+    try:
+        ownership.claim(staging)
         yield staging
-        check_destination(out, overwrite, marker)
+        ownership.release(staging)
+        ownership.write_manifest(staging)
+        check_destination(out, overwrite, root)
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_created(created)
         raise
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:  # another process made it meanwhile: not ours to remove
+            missing.remove(path)
+        except OSError as err:
+            _remove_created([p for p in missing if p.exists()])
+            raise InputError(f"cannot create {path}: {err.strerror}") from None
+    return missing
+
+
+def _remove_created(created: list[Path]) -> None:
+    for path in created:  # deepest first; a folder something else filled meanwhile stays
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        old = ownership.retired_name(out)
         out.rename(old)
     staging.rename(out)
     if old is not None:
@@ -94,9 +170,21 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{run_dir} is not an xaibench run directory (no {RUN_FILE})")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {path}: {err}") from None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputError(f"cannot read {path}: {first_line(err)}") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path} is not a run record (a JSON object)")
+    return record
+
+
+def plain_name(value: Any, what: str, source: Path) -> str:
+    """``value`` when it is a plain file name (text, no separator, not hidden, no ``..``), else an
+    InputError naming ``source``: names read from files become paths only through this check."""
+    if (not isinstance(value, str) or not value or len(value) > 200 or value.startswith(".")
+            or any(c in value for c in '/\\\0') or value != value.strip() or not value.isprintable()):
+        raise InputError(f"{source}: {what} {str(value)[:60]!r} is not a plain name")
+    return value
 
 
 def versions() -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -31,6 +33,25 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     proc = subprocess.run([str(EXE), *args], capture_output=True, text=True, cwd=cwd, env=environment,
                           timeout=600)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_main(*args: str, cwd: Path | None = None) -> Result:
+    """The CLI inside this process: the same code path as the entry point without an interpreter start
+    (for the many small refusal cases; ``run_cli`` exercises the installed entry point itself)."""
+    from xaibench.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    try:
+        os.chdir(cwd or previous)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main(list(args))
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    finally:
+        os.chdir(previous)
+    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -6,7 +6,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from xaibench import __version__
+
 CHART_DPI = 110
+SOFTWARE = "xaibench"  # the PNG's Software text chunk: what proves a chart is ours to replace
+
+
+def is_arm_chart(path: Path) -> bool:
+    """Whether ``path`` is a PNG that xaibench wrote (its Software chunk names xaibench)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and str(image.info.get("Software", "")).startswith(SOFTWARE)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+        return False
 
 
 def write_arm_chart(distributions: dict[str, dict[str, float]], path: Path) -> Path:
@@ -36,6 +50,6 @@ def write_arm_chart(distributions: dict[str, dict[str, float]], path: Path) -> P
     ax.spines[["top", "right"]].set_visible(False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
+    fig.savefig(tmp, format="png", metadata={"Software": f"{SOFTWARE} {__version__}"})
     os.replace(tmp, path)
     return path

@@ -84,8 +84,8 @@ def _stats(summary: Summary, method: str, metric: str) -> dict[str, Any] | None:
     return summary["results"].get(method, {}).get(metric)
 
 
-def _metric_header(summary: Summary, name: str) -> str:
-    return f"{name} {arrow(summary['metrics'][name]['higher_is_better'])}"
+def _md_metric_header(summary: Summary, name: str) -> str:
+    return f"{_md(name)} {arrow(summary['metrics'][name]['higher_is_better'])}"
 
 
 # --- markdown ---------------------------------------------------------------------------------------------
@@ -103,9 +103,9 @@ def write_markdown(summary: Summary, path: Path, heatmaps: Heatmaps | None = Non
         ``path``.
     """
     path = Path(path)
-    lines = [f"# {summary['title']}", "", *_md_facts(summary), "", "## Ranking", "", *_md_ranking(summary)]
+    lines = [f"# {_md(summary['title'])}", "", *_md_facts(summary), "", "## Ranking", "", *_md_ranking(summary)]
     for category, names in categories(summary).items():
-        lines += ["", f"## {category.capitalize()}", "", *_md_category(summary, names)]
+        lines += ["", f"## {_md(category.capitalize())}", "", *_md_category(summary, names)]
     lines += ["", "## Skipped", "", *_md_skipped(summary)]
     if heatmaps is not None:
         lines += ["", "## Heatmaps", "", *_md_heatmaps(heatmaps, path.parent)]
@@ -113,12 +113,31 @@ def write_markdown(summary: Summary, path: Path, heatmaps: Heatmaps | None = Non
     return path
 
 
+def _md(value: Any) -> str:
+    """Text from the summary as inert Markdown: one line, HTML special characters as entities, and the
+    characters that open links, images or code spans escaped (names in metrics.json can be anything)."""
+    text = " ".join(str(value).split())
+    text = html.escape(text, quote=False)
+    return "".join(f"\\{c}" if c in "\\`[]" else c for c in text)
+
+
+def _md_code(value: Any) -> str:
+    """A code span around one line of ``value``, fenced by more backticks than any run inside it."""
+    text = " ".join(str(value).split())
+    longest = run = 0
+    for c in text:
+        run = run + 1 if c == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest else f"`{text}`"
+
+
 def _md_facts(summary: Summary) -> list[str]:
     model, data = summary["model"], summary["data"]
-    versions = ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items())
-    return [f"- model: `{model['path']}` (sha256 `{str(model.get('sha256', ''))[:12]}`)",
-            f"- data: {data['name']}:{data['split']}, {data['samples']} samples",
-            f"- seed {summary['seed']}, created {summary['created']}", f"- versions: {versions}"]
+    versions = ", ".join(f"{_md(k)} {_md(v)}" for k, v in summary.get("versions", {}).items())
+    return [f"- model: {_md_code(model['path'])} (sha256 {_md_code(str(model.get('sha256', ''))[:12])})",
+            f"- data: {_md(data['name'])}:{_md(data['split'])}, {_md(data['samples'])} samples",
+            f"- seed {_md(summary['seed'])}, created {_md(summary['created'])}", f"- versions: {versions}"]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -131,16 +150,16 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _md_ranking(summary: Summary) -> list[str]:
     names = list(summary["metrics"])
-    rows = [[r["method"], fmt(r["mean_rank"]), *(mean_std(_stats(summary, r["method"], n)) for n in names)]
+    rows = [[_md(r["method"]), fmt(r["mean_rank"]), *(mean_std(_stats(summary, r["method"], n)) for n in names)]
             for r in ranking_order(summary)]
-    table = _md_table(["method", "mean rank", *(_metric_header(summary, n) for n in names)], rows)
+    table = _md_table(["method", "mean rank", *(_md_metric_header(summary, n) for n in names)], rows)
     return [*table, "", "Cells: mean ± std over samples; ↑ higher is better, ↓ lower is better; "
                         "mean rank over the metrics (1 = best)."]
 
 
 def _md_category(summary: Summary, names: list[str]) -> list[str]:
-    rows = [[method, *(_md_cell(_stats(summary, method, n)) for n in names)] for method in summary["methods"]]
-    return _md_table(["method", *(_metric_header(summary, n) for n in names)], rows)
+    rows = [[_md(method), *(_md_cell(_stats(summary, method, n)) for n in names)] for method in summary["methods"]]
+    return _md_table(["method", *(_md_metric_header(summary, n) for n in names)], rows)
 
 
 def _md_cell(stats: dict[str, Any] | None) -> str:
@@ -153,7 +172,7 @@ def _md_cell(stats: dict[str, Any] | None) -> str:
 
 def _md_skipped(summary: Summary) -> list[str]:
     skipped = summary.get("skipped") or []
-    lines = [f"- `{s['method']}` × `{s['metric']}`: {s['reason']}" for s in skipped]
+    lines = [f"- {_md_code(s['method'])} × {_md_code(s['metric'])}: {_md(s['reason'])}" for s in skipped]
     return lines or ["Nothing was skipped."]
 
 
@@ -162,7 +181,7 @@ def _md_heatmaps(heatmaps: Heatmaps, folder: Path) -> list[str]:
     for method, paths in heatmaps.items():
         grid = _grid_image(paths)
         images = [grid] if grid is not None else _samples(paths)[:MAX_HEATMAPS]
-        lines += [f"![{method}]({quote(Path(os.path.relpath(p, folder)).as_posix())})" for p in images]
+        lines += [f"![{_md(method)}]({quote(Path(os.path.relpath(p, folder)).as_posix())})" for p in images]
     return lines or ["No heatmaps."]
 
 
