@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -47,7 +48,9 @@ def _score_config(damping: str, rank: int | None, batch_size: int | None, chunk_
     try:
         value = None if damping == "heuristic" else float(damping)
     except ValueError:
-        raise InputError(f"--damping must be a number or 'heuristic', got {damping!r}") from None
+        value = math.nan
+    if value is not None and not math.isfinite(value):  # nan / inf parse as floats but damp nothing
+        raise InputError(f"--damping must be a number or 'heuristic', got {damping!r}")
     return ScoreConfig(damping=value, rank=rank, batch_size=batch_size or 128, chunk_size=chunk_size)
 
 
@@ -179,7 +182,7 @@ def self_influence(
         for rank_, example in enumerate(summary["ranking"], 1):
             flag = "  label != prediction" if example["label"] != example["prediction"] else ""
             console.print(f"  {rank_:>3}. #{example['index']:<6} label {example['label']:<8} "
-                          f"{example['self_influence']:>12.4g}{flag}")
+                          f"{_score(example['self_influence'], '.4g'):>12}{flag}")
         _print_files(console, summary)
 
     output.result(summary, human)
@@ -197,9 +200,15 @@ def _print_queries(console: Any, summary: dict[str, Any]) -> None:
     for record in summary["queries"]:
         console.print(f"\nquery #{record['index']}  label {record['label']}  prediction {record['prediction']}")
         for kind in ("proponents", "opponents"):
-            examples = ", ".join(f"#{e['index']} ({e['label']}) {e['score']:+.3g}" for e in record[kind])
+            examples = ", ".join(f"#{e['index']} ({e['label']}) {_score(e['score'], '+.3g')}"
+                                 for e in record[kind])
             console.print(f"  {kind:<10}  {examples}")
     _print_files(console, summary)
+
+
+def _score(value: float | None, spec: str) -> str:
+    """A score as ``spec`` formats it; an undefined one (null in JSON) as NaN."""
+    return "NaN" if value is None else format(value, spec)
 
 
 def _print_files(console: Any, summary: dict[str, Any]) -> None:

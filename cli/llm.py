@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.llm.secrets import without_credentials
 
 
 def register(app: typer.Typer) -> None:
@@ -65,46 +66,54 @@ def llm_explain(
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=None,
                                    input_shape=None, classes=None),
     )
-    result = run_llm_explain(config, ["xaibench", *sys.argv[1:]],
-                             on_progress=lambda total: output.progress("llm", total))
+    # run.json records the command line: without the user:password@ of a --base-url
+    argv = ["xaibench", *(without_credentials(arg) for arg in sys.argv[1:])]
+    result = run_llm_explain(config, argv, on_progress=lambda total: output.progress("llm", total))
     if result is None:  # another process of a torchrun launch: rank 0 reports
         return
-    account = result.details["account"]
     summary = {"run_dir": str(result.run.run_dir), "strategy": result.details["strategy"],
-               "model": result.details["model"], "account": account, "samples": result.samples,
-               "seconds": round(result.run.seconds, 3)}
+               "model": result.details["model"], "account": result.details["account"],
+               "samples": result.samples, "seconds": round(result.run.seconds, 3)}
+    output.result(summary, lambda console: print_summary(console, summary))
 
-    def human(console: Any) -> None:
-        from rich.markup import escape
-        from rich.table import Table
 
-        for sample in result.samples:
-            tokens = f", {sample['prompt_tokens']} tokens" if sample["prompt_tokens"] is not None else ""
-            cached = " (cached)" if sample["cached"] else ""
-            console.print(f"[bold]sample #{sample['index']}[/] · {summary['strategy']} · prompt "
-                          f"{sample['prompt_chars']} characters{tokens}{cached}")
-            console.print("  reply:")
-            for line in sample["reply"].strip().splitlines()[-12:]:
-                console.print(f"    {escape(line)}", highlight=False)
-            if not sample["ok"]:
-                console.print(f"  [red]not parsed[/]: {escape(sample['reason'] or '')}")
-            truth = sample["ground_truth"]
-            table = Table("rank", "LLM", "ground truth (coefficients x range)" if truth else "ground truth",
-                          box=None, padding=(0, 2))
-            ranking = sample["ranking"]
-            for i in range(max(len(ranking), len(truth or []))):
-                llm_name = ranking[i] if i < len(ranking) else ""
-                true_name = truth[i] if truth and i < len(truth) else ("n/a (not a linear model)"
-                                                                       if not truth and i == 0 else "")
-                mark = " ✓" if truth and llm_name and llm_name == true_name else ""
-                table.add_row(str(i + 1), escape(llm_name) + mark, escape(true_name))
-            console.print(table)
-            if sample["feature_agreement"] is not None:
-                console.print(f"  feature agreement {sample['feature_agreement']:.2f} · rank agreement "
-                              f"{sample['rank_agreement']:.2f}")
-        console.print(f"requests: {account['sent']} sent, {account['cached']} cached · tokens: "
-                      f"{account['prompt_tokens']} prompt + {account['completion_tokens']} completion · "
-                      f"cost: ${account['cost_usd']:.4f}")
-        console.print(f"run directory: {summary['run_dir']}  (transcript.jsonl replays it)")
+def print_summary(console: Any, summary: dict[str, Any]) -> None:
+    """The human report of a written run. It runs after the run is committed, so it must not fail on
+    what the run recorded: texts go through ``_text`` (None as nothing) and rich's escape, and a
+    missing ranking or ground truth is an empty one."""
+    from rich.markup import escape
+    from rich.table import Table
 
-    output.result(summary, human)
+    for sample in summary["samples"]:
+        tokens = f", {_text(sample['prompt_tokens'])} tokens" if sample["prompt_tokens"] is not None else ""
+        cached = " (cached)" if sample["cached"] else ""
+        console.print(f"[bold]sample #{_text(sample['index'])}[/] · {escape(_text(summary['strategy']))} · "
+                      f"prompt {_text(sample['prompt_chars'])} characters{tokens}{cached}")
+        console.print("  reply:")
+        for line in _text(sample["reply"]).strip().splitlines()[-12:]:
+            console.print(f"    {escape(line)}", highlight=False)
+        if not sample["ok"]:
+            console.print(f"  [red]not parsed[/]: {escape(_text(sample['reason']))}")
+        ranking, truth = [_text(name) for name in sample["ranking"] or []], sample["ground_truth"] or []
+        table = Table("rank", "LLM", "ground truth (coefficients x range)" if truth else "ground truth",
+                      box=None, padding=(0, 2))
+        for i in range(max(len(ranking), len(truth))):
+            llm_name = ranking[i] if i < len(ranking) else ""
+            true_name = _text(truth[i]) if i < len(truth) else ("n/a (not a linear model)"
+                                                                 if not truth and i == 0 else "")
+            mark = " ✓" if truth and llm_name and llm_name == true_name else ""
+            table.add_row(str(i + 1), escape(llm_name) + mark, escape(true_name))
+        console.print(table)
+        if sample["feature_agreement"] is not None and sample["rank_agreement"] is not None:
+            console.print(f"  feature agreement {sample['feature_agreement']:.2f} · rank agreement "
+                          f"{sample['rank_agreement']:.2f}")
+    account = summary["account"]
+    console.print(f"requests: {account['sent']} sent, {account['cached']} cached · tokens: "
+                  f"{account['prompt_tokens']} prompt + {account['completion_tokens']} completion · "
+                  f"cost: ${account['cost_usd']:.4f}")
+    console.print(f"run directory: {escape(summary['run_dir'])}  (transcript.jsonl replays it)")
+
+
+def _text(value: Any) -> str:
+    """A recorded value as text: None as nothing."""
+    return "" if value is None else str(value)

@@ -35,7 +35,7 @@ from xaibench.inputs import Prepared, Selection, prepare
 from xaibench.metrics import METRICS
 from xaibench.metrics.base import Explainer
 from xaibench.metrics.summary import summarise
-from xaibench.models import ModelSource
+from xaibench.models import LoadedModel, ModelSource
 from xaibench.progress import advance, reporting
 from xaibench.report import HeatmapStyle
 from xaibench.report.comparison import rank_methods, write_reports
@@ -92,7 +92,8 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     _dry_run(plan, prepared, loaded.module, config.batch_size)
     timings: dict[str, Any] = {"load": time.perf_counter() - started}
     reused = reused_attributions(reused_runs, loaded.sha256, prepared)
-    explainers = {name: _explainer(name, plan, config, prepared, reused.get(name)) for name in plan.attributed}
+    explainers = {name: _explainer(name, plan, config, prepared, reused.get(name), loaded)
+                  for name in plan.attributed}
     attributions, details = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress,
                                           timings)
     reference = attributions.get(plan.reference) if plan.reference else None
@@ -149,13 +150,13 @@ def _attributions(plan: Plan, prepared: Prepared, model: torch.nn.Module, reused
 
 
 def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared,
-               reused: Reused | None) -> Explainer:
+               reused: Reused | None, loaded: LoadedModel) -> Explainer:
     """The method as metrics call it: fixed parameters and seed (a reused run's own), any model,
     inputs and target."""
     method = METHODS.get(name)()
     params = reused.params if reused else plan.params.get(name, {})
     seed = reused.seed if reused else config.seed
-    extra = supplied_params(method, prepared, torch.Generator().manual_seed(seed), params)
+    extra = supplied_params(method, prepared, torch.Generator().manual_seed(seed), params, loaded)
 
     def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return method.attribute(model, inputs, target=target, batch_size=config.batch_size,

@@ -60,7 +60,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     prepared = prepare(loaded, selection, config.batch_size)
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
-    extra = supplied_params(method, prepared, generator, config.params)
+    extra = supplied_params(method, prepared, generator, config.params, loaded)
     tic = time.perf_counter()
     rows = distributed.shard_rows(len(prepared.data), check=len(prepared.data))
     progress = on_progress(rows.stop - rows.start) if on_progress else nullcontext()
@@ -92,13 +92,15 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
 
 
 def supplied_params(method: Any, prepared: Prepared, generator: torch.Generator,
-                    params: dict[str, Any] | None = None) -> dict[str, Any]:
+                    params: dict[str, Any] | None = None, model: LoadedModel | None = None) -> dict[str, Any]:
     """The parameters xaibench supplies rather than the user: training samples (``reference_samples``)
-    and, to methods that declare them, the model's feature and class names."""
+    and, to methods that declare them, the model's feature and class names and the model file (BEE
+    checks that a policy was trained for it)."""
     declared = {f.name for f in fields(method.Params)}
     names = {"feature_names": prepared.meta.feature_names, "class_names": prepared.meta.class_names}
+    files = {"model_file": model} if model is not None and "model_file" in declared else {}
     return {**reference_samples(method, prepared, generator, params),
-            **{key: list(value) for key, value in names.items() if key in declared and value}}
+            **{key: list(value) for key, value in names.items() if key in declared and value}, **files}
 
 
 def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator,

@@ -55,7 +55,7 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     _check_destination(out, config.overwrite)
     prepared = _prepared(loaded, config.selection, "train", config.batch_size)
     generator = torch.Generator().manual_seed(config.seed)
-    params = parse_params(method.Params, {**raw, **supplied_params(method, prepared, generator, raw)},
+    params = parse_params(method.Params, {**raw, **supplied_params(method, prepared, generator, raw, loaded)},
                           owner="method 'bee'")
     outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, config.batch_size, generator)
     contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, config.batch_size)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from xaibench import ownership, records, runs
-from xaibench.errors import InputError, first_line
+from xaibench.errors import InputError
 from xaibench.evaluate import METRICS_FILE
 from xaibench.report.comparison import HTML_FILE, MARKDOWN_FILE, write_reports
 
@@ -23,11 +22,7 @@ def rebuild_reports(run_dir: Path) -> tuple[Path, Path]:
         raise InputError(f"{run_dir} was written by {str(record.get('command'))[:40]!r}; reports come from "
                          "evaluate runs")
     path = run_dir / METRICS_FILE
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {path}: {first_line(err)}") from None
-    summary = records.evaluate_summary(summary, path)
+    summary = records.evaluate_summary(runs.read_json(path), path)
     written = write_reports(summary, run_dir, method_heatmaps(run_dir, summary["methods"]))
     ownership.update_manifest(run_dir, [MARKDOWN_FILE, HTML_FILE])
     return written

@@ -108,6 +108,9 @@ def normalisation(record: dict[str, Any], source: Path, channels: int) -> ModelM
     return ModelMeta(**values)
 
 
+SUMMARY_KEYS = ("title", "model", "data", "methods", "metrics", "results", "ranking", "skipped")
+
+
 def evaluate_summary(summary: Any, source: Path) -> dict[str, Any]:
     """An evaluate run's metrics.json, checked for everything the reports read.
 
@@ -117,6 +120,9 @@ def evaluate_summary(summary: Any, source: Path) -> dict[str, Any]:
     """
     check = _Checker(source)
     summary = check.mapping(summary, "metrics.json")
+    missing = [key for key in SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise InputError(f"{source} is not an evaluate metrics.json (missing {', '.join(missing)})")
     check.text(summary.get("title"), "title")
     model = check.mapping(summary.get("model"), "model")
     check.text(model.get("path"), "model.path")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xaibench import __version__, ownership
+from xaibench.credentials import scrubbed
 from xaibench.errors import InputError, RunExistsError, first_line
 
 RUN_FILE = "run.json"
@@ -158,9 +159,9 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (temp file + rename), URL credentials removed from every text."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(scrubbed(data), indent=2, default=str) + "\n")
     os.replace(tmp, path)
 
 
@@ -169,13 +170,19 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise InputError(f"{run_dir} is not an xaibench run directory (no {RUN_FILE})")
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"cannot read {path}: {first_line(err)}") from None
+    record = read_json(path)
     if not isinstance(record, dict):
         raise InputError(f"{path} is not a run record (a JSON object)")
     return record
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file xaibench wrote, as data; InputError for anything unreadable (also nesting so deep
+    that the parser gives up)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise InputError(f"cannot read {path}: {first_line(err)[:200]}") from None
 
 
 def plain_name(value: Any, what: str, source: Path) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -60,6 +62,21 @@ def test_policy_files_must_match(tmp_path) -> None:
         bee(model, x, rounds=2, arms="zero,uniform", policy=str(path), metric="insertion")
     with pytest.raises(InputError, match="arms"):
         bee(model, x, rounds=2, arms="zero,constant", policy=str(path))
+
+
+def test_a_policy_for_another_model_file_is_refused_unless_meant(tmp_path) -> None:
+    model, x = make_net("tabular"), make_inputs("tabular")
+    path = tmp_path / "policy.safetensors"
+    ThompsonPolicy.prior(("zero", "uniform"), 16).save(path, {"metric": "deletion", "model_sha256": "a" * 64})
+    common = {"rounds": 1, "n_steps": 2, "arms": "zero,uniform", "policy": str(path)}
+    other = SimpleNamespace(path="other.pt", sha256="b" * 64)  # what xaibench supplies: the LoadedModel
+    with pytest.raises(InputError, match=r"trained for another model file than other\.pt \(sha256 a{12}, not b{12}\)"):
+        bee(model, x, model_file=other, **common)
+    assert bee(model, x, model_file=other, policy_any_model="true", **common).shape == x.shape
+    assert bee(model, x, model_file=SimpleNamespace(path="m.pt", sha256="a" * 64), **common).shape == x.shape
+    assert bee(model, x, **common).shape == x.shape  # no model file known (the Python API): nothing to compare
+    with pytest.raises(InputError, match="supplied by xaibench"):
+        bee(model, x, model_file="b" * 64, **common)  # never set as text
 
 
 def test_bad_parameters() -> None:

@@ -67,15 +67,37 @@ def test_evaluate_writes_a_run_whose_values_equal_the_library(cli, tmp_path):
     assert sorted(p.name for p in (out / "heatmaps").iterdir()) == ["integrated_gradients", "saliency"]
 
 
-def test_ranking_respects_directions(cli, tmp_path):
-    summary = _evaluate(cli, tmp_path / "run", LOGREG, "--methods", "saliency,random,input_x_gradient",
-                        "--metrics", "deletion,insertion", "-n", "6")
-    ranking = summary["ranking"]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    for metric in ("deletion", "insertion"):
+def _assert_ranked_by(ranking: list[dict], metrics: dict, directions: dict[str, bool]) -> None:
+    """metrics.json records each metric's direction as given, and the ranking orders by it."""
+    for metric, higher in directions.items():
+        assert metrics["metrics"][metric]["higher_is_better"] is higher, metric
         means = {m: metrics["results"][m][metric]["mean"] for m in metrics["methods"]}
-        best = (max if metrics["metrics"][metric]["higher_is_better"] else min)(means, key=means.get)
-        assert next(r for r in ranking if r["method"] == best)["ranks"][metric] == 1
+        assert len(set(means.values())) == len(means)  # distinct means: one strict order
+        best_first = sorted(means, key=means.get, reverse=higher)
+        ranks = {row["method"]: row["ranks"][metric] for row in ranking}
+        assert [ranks[m] for m in best_first] == [1.0, 2.0, 3.0], (metric, means, ranks)
+
+
+def test_ranking_respects_directions(cli, tmp_path):
+    # the published directions: RISE deletion lower is better, insertion higher; region perturbation's
+    # AOPC of the probability drop is higher-better for MoRF and lower-better for LeRF (least relevant
+    # regions removed first should not move the prediction)
+    summary = _evaluate(cli, tmp_path / "run", LOGREG, "--methods", "saliency,random,input_x_gradient",
+                        "--metrics", "deletion,insertion,region_perturbation",
+                        "-p", "region_perturbation.order=lerf", "-n", "6")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    _assert_ranked_by(summary["ranking"], metrics,
+                      {"deletion": False, "insertion": True, "region_perturbation": False})
+
+
+def test_road_lerf_ranks_higher_accuracy_first(cli, tmp_path):
+    # ROAD (Rong et al. 2022) scores the accuracy left after removing pixels: lower is better for MoRF,
+    # higher for LeRF, whatever the metric class's default (MoRF) says
+    summary = _evaluate(cli, tmp_path / "run", SHAPES, "--methods", "saliency,random,gradcam",
+                        "--metrics", "road", "-p", "road.order=lerf", "-p", "road.percentages=10,30,50,70,90",
+                        "-n", "6")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    _assert_ranked_by(summary["ranking"], metrics, {"road": True})
 
 
 def test_categories_skip_what_cannot_run_and_named_metrics_must_run(cli, tmp_path):

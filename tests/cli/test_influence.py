@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
+from pathlib import Path
 
+import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from tests.cli.conftest import SAMPLES
+from tests.cli.conftest import SAMPLES, run_cli
+from tests.influence.helpers import PickledMarker, snapshot
 from xaibench.influence import ClassificationTask, Influence, ScoreConfig
 from xaibench.influence.storage import load_factors
 from xaibench.inputs import Selection, prepare
@@ -80,9 +85,89 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
         (("influence", "fit", MLP, "--strategy", "lissa", "--out", "x"), "unknown strategy"),
         (("influence", "score", CNN, "--factors", "fac", "--out", "y"), "another model"),
         (("influence", "score", MLP, "--factors", "fac", "--damping", "lots", "--out", "y"), "--damping"),
+        (("influence", "score", MLP, "--factors", "fac", "--damping", "nan", "--out", "y"), "--damping"),
     ]
     for args, message in cases:
         result = cli(*args)
         assert result.code == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.fixture(scope="module")
+def diagonal(tmp_path_factory) -> Path:
+    """Diagonal factors of the MLP on 16 examples, fitted once for the tests below."""
+    folder = tmp_path_factory.mktemp("diagonal") / "fac"
+    fitted = run_cli("influence", "fit", MLP, "--train-n", "16", "--strategy", "diagonal", "--fisher",
+                     "empirical", "--out", str(folder))
+    assert fitted.code == 0, fitted.stderr
+    return folder
+
+
+def strict_json(text: str) -> object:
+    """JSON as the standard defines it: NaN and Infinity are not JSON."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} in JSON output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_scores_are_null_in_json(cli, tmp_path, diagonal):
+    # Diagonal factors without damping: a hidden unit that no example activates has zero curvature and
+    # a zero gradient, 0 / 0 = NaN, so every score is undefined.
+    args = ("influence", "score", MLP, "--factors", str(diagonal), "--train-n", "16", "-n", "2",
+            "--top-k", "2", "--damping", "0")
+    result = cli(*args, "--out", "run", "--json")
+    assert result.code == 0, result.stderr
+    assert torch.isnan(load_file(str(tmp_path / "run" / "scores.safetensors"))["scores"]).all()
+    for document in (strict_json(result.stdout), strict_json((tmp_path / "run" / "influence.json").read_text())):
+        scores = [e["score"] for q in document["queries"] for kind in ("proponents", "opponents") for e in q[kind]]
+        assert scores == [None] * 8
+    human = cli(*args, "--out", "run2")
+    assert human.code == 0 and "(benign) NaN" in human.stdout, human.stdout + human.stderr
+
+
+def test_tampered_factors_are_refused_before_any_work(cli, tmp_path, diagonal):
+    marker = tmp_path / "pwned"
+
+    def tamper(name: str, change) -> str:
+        folder = tmp_path / name
+        shutil.copytree(diagonal, folder)
+        change(folder)
+        return name
+
+    def edit(folder: Path, key: str, value) -> None:
+        info = json.loads((folder / "factors.json").read_text())
+        info[key] = value(info[key]) if callable(value) else value
+        (folder / "factors.json").write_text(json.dumps(info))
+
+    def reshape(folder: Path) -> None:
+        tensors = load_file(str(folder / "factors.safetensors"))
+        tensors["fc3/lambda"] = tensors["fc3/lambda"][:, :-1].contiguous()
+        save_file(tensors, str(folder / "factors.safetensors"))
+
+    def cut(folder: Path) -> None:
+        path = folder / "factors.safetensors"
+        path.write_bytes(path.read_bytes()[:500])
+
+    def pickled(folder: Path) -> None:
+        (folder / "factors.safetensors").write_bytes(pickle.dumps(PickledMarker(str(marker))))
+
+    traversal = {"fc1": "../x"}
+    cases = [
+        ("score", tamper("strategy", lambda f: edit(f, "strategy", "conv1")), "factors.json: unknown strategy"),
+        ("score", tamper("names", lambda f: edit(f, "modules", lambda m: {traversal.get(k, k): v
+                                                                           for k, v in m.items()})),
+         "factors.json: module name '../x' is not a plain module name"),
+        ("score", tamper("cut", cut), "factors.safetensors: not a safetensors file"),
+        ("score", tamper("pickle", pickled), "factors.safetensors: not a safetensors file"),
+        ("self", tamper("shape", reshape),
+         "tensor 'fc3/lambda' has shape (2, 32) where diagonal factors need (2, 33)"),
+    ]
+    before = snapshot(tmp_path)
+    for command, folder, message in cases:
+        result = cli("influence", command, MLP, "--factors", folder, "--train-n", "16", "--out", "out")
+        assert result.code == 2, (folder, result.stderr)
+        assert result.stderr.startswith(f"error: {folder}/") and message in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert snapshot(tmp_path) == before  # no run, no partial folder, nothing changed
+    assert not marker.exists()

@@ -1,6 +1,10 @@
-"""Reference per-example gradients (torch.func) and tiny models for the influence tests."""
+"""Reference per-example gradients (torch.func), tiny models and file-safety probes for the influence tests."""
 
 from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,3 +49,27 @@ def autograd_gradients(model: nn.Module, modules: dict[str, nn.Module], inputs: 
                                                per.get(f"{name}.bias", [None] * len(inputs))[i])
                                for i in range(len(inputs))])
             for name, module in modules.items()}
+
+
+class PickledMarker:
+    """A pickle payload: unpickling it creates the file ``marker`` (proof that a loader ran it)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return open, (self.marker, "w")
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` with its kind and content (link target, file bytes), to prove no write."""
+    state: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            state[key] = ("link", os.readlink(path))
+        elif path.is_dir():
+            state[key] = ("dir",)
+        else:
+            state[key] = ("file", path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return state

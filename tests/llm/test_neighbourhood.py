@@ -55,3 +55,35 @@ def test_the_query_is_one_more_sample_and_the_point_is_labelled():
     assert hood.query_output == int(hood.query[0] > 0.5)
     assert int(neighbourhood(model, torch.tensor([6.0, 0.0]), 0, low, high, torch.Generator(),
                              n_samples=300).point_output) == 0
+
+
+class Recording(torch.nn.Module):
+    """logit_1 - logit_0 = x0 - 5 (probabilities well apart in float32), keeping every batch it labels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+            self.linear.bias.copy_(torch.tensor([0.0, -5.0]))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return self.linear(x)
+
+
+@pytest.mark.parametrize(("n_low", "n_high"), [(8, 8), (3, 5)])
+def test_keeps_exactly_the_least_and_most_confident_samples_of_the_draw(n_low: int, n_high: int):
+    model = Recording()
+    hood = neighbourhood(model, torch.tensor([5.0, 0.0]), 1, torch.tensor([0.0, -1.0]), torch.tensor([10.0, 1.0]),
+                         torch.Generator().manual_seed(0), n_samples=600, n_low=n_low, n_high=n_high,
+                         batch_size=128)
+    drawn = model.seen[:-1]  # the last call labels the point itself
+    assert sum(batch.shape[0] for batch in drawn) == 600
+    with torch.no_grad():  # batch by batch, as the sampler called it: the same floats
+        ordered = torch.cat([model.linear(batch).softmax(dim=1)[:, 1] for batch in drawn]).sort().values
+    assert ordered[n_low - 1] < ordered[n_low] and ordered[-n_high - 1] < ordered[-n_high]  # no ties at the cut
+    expected = torch.cat([ordered[:n_low], ordered[600 - n_high:]])
+    assert torch.equal(hood.probabilities.sort().values, expected)
+    assert hood.outputs.tolist() == (hood.probabilities > 0.5).long().tolist()

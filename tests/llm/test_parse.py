@@ -22,6 +22,9 @@ LABELS = letters(5)  # A..E
     ("b, a, c", 3, ("income", "age", "credit score")),
     ("B, B, A, C", 3, ("income", "age", "credit score")),  # duplicates keep their first place
     ("I think a good answer is B, then A, then C", 3, ("income", "age", "credit score")),  # "a" is no feature
+    # the reply changes its mind: the last answer line wins
+    ("Answer: A, B, C\nWait: B rises with the output more than A does.\nAnswer: B, C, A\nDone.", 3,
+     ("income", "credit score", "age")),
 ])
 def test_realistic_replies(reply, k, expected):
     parsed = parse_ranking(reply, NAMES, k, LABELS)

@@ -164,3 +164,23 @@ def test_explainer_calls_stay_within_the_batch_size_and_draws_do_not_depend_on_i
         sizes[batch_size] = [len(p) for p in recorder.inputs]
     assert sizes == {None: [4 * K], 3: [3, 2] * 4, 12: [2 * K, 2 * K]}  # whole samples' copies per call
     assert torch.equal(runs[None], runs[3]) and torch.equal(runs[None], runs[12])
+
+
+@pytest.mark.parametrize(("name", "knob", "small", "large"), [("max_sensitivity", "radius", 0.05, 0.2),
+                                                               ("avg_sensitivity", "radius", 0.05, 0.2),
+                                                               ("local_lipschitz", "std", 0.025, 0.1)])
+def test_the_noise_scales_with_the_radius(name: str, knob: str, small: float, large: float) -> None:
+    """Same seed, another radius (std): the same draws scaled, so every perturbation shrinks by the ratio
+    and the identity explainer's relative change ||x' - x|| / ||x|| with it."""
+    model, x = make_net("tabular"), make_inputs("tabular", 3)
+    steps, scores = {}, {}
+    for size in (small, large):
+        recorder = Recorder(lambda m, inputs, target: inputs)
+        scores[size] = compute(name, model, x, x, target=0, explainer=recorder, samples=K,
+                               generator=torch.Generator().manual_seed(5), **{knob: size}).scores
+        steps[size] = torch.from_numpy(recorder.points(3)).double() - x.double()[:, None]
+    ratio = small / large
+    torch.testing.assert_close(steps[small], ratio * steps[large], rtol=1e-5, atol=1e-7)
+    if knob == "radius":
+        torch.testing.assert_close(scores[small], ratio * scores[large], rtol=1e-5, atol=0)
+        assert steps[small].abs().max() <= small

@@ -59,11 +59,13 @@ class BeeParams:
     input; n_steps / method: the quadrature of each path; arms: comma-separated baseline families
     ("auto": zero, constant, uniform, gaussian and, for images and sequences, blur);
     adaptive: choose arms by the policy (False: uniformly at random, the paper's non-adaptive control);
-    policy: a policy file from ``xaibench bee pretrain`` (default: start from the prior); finetune:
+    policy: a policy file from ``xaibench bee pretrain`` (default: start from the prior);
+    policy_any_model: use a policy trained for another model file (refused otherwise); finetune:
     keep updating the policy while explaining; context_dim / context_layer: the context (see
     ``xaibench.attribution.context``); layer: integrate in this layer's activation space and upsample
     the map like Grad-CAM (``xaibench.attribution.layer_path``; default: input space); references:
-    training samples for the train_* families."""
+    training samples for the train_* families; model_file: the explained model file (its ``path`` and
+    ``sha256``; xaibench supplies its LoadedModel) against which a policy's recorded model is checked."""
 
     metric: str = "deletion"
     rounds: int = 8
@@ -72,11 +74,13 @@ class BeeParams:
     arms: str = "auto"
     adaptive: bool = True
     policy: str | None = None
+    policy_any_model: bool = False
     finetune: bool = True
     context_dim: int = 16
     context_layer: str | None = None
     layer: str | None = None
     references: object = None
+    model_file: object = None
 
 
 @METHODS.register("bee")
@@ -204,7 +208,19 @@ def _policy(params: BeeParams, arms: list[str], dim: int) -> ThompsonPolicy:
                          f"{policy.mean.shape[1]}; pass -p arms=... -p context_dim=... to match")
     if meta.get("metric") not in (None, params.metric):
         raise InputError(f"policy {params.policy} was trained for metric {meta['metric']}, not {params.metric}")
+    _check_model(params, meta.get("model_sha256"))
     return policy
+
+
+def _check_model(params: BeeParams, trained_for: str | None) -> None:
+    """Refuse a policy whose recorded model file differs from the explained one (as ``bee report`` does):
+    its contexts and rewards came from another network. Unknown on either side: nothing to compare."""
+    sha256 = getattr(params.model_file, "sha256", None)
+    if params.policy_any_model or trained_for is None or sha256 is None or trained_for == sha256:
+        return
+    raise InputError(f"policy {params.policy} was trained for another model file than "
+                     f"{getattr(params.model_file, 'path', 'this one')} (sha256 {trained_for[:12]}, not "
+                     f"{str(sha256)[:12]}); pass -p policy_any_model=true to use it anyway")
 
 
 def _choose(policy: ThompsonPolicy, contexts: torch.Tensor, n_arms: int, adaptive: bool,

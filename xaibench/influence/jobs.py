@@ -79,7 +79,7 @@ class FitJob:
 def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     """Fit factors and write the factors directory; a summary for the CLI."""
     started = time.perf_counter()
-    check_destination(job.out, job.overwrite, marker="factors.json")  # before the work, on every process
+    check_destination(job.out, job.overwrite)  # before the work, on every process
     loaded = job.source.load()
     data = load_train(loaded, job.train, job.config.batch_size)
     arguments = fit_arguments(job.config, loaded, data)
@@ -91,7 +91,7 @@ def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
                "samples": data.spec["samples"]}
     if not distributed.world().main:  # rank 0 writes
         return {**summary, "seconds": round(time.perf_counter() - started, 3)}
-    with staged_dir(job.out, job.overwrite, marker="factors.json") as staging:
+    with staged_dir(job.out, job.overwrite) as staging:
         save_factors(staging, factors, arguments)
         record = run_record("influence fit", argv, asdict(job.config), job.config.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "data": data.spec,
@@ -174,12 +174,7 @@ def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData) -> tuple[Facto
         config = replace(job.fit, batch_size=job.score.batch_size)
         factors = fit_factors(loaded.module, ClassificationTask(), data.prepared.inputs, data.labels, config)
         return factors, fit_arguments(config, loaded, data)
-    factors, arguments = load_factors(job.factors)
-    if arguments.get("model_sha256") != loaded.sha256:
-        raise InputError(f"the factors in {job.factors} were fitted on another model file (sha256 "
-                         f"{str(arguments.get('model_sha256'))[:12]}..., this model {loaded.sha256[:12]}...); "
-                         "fit them again for this model")
-    return factors, arguments
+    return load_factors(job.factors, loaded.module, loaded.sha256)
 
 
 def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Prepared | None,

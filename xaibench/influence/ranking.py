@@ -1,7 +1,12 @@
-"""Top proponents and opponents per query, and the self-influence ranking, as JSON-ready records."""
+"""Top proponents and opponents per query, and the self-influence ranking, as JSON-ready records.
+
+A score that is not finite (NaN from a zero curvature left undamped) is null in the records, as metrics.json
+has it: bare NaN is not JSON.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,7 +21,8 @@ def _example(data: TrainData, position: int, score: float, key: str = "score") -
     classes = data.prepared.meta.class_names
     label = int(data.labels[position])
     return {"index": int(data.prepared.data.indices[position]), "label": classes[label],
-            "prediction": classes[int(data.prepared.predictions[position])], key: score}
+            "prediction": classes[int(data.prepared.predictions[position])],
+            key: score if math.isfinite(score) else None}
 
 
 def query_rankings(scores: torch.Tensor, queries: Prepared, data: TrainData, top_k: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ its rank and the world size (``factors.checkpoint_stage``): a resume needs the s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,8 +51,8 @@ class ScoreConfig:
     chunk_size: int = 4096
 
     def __post_init__(self) -> None:
-        if self.damping is not None and self.damping < 0:
-            raise InputError(f"damping must be 0 or more, got {self.damping}")
+        if self.damping is not None and not (math.isfinite(self.damping) and self.damping >= 0):
+            raise InputError(f"damping must be a finite number, 0 or more, got {self.damping}")
         if self.rank is not None and self.rank < 1:
             raise InputError(f"rank must be at least 1, got {self.rank}")
 

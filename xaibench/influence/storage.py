@@ -3,7 +3,8 @@
 A factors directory holds ``factors.safetensors`` (float64 tensors keyed "<module>/<name>"),
 ``factors.json`` (format tag, strategy, tracked module shapes, and the arguments that made them: fit
 options, the model file's sha256 and the training data's fingerprint) and ``run.json``. ``influence
-score`` compares the arguments with its own model before using the factors.
+score`` compares the arguments with its own model before using the factors; ``load_factors`` checks every
+name, shape and tensor read back, since a factors folder may come from anyone.
 
 Interrupted fits and scores leave their running state in a hidden ``.<name>.partial`` folder beside the
 destination: one safetensors file per stage with the chunks done, written atomically after every
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,16 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from xaibench.errors import InputError
-from xaibench.influence.factors import Factors
+from xaibench.errors import InputError, first_line
+from xaibench.influence.factors import STRATEGIES, Factors
+from xaibench.influence.tracking import SUPPORTED, parameter_count
 
 FORMAT = "xaibench-influence-factors/1"
 TENSORS_FILE, ARGUMENTS_FILE = "factors.safetensors", "factors.json"
+MODULE_NAME = re.compile(r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*)?")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -53,26 +59,167 @@ def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any]) -
         indent=2) + "\n")
 
 
-def load_factors(directory: Path) -> tuple[Factors, dict[str, Any]]:
-    """Factors and their arguments from a directory written by ``influence fit``.
+def load_factors(directory: Path, model: nn.Module | None = None,
+                 model_sha256: str | None = None) -> tuple[Factors, dict[str, Any]]:
+    """Factors and their arguments from a directory written by ``influence fit``, validated throughout.
+
+    Nothing read from the files is used before it is checked: factors.json must describe a known strategy
+    and plain module names with [out, in] shapes; factors.safetensors must hold exactly the finite float64
+    tensors that strategy stores for those shapes. With ``model_sha256`` the factors must have been fitted
+    on that model file; with ``model`` their modules must be its tracked modules, in order and shape.
 
     Raises:
-        InputError: not a factors directory, or an unreadable / foreign file.
+        InputError: one line naming the file and the problem.
     """
     directory = Path(directory)
-    described = directory / ARGUMENTS_FILE
-    if not described.is_file():
+    described = _factor_file(directory, ARGUMENTS_FILE)
+    strategy, shapes, arguments = _read_description(described)
+    if model_sha256 is not None:
+        _check_model_file(described, arguments, model_sha256)
+    stored = _factor_file(directory, TENSORS_FILE)
+    factors = Factors(strategy, shapes, _read_tensors(stored))
+    _check_tensors(stored, factors)
+    if model is not None:
+        _check_modules(described, shapes, model)
+    return factors, arguments
+
+
+def _stored_shapes(strategy: str, shapes: dict[str, tuple[int, int]]) -> dict[str, tuple[int, ...]]:
+    """The tensors ``fit_factors`` stores for ``strategy`` over modules of gradient shapes (out, in[+1])."""
+    if strategy == "exact":
+        size = sum(rows * cols for rows, cols in shapes.values())
+        return {"exact/fisher": (size, size)}
+    out: dict[str, tuple[int, ...]] = {}
+    for name, (rows, cols) in shapes.items():
+        if strategy in ("kfac", "ekfac"):
+            out.update({f"{name}/A_values": (cols,), f"{name}/A_vectors": (cols, cols),
+                        f"{name}/S_values": (rows,), f"{name}/S_vectors": (rows, rows)})
+        if strategy in ("ekfac", "diagonal"):
+            out[f"{name}/lambda"] = (rows, cols)
+    return out
+
+
+def _factor_file(directory: Path, name: str) -> Path:
+    """``directory / name`` when it is a regular file inside ``directory`` (no link out, no device)."""
+    path = directory / name
+    try:
+        inside = path.resolve().is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        raise InputError(f"{path}: a link out of {directory} or into a loop; refusing to read it")
+    if path.is_file():
+        return path
+    if name == ARGUMENTS_FILE:
         raise InputError(f"{directory} holds no influence factors (no {ARGUMENTS_FILE}); "
                          "make them with xaibench influence fit")
-    try:
-        info = json.loads(described.read_text())
-        tensors = load_file(str(directory / TENSORS_FILE))
-    except (OSError, json.JSONDecodeError, SafetensorError) as err:
-        raise InputError(f"cannot read the factors in {directory}: {err}") from None
+    raise InputError(f"{path}: is missing or not a regular file; fit the factors again")
+
+
+def _read_description(path: Path) -> tuple[str, dict[str, tuple[int, int]], dict[str, Any]]:
+    """Strategy, module shapes and arguments of factors.json, each checked."""
+    try:  # NaN / Infinity are not JSON, and would leave run.json unreadable when copied into it
+        info = json.loads(path.read_text(), parse_constant=_refuse_constant)
+    except (OSError, ValueError, RecursionError) as err:
+        raise InputError(f"{path}: not JSON ({first_line(err)})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: not a JSON object")
     if info.get("format") != FORMAT:
-        raise InputError(f"{described} is not an xaibench factors file (format {info.get('format')!r})")
-    shapes = {name: tuple(shape) for name, shape in info["modules"].items()}
-    return Factors(info["strategy"], shapes, tensors), info["arguments"]
+        raise InputError(f"{path}: not an xaibench factors file (format {_shown(info.get('format'))})")
+    missing = [key for key in ("strategy", "modules", "arguments") if key not in info]
+    if missing:
+        raise InputError(f"{path}: {missing[0]!r} is missing")
+    strategy, modules, arguments = info["strategy"], info["modules"], info["arguments"]
+    if strategy not in STRATEGIES:
+        raise InputError(f"{path}: unknown strategy {_shown(strategy)}; known: {', '.join(STRATEGIES)}")
+    if not isinstance(modules, dict):
+        raise InputError(f"{path}: 'modules' must be an object of module name -> [out, in]")
+    if not modules:
+        raise InputError(f"{path}: names no module")
+    if not isinstance(arguments, dict):
+        raise InputError(f"{path}: 'arguments' must be an object")
+    return strategy, {_module_name(path, name): _module_shape(path, name, shape)
+                      for name, shape in modules.items()}, arguments
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _module_name(path: Path, name: str) -> str:
+    """A module name as torch writes it (dot-joined attribute names, "" for the model itself): never a
+    path (no separator, no "..") nor a glob, since names become tensor keys and module patterns."""
+    if not MODULE_NAME.fullmatch(name):
+        raise InputError(f"{path}: module name {_shown(name)} is not a plain module name")
+    return name
+
+
+def _module_shape(path: Path, name: str, shape: Any) -> tuple[int, int]:
+    if not (isinstance(shape, list) and len(shape) == 2
+            and all(type(value) is int and value > 0 for value in shape)):
+        raise InputError(f"{path}: module {_shown(name)} must have a shape [out, in] of positive integers, "
+                         f"not {_shown(shape)}")
+    return shape[0], shape[1]
+
+
+def _check_model_file(path: Path, arguments: dict[str, Any], model_sha256: str) -> None:
+    recorded = arguments.get("model_sha256")
+    if not isinstance(recorded, str) or not SHA256.fullmatch(recorded):
+        raise InputError(f"{path}: 'model_sha256' is not a sha256 of a model file")
+    if recorded != model_sha256:
+        raise InputError(f"the factors in {path.parent} were fitted on another model file (sha256 "
+                         f"{recorded[:12]}..., this model {model_sha256[:12]}...); fit them again for this model")
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:  # safetensors holds raw bytes only: nothing in the file is ever executed
+        return load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise InputError(f"{path}: not a safetensors file ({first_line(err)})") from None
+
+
+def _check_tensors(path: Path, factors: Factors) -> None:
+    """Exactly the tensors the strategy stores for the described modules: shapes, float64, finite."""
+    expected = _stored_shapes(factors.strategy, factors.shapes)
+    extra = sorted(set(factors.tensors) - set(expected))
+    if extra:
+        raise InputError(f"{path}: holds unexpected tensor {_shown(extra[0])} for {factors.strategy} factors")
+    for key, shape in expected.items():
+        tensor = factors.tensors.get(key)
+        if tensor is None:
+            raise InputError(f"{path}: misses tensor {key!r} of {factors.strategy} factors")
+        if tuple(tensor.shape) != shape:
+            raise InputError(f"{path}: tensor {key!r} has shape {tuple(tensor.shape)} where "
+                             f"{factors.strategy} factors need {shape}")
+        if tensor.dtype != torch.float64:
+            raise InputError(f"{path}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}, "
+                             "not float64")
+        if not torch.isfinite(tensor).all():
+            raise InputError(f"{path}: tensor {key!r} holds NaN or infinite values")
+    fisher = factors.tensors.get("exact/fisher")
+    if fisher is not None and not torch.equal(fisher, fisher.T):  # fit stores (F + F^T) / 2
+        raise InputError(f"{path}: tensor 'exact/fisher' is not symmetric")
+
+
+def _check_modules(path: Path, shapes: dict[str, tuple[int, int]], model: nn.Module) -> None:
+    """The described modules are the model's own Linear / Conv2d modules, with their shapes, in order."""
+    named = dict(model.named_modules())
+    for name, shape in shapes.items():
+        module = named.get(name)
+        if not isinstance(module, SUPPORTED):
+            raise InputError(f"{path}: module {name!r} is not a Linear or Conv2d of the model")
+        if parameter_count(module) != shape:
+            raise InputError(f"{path}: module {name!r} has shape {shape} in the factors but "
+                             f"{parameter_count(module)} in the model")
+    order = [name for name in named if name in shapes]
+    if order != list(shapes):
+        raise InputError(f"{path}: modules {list(shapes)} are not in the model's order {order}")
+
+
+def _shown(value: Any) -> str:
+    """A value read from a file, quoted and cut short for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 class PartialWork:

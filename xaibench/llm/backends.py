@@ -6,7 +6,9 @@
   server's Retry-After); ``retries`` bounds the retries and ``timeout`` each attempt. The key is read
   from an environment variable only, sent in the request header and nowhere else: never in a
   transcript, run.json or an error message. OPENAI_API_KEY is sent to OpenAI's own server only; another
-  server (a local Ollama, a colleague's vLLM) gets a key only from a variable named for it.
+  server (a local Ollama, a colleague's vLLM) gets a key only from a variable named for it. Errors and
+  replies are masked (``xaibench.llm.secrets``): a server that echoes the key, or 8 characters of it,
+  or the password of a ``user:password@`` base URL, shows ``***``; the server is named without them.
 - ``replay``: the replies of a recorded run's transcript.jsonl, matched by prompt, for exact reruns.
 - ``transformers``: a local model directory, offline (``xaibench.llm.local``, an optional extra).
 
@@ -20,12 +22,13 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from xaibench.errors import InputError, RunFailedError
+from xaibench.llm.secrets import check_url, mask, url_secrets, without_credentials
 from xaibench.registry import Registry
 
 BACKENDS: Registry[type[Backend]] = Registry("LLM backend",
@@ -70,11 +73,11 @@ class Reply:
 
 @dataclass(frozen=True)
 class Settings:
-    """How to reach a backend; nothing secret (the key stays in the environment).
+    """How to reach a backend; no key (it stays in the environment).
 
     Attributes:
-        base_url: the server's /v1 URL (openai); None uses the client's default (OPENAI_BASE_URL or
-            OpenAI's own).
+        base_url: the server's http(s) /v1 URL (openai); None uses the client's default (OPENAI_BASE_URL
+            or OpenAI's own). A ``user:password@`` in it is sent, never shown by the backend.
         api_key_env: the environment variable holding the key (openai); None: OPENAI_API_KEY when the
             server is OpenAI's own, else no key.
         timeout: seconds per attempt.
@@ -112,6 +115,10 @@ class Backend:
     def complete(self, request: Request) -> Reply:
         raise NotImplementedError
 
+    def redact(self, reply: Reply) -> Reply:
+        """``reply`` with this backend's secrets masked (the client applies it to cached replies too)."""
+        return reply
+
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -125,6 +132,8 @@ class OpenAIBackend(Backend):
         super().__init__(settings)
         if settings.timeout <= 0 or settings.retries < 0:
             raise InputError("timeout must be positive and retries at least 0")
+        if settings.base_url is not None:
+            check_url(settings.base_url)
         import openai
 
         self._variable = _key_variable(settings)
@@ -132,11 +141,13 @@ class OpenAIBackend(Backend):
         self._key = (os.environ.get(self._variable) if self._variable else None) or "unused"
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=self._key, timeout=settings.timeout,
                                      max_retries=settings.retries)
-        self._where = str(self._client.base_url).rstrip("/")
+        url = str(self._client.base_url)  # with any user:password@ (OPENAI_BASE_URL too): sent, never shown
+        self._where = without_credentials(url).rstrip("/")
         if self._variable is None and _is_openai(self._where):
             self._variable = "OPENAI_API_KEY"  # OPENAI_BASE_URL pointed the client at OpenAI itself
             self._key = os.environ.get(self._variable) or "unused"
             self._client = self._client.with_options(api_key=self._key)
+        self._secrets = (self._key, *url_secrets(url))
 
     @property
     def identity(self) -> str:
@@ -170,15 +181,16 @@ class OpenAIBackend(Backend):
         if message is None or not isinstance(getattr(message, "content", None), str):
             raise LLMError(f"{self._where}: malformed reply (no choices[0].message.content)")
         usage = getattr(response, "usage", None)
-        return Reply(message.content, getattr(usage, "prompt_tokens", None),
-                     getattr(usage, "completion_tokens", None))
+        return self.redact(Reply(message.content, getattr(usage, "prompt_tokens", None),
+                                 getattr(usage, "completion_tokens", None)))
+
+    def redact(self, reply: Reply) -> Reply:
+        return replace(reply, text=mask(reply.text, self._secrets))
 
     def _clean(self, err: Exception) -> str:
-        """The error's first line with the key masked: some servers echo (part of) the key back."""
-        text = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        if len(self._key) >= 8:  # a short placeholder would mask ordinary words
-            text = text.replace(self._key, "***")
-        return text
+        """The error's first line, masked before it is cut: some servers echo (part of) the key back."""
+        text = without_credentials(mask(str(err), self._secrets))
+        return (text.strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def _key_variable(settings: Settings) -> str | None:
@@ -230,15 +242,19 @@ class ReplayBackend(Backend):
 
 
 def read_transcript(path: Path) -> list[dict[str, Any]]:
-    """The exchanges of a transcript.jsonl (a run directory's name finds its transcript).
+    """The exchanges of a transcript.jsonl (a run directory's name finds its transcript), each line
+    checked by ``_record``: a tampered line must fail here, not after the run is written.
+
+    Lines are split on newlines only: replies are written unescaped (ensure_ascii=False), and U+2028 or
+    U+0085 in a reply is no line break of the file.
 
     Raises:
-        InputError: a missing file or a line that is not a transcript record.
+        InputError: a missing file, or a line that is not UTF-8, not a JSON object, or not a record.
     """
     if path.is_dir():
         path = path / "transcript.jsonl"
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().split(b"\n")
     except OSError as err:
         raise InputError(f"cannot read transcript {path}: {err.strerror or err}") from None
     records = []
@@ -246,10 +262,37 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not {"prompt_key", "reply"} <= record.keys():
-                raise ValueError
-        except ValueError:
-            raise InputError(f"{path}:{number} is not a transcript record") from None
-        records.append(record)
+            records.append(_record(line))
+        except ValueError as err:
+            raise InputError(f"{path}:{number} is not a transcript record: {err}") from None
     return records
+
+
+_TEXTS = ("prompt_key", "model", "reply")  # what replay reads; the other fields are for people
+_COUNTS = ("prompt_tokens", "completion_tokens")
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+               list: "a list", dict: "an object"}
+
+
+def _record(line: bytes) -> dict[str, Any]:
+    """One transcript line as a record, or a ValueError saying what is wrong with it."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        raise ValueError("not JSON") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    for name in (*_TEXTS, *_COUNTS):
+        if name not in record:
+            raise ValueError(f"no {name!r}")
+    for name in _TEXTS:
+        if not isinstance(record[name], str):
+            raise ValueError(f"{name!r} must be a string, not {_JSON_KINDS[type(record[name])]}")
+    for name in _COUNTS:
+        value = record[name]
+        if value is not None and not (type(value) is int and value >= 0):
+            shown = value if type(value) is int else _JSON_KINDS[type(value)]
+            raise ValueError(f"{name!r} must be a whole number or null, not {shown}")
+    return record
