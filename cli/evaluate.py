@@ -86,6 +86,7 @@ def report(
 def _print_ranking(console: object, summary: dict, document: dict) -> None:
     """Metrics as rows, methods (best first) as columns: fits a terminal for many metrics."""
     from rich.table import Table
+    from rich.text import Text
 
     ranking = summary["ranking"]
     table = Table(title=summary["title"], box=None, pad_edge=False)
@@ -96,10 +97,10 @@ def _print_ranking(console: object, summary: dict, document: dict) -> None:
         arrow = "↑" if meta["higher_is_better"] else "↓"
         table.add_row(f"{name} {arrow}", *[_fmt(summary["results"][r["method"]][name]["mean"])
                                            for r in ranking])
-    table.add_row("[bold]mean rank[/]", *[f"[bold]{_fmt(r['mean_rank'])}[/]" for r in ranking])
+    table.add_row(Text("mean rank", style="bold"), *[Text(_fmt(r["mean_rank"]), style="bold") for r in ranking])
     console.print(table)
     for skip in summary["skipped"]:
-        console.print(f"[dim]skipped {skip['metric']}: {skip['reason']}[/]")
+        console.print(f"skipped {skip['metric']}: {skip['reason']}", style="dim")
     console.print(f"Report: {document['report']}  ({document['seconds']:.1f} s)")
 
 

@@ -62,8 +62,10 @@ def explain(
     }
 
     def human(console: object) -> None:
-        console.print(f"Explained {result.samples} samples with [bold]{method}[/] "
-                      f"in {result.seconds:.1f} s")
+        from rich.text import Text
+
+        console.print(Text.assemble(f"Explained {result.samples} samples with ", (method, "bold"),
+                                    f" in {result.seconds:.1f} s"))
         console.print(f"  run directory: {summary['run_dir']}")
         console.print(f"  heatmaps:      {summary['heatmaps']}  ({len(result.heatmaps)} files)")
         console.print(f"  overview:      {summary['grid']}")

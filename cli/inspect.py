@@ -26,15 +26,17 @@ def inspect(
     loaded = load_model(model, trust_model=trust_model, arch=arch,
                         arch_kwargs=common.parse_arch_args(arch_arg))
     summary = summarize(loaded, common.parse_shape(input_shape))
-    summary = {"path": model, "sha256": loaded.sha256, **summary}
+    summary = {"path": loaded.path, "sha256": loaded.sha256, **summary}
     Output(json_mode).result(summary, lambda console: _print(console, summary))
 
 
 def _print(console: object, summary: dict) -> None:
+    """The summary for a person (the console prints no markup: a class named "[/]" shows as it is)."""
     from rich.table import Table
+    from rich.text import Text
 
-    console.print(f"[bold]{summary['path']}[/]  format: {summary['format']}  "
-                  f"parameters: {summary['parameters']:,}")
+    console.print(Text.assemble((str(summary["path"]), "bold"), f"  format: {summary['format']}  "
+                                f"parameters: {summary['parameters']:,}"))
     meta = {k: v for k, v in summary["meta"].items() if v is not None}
     for key, value in meta.items():
         shown = value if not isinstance(value, list) or len(value) <= 12 else [*value[:12], "..."]
@@ -42,5 +44,5 @@ def _print(console: object, summary: dict) -> None:
     table = Table("layer", "type", "output shape", "params", box=None, pad_edge=False)
     for layer in summary["layers"]:
         shape = "?" if layer["output_shape"] is None else str(tuple(layer["output_shape"]))
-        table.add_row(layer["name"], layer["type"], shape, f"{layer['params']:,}")
+        table.add_row(Text(layer["name"]), Text(layer["type"]), shape, f"{layer['params']:,}")
     console.print(table)

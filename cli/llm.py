@@ -79,21 +79,22 @@ def llm_explain(
 
 def print_summary(console: Any, summary: dict[str, Any]) -> None:
     """The human report of a written run. It runs after the run is committed, so it must not fail on
-    what the run recorded: texts go through ``_text`` (None as nothing) and rich's escape, and a
-    missing ranking or ground truth is an empty one."""
-    from rich.markup import escape
+    what the run recorded: texts go through ``_text`` (None as nothing), the console prints no markup,
+    and a missing ranking or ground truth is an empty one."""
     from rich.table import Table
+    from rich.text import Text
 
     for sample in summary["samples"]:
         tokens = f", {_text(sample['prompt_tokens'])} tokens" if sample["prompt_tokens"] is not None else ""
         cached = " (cached)" if sample["cached"] else ""
-        console.print(f"[bold]sample #{_text(sample['index'])}[/] · {escape(_text(summary['strategy']))} · "
-                      f"prompt {_text(sample['prompt_chars'])} characters{tokens}{cached}")
+        console.print(Text.assemble((f"sample #{_text(sample['index'])}", "bold"),
+                                    f" · {_text(summary['strategy'])} · "
+                                    f"prompt {_text(sample['prompt_chars'])} characters{tokens}{cached}"))
         console.print("  reply:")
         for line in _text(sample["reply"]).strip().splitlines()[-12:]:
-            console.print(f"    {escape(line)}", highlight=False)
+            console.print(f"    {line}", highlight=False)
         if not sample["ok"]:
-            console.print(f"  [red]not parsed[/]: {escape(_text(sample['reason']))}")
+            console.print(Text.assemble("  ", ("not parsed", "red"), f": {_text(sample['reason'])}"))
         ranking, truth = [_text(name) for name in sample["ranking"] or []], sample["ground_truth"] or []
         table = Table("rank", "LLM", "ground truth (coefficients x range)" if truth else "ground truth",
                       box=None, padding=(0, 2))
@@ -102,7 +103,7 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
             true_name = _text(truth[i]) if i < len(truth) else ("n/a (not a linear model)"
                                                                  if not truth and i == 0 else "")
             mark = " ✓" if truth and llm_name and llm_name == true_name else ""
-            table.add_row(str(i + 1), escape(llm_name) + mark, escape(true_name))
+            table.add_row(str(i + 1), Text(llm_name + mark), Text(true_name))
         console.print(table)
         if sample["feature_agreement"] is not None and sample["rank_agreement"] is not None:
             console.print(f"  feature agreement {sample['feature_agreement']:.2f} · rank agreement "
@@ -111,7 +112,7 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
     console.print(f"requests: {account['sent']} sent, {account['cached']} cached · tokens: "
                   f"{account['prompt_tokens']} prompt + {account['completion_tokens']} completion · "
                   f"cost: ${account['cost_usd']:.4f}")
-    console.print(f"run directory: {escape(summary['run_dir'])}  (transcript.jsonl replays it)")
+    console.print(f"run directory: {_text(summary['run_dir'])}  (transcript.jsonl replays it)")
 
 
 def _text(value: Any) -> str:

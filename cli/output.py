@@ -15,13 +15,17 @@ from xaibench.distributed import launched_rank
 
 class Output:
     """Human output (rich, stdout) or exactly one JSON document on stdout; progress on stderr. Under
-    torchrun only rank 0 prints: the others compute their share silently."""
+    torchrun only rank 0 prints: the others compute their share silently.
+
+    Markup is off on both consoles: printed texts carry paths and names from the user and from files
+    (``--out 'runs/[/]x'``, a class named "[red]"), which must print as they are and never fail after a
+    run is committed; styles are given as ``rich.text.Text`` or ``style=``."""
 
     def __init__(self, json_mode: bool = False) -> None:
         self.json_mode = json_mode
         self.silent = launched_rank() not in (None, "0")
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False, soft_wrap=True, markup=False)
+        self.err = Console(stderr=True, highlight=False, markup=False)
 
     def result(self, data: dict[str, Any] | list[Any], human: Callable[[Console], None]) -> None:
         """Print ``data`` as JSON in JSON mode, else call ``human`` with the stdout console."""

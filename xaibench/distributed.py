@@ -19,6 +19,7 @@ touched; torch is imported only when a process group exists, so listings stay li
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from xaibench.errors import InputError, RunFailedError, first_line
 
 TIMEOUT_ENV = "XAIBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0
+MAX_TIMEOUT = 365 * 86400.0  # a year; gloo's clock overflows somewhere below a million days
 T = TypeVar("T")
 
 
@@ -81,10 +83,23 @@ def world() -> World:
 
 
 def timeout() -> float:
+    """Seconds from ``XAIBENCH_DIST_TIMEOUT`` (default 600).
+
+    Raises:
+        InputError: not a number, or not in (0, ``MAX_TIMEOUT``]: NaN, zero or a negative timeout would
+            fail every collective at once, and a huge one overflows the process group's clock.
+    """
+    text = os.environ.get(TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_TIMEOUT
     try:
-        return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
+        seconds = float(text)
     except ValueError:
-        raise DistributedError(f"{TIMEOUT_ENV} must be a number of seconds") from None
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT:  # False for NaN too
+        raise InputError(f"{TIMEOUT_ENV} must be a positive number of seconds (at most {MAX_TIMEOUT:.0f}), "
+                         f"got {text!r}")
+    return seconds
 
 
 @contextmanager

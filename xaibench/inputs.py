@@ -17,6 +17,8 @@ from xaibench.errors import InputError, first_line
 from xaibench.models import LoadedModel, ModelMeta
 from xaibench.models.meta import SAMPLE_RANK
 
+_SHOWN_SAMPLES = 8  # sample indices named in an error; more are counted
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -56,7 +58,7 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
 
     Raises:
         InputError: no data named, empty selection, NaN inputs, a shape the model does not take,
-            a target outside the classes or "label" on unlabelled data.
+            NaN or infinite outputs, a target outside the classes or "label" on unlabelled data.
     """
     meta = model.meta.merged(modality=selection.modality, input_shape=selection.input_shape,
                              class_names=selection.classes)
@@ -75,6 +77,7 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
                          f"{tuple(meta.input_shape)}")
     inputs = normalise(data.x, meta)
     logits = forward(model.module, inputs, batch_size)
+    _check_finite(logits, data, spec)
     meta = meta.merged(modality=meta.modality or data.modality, input_shape=sample_shape,
                        class_names=meta.class_names or data.class_names
                        or tuple(str(i) for i in range(logits.shape[1])),
@@ -88,6 +91,21 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
     predictions = probabilities.argmax(dim=1)
     targets = resolve_target(selection.target, predictions, data, logits.shape[1])
     return Prepared(meta, data, inputs, probabilities, predictions, targets)
+
+
+def _check_finite(logits: torch.Tensor, data: Dataset, spec: str) -> None:
+    """Refuse outputs that are NaN or infinite (NaN probabilities would pass for a run), naming the
+    samples by their index in the data."""
+    bad = data.indices[~torch.isfinite(logits).all(dim=1)].tolist()
+    if not bad:
+        return
+    shown = ", ".join(str(i) for i in bad[:_SHOWN_SAMPLES])
+    if len(bad) > _SHOWN_SAMPLES:
+        which = f"{len(bad)} samples ({shown} and {len(bad) - _SHOWN_SAMPLES} more)"
+    else:
+        which = f"sample{'s' if len(bad) > 1 else ''} {shown}"
+    raise InputError(f"the model's outputs are NaN or infinite for {which} of {spec} "
+                     "(NaN weights, or inputs too large for it)")
 
 
 def normalise(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
@@ -105,6 +123,11 @@ def denormalise(x: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
 def _channel_stats(x: torch.Tensor, meta: ModelMeta) -> tuple[torch.Tensor, torch.Tensor] | None:
     if meta.mean is None and meta.std is None:
         return None
+    channels = x.shape[1]
+    for key, values in (("mean", meta.mean), ("std", meta.std)):
+        if values is not None and len(values) not in (1, channels):
+            raise InputError(f"the model's {key} has {len(values)} values, but the samples have {channels} "
+                             f"channels (give 1 or {channels})")
     shape = (1, -1) + (1,) * (x.ndim - 2)
     mean = torch.tensor(meta.mean or (0.0,), dtype=x.dtype).reshape(shape)
     std = torch.tensor(meta.std or (1.0,), dtype=x.dtype).reshape(shape)

@@ -125,12 +125,11 @@ def test_existing_output_directory_is_kept(cli, tmp_path):
 
 def test_failed_overwrite_leaves_existing_run(cli, tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "run.json").write_text("{}")
-    (out / "keep.txt").write_text("mine")
+    assert cli("explain", DIGITS, "-n", "1", "-m", "saliency", "--out", str(out)).code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     result = cli("explain", DIGITS, "-n", "1", "--out", str(out), "--overwrite", "--target", "99")
     _assert_usage_error(result, "outside")
-    assert (out / "keep.txt").read_text() == "mine"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -222,5 +221,5 @@ def test_heatmap_out_never_destroys_user_files_or_the_run(cli, tmp_path):
     assert sorted(p.name for p in run.iterdir()) == before
     elsewhere = tmp_path / "elsewhere"
     assert cli("heatmap", str(run), "--out", str(elsewhere), "--style", "heatmap").code == 0
-    assert sorted(p.name for p in elsewhere.iterdir()) == ["grid.png", "sample_0000.png"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["grid.png", "sample_0000.png", "xaibench-manifest.json"]
     assert cli("heatmap", str(run), "--out", str(elsewhere), "--overwrite").code == 0

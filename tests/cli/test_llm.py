@@ -155,7 +155,7 @@ def test_the_printer_shows_any_sample_the_run_recorded() -> None:
                     {"index": 4, "prompt_chars": 99, "prompt_tokens": 7, "cached": True, "reply": 42,
                      "ok": True, "reason": None, "ranking": ["A"], "ground_truth": None,
                      "feature_agreement": None, "rank_agreement": None}]}
-    console = Console(file=StringIO(), width=200, highlight=False)
+    console = Console(file=StringIO(), width=200, highlight=False, markup=False)  # as cli.output.Output
     print_summary(console, summary)
     lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
     assert lines == ["sample #3 · p-icl · prompt 120 characters", "  reply:", "  not parsed:",

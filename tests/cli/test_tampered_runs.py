@@ -238,3 +238,10 @@ def test_usage_errors_through_the_installed_entry_point_are_one_line(tmp_path):
 def test_an_out_name_longer_than_the_file_system_allows(tmp_path):
     refused(run_main("explain", DIGITS, "--n", "2", "--out", str(tmp_path / ("x" * 300))), "bytes long")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_names_that_read_as_markup_print_as_they_are(tmp_path):
+    """Printing happens after the run is committed: a path like runs/[/]x must neither fail nor vanish."""
+    result = run_main("explain", DIGITS, "--method", "saliency", "--n", "1", "--out", "runs/[/]x", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert "runs/[/]x" in result.stdout and (tmp_path / "runs" / "[" / "]x" / "run.json").is_file()

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from tests.conftest import make_inputs, make_net
 from xaibench.errors import InputError, UnknownNameError, UntrustedModelError
-from xaibench.models import MODEL_FORMATS, ModelMeta, load_model, save_checkpoint
+from xaibench.models import MODEL_FORMATS, ModelMeta, ModelSource, load_model, save_checkpoint
 from xaibench.models.archs import mlp
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -214,3 +214,15 @@ def test_weights_that_do_not_fit(tmp_path):
         load_model(path, arch="logreg", arch_kwargs={"features": 6})
     with pytest.raises(UnknownNameError, match="did you mean 'mlp'"):
         load_model(path, arch="mpl")
+
+
+def test_file_name_that_is_not_utf8_loads_and_is_shown_escaped(tmp_path):
+    path = tmp_path / os.fsdecode(b"model\xff.pt")  # a Linux file name with a byte that is not UTF-8
+    save_checkpoint(path, _mlp(), arch="mlp", arch_kwargs={"in_features": 6, "num_classes": 3,
+                                                           "hidden": 8}, meta=META)
+    loaded = load_model(path)
+    assert loaded.path == str(tmp_path / "model\\xff.pt")  # printable, writable as UTF-8
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ModelSource(str(path)).stem == "model\\xff"  # default run directory names use it
+    assert ModelSource(str(path)).load().format == "checkpoint"
+

@@ -13,6 +13,7 @@ torch is imported lazily so that listing methods does not import it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -161,7 +162,7 @@ def parse_params(params_cls: type, raw: dict[str, Any], *, owner: str) -> Any:
 
     Raises:
         UnknownNameError: for a parameter the method does not declare (with the closest name).
-        InputError: for a value that does not convert.
+        InputError: for a value that does not convert, or a float that is NaN or infinite.
     """
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     values: dict[str, Any] = {}
@@ -173,18 +174,26 @@ def parse_params(params_cls: type, raw: dict[str, Any], *, owner: str) -> Any:
 
 
 def _convert(type_name: str, value: Any, key: str, owner: str) -> Any:
+    base = type_name.replace("| None", "").replace("None |", "").strip()
     if not isinstance(value, str):
+        _check_finite(base, value, value, key, owner)
         return value
     if type_name == "object":
         raise InputError(f"parameter {key!r} of {owner} is supplied by xaibench, not set as text")
-    optional = "None" in type_name
-    base = type_name.replace("| None", "").replace("None |", "").strip()
-    if optional and value.strip().lower() == "none":
+    if "None" in type_name and value.strip().lower() == "none":
         return None
     try:
-        return _to_bool(value) if base == "bool" else _CONVERTERS.get(base, str)(value)
+        converted = _to_bool(value) if base == "bool" else _CONVERTERS.get(base, str)(value)
     except ValueError:
         raise InputError(f"parameter {key!r} of {owner} expects {base}, got {value!r}") from None
+    _check_finite(base, converted, value, key, owner)
+    return converted
+
+
+def _check_finite(base: str, value: Any, given: Any, key: str, owner: str) -> None:
+    """A float parameter must be finite: float("nan") parses, and NaN would flow silently into scores."""
+    if base == "float" and isinstance(value, (int, float)) and not math.isfinite(value):
+        raise InputError(f"parameter {key!r} of {owner} must be a finite number, got {given!r}")
 
 
 def describe_params(params_cls: type) -> dict[str, Any]:

@@ -4,14 +4,19 @@ Every reader produces plain arrays; one function then checks them and infers the
 per-sample rank: 1 tabular (F,), 2 sequence (C, L), 3 image (C, H, W). A rank-2 array is read as a
 single-channel image (H, W) instead when it has masks, is uint8, or has more than ``MAX_SEQUENCE_CHANNELS``
 rows. uint8 images are scaled to [0, 1]. ``.pt`` files are read with ``torch.load(weights_only=True)``,
-``.npz`` without pickle, so reading data never executes code from the file.
+``.npz`` without pickle, so reading data never executes code from the file. Only regular files and
+folders are read (a FIFO would block forever), and an image is opened only when its header declares at
+most ``MAX_IMAGE_PIXELS`` pixels (PIL's default decompression-bomb limit).
 """
 
 from __future__ import annotations
 
 import csv
 import pickle
+import re
+import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xaibench._lazy import lazy_import
-from xaibench.data.base import Dataset
+from xaibench.data.base import Dataset, printable
 from xaibench.errors import InputError, first_line
 
 if TYPE_CHECKING:
@@ -31,8 +36,13 @@ else:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TARGET_COLUMNS = ("target", "label", "y", "class")
 MAX_SEQUENCE_CHANNELS = 4
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's default: a 0.25 GiB 24-bit image; more is refused unread
 _GREY_MODES = ("1", "L", "LA", "La")
-_READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile)
+# MemoryError: an array header that claims terabytes (numpy allocates before it reads)
+_READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, MemoryError, zipfile.BadZipFile, zlib.error,
+                csv.Error)
+_IMAGE_FORMATS = ("PNG", "JPEG")  # what the suffixes promise: a renamed EPS never reaches Ghostscript
+_PIL_PIXELS = re.compile(r"\((\d+) pixels\)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,8 @@ def load_file(path: Path) -> Dataset:
     """
     if not path.exists():
         raise InputError(f"no such data file or folder: {path}")
+    if not (path.is_file() or path.is_dir()):  # checked before any open: a FIFO would block forever
+        raise InputError(f"{path} is not a regular file or folder (a FIFO, socket or device)")
     suffix = path.suffix.lower()
     readers = {".npz": _read_npz, ".pt": _read_pt, ".csv": _read_csv}
     if not path.is_dir() and suffix not in readers:
@@ -67,7 +79,7 @@ def load_file(path: Path) -> Dataset:
         ) from None
     except _READ_ERRORS as err:
         raise InputError(f"cannot read {path}: {first_line(err)}") from None
-    return _to_dataset(raw, str(path))
+    return _to_dataset(raw, printable(path))
 
 
 def _to_dataset(raw: _RawData, name: str) -> Dataset:
@@ -86,13 +98,14 @@ def _to_dataset(raw: _RawData, name: str) -> Dataset:
         x.ndim == 3 and (raw.masks is not None or x.dtype == np.uint8 or x.shape[1] > MAX_SEQUENCE_CHANNELS)
     )
     modality = "image" if image else ("tabular" if x.ndim == 2 else "sequence")
-    values = x.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 are refused below
+        values = x.astype(np.float32)
     if image and x.dtype == np.uint8:
         values /= np.float32(255)
     if image and x.ndim == 3:
         values = values[:, None]
     if not np.isfinite(values).all():
-        raise InputError(f"{name}: x contains NaN or infinite values")
+        raise InputError(f"{name}: x contains NaN or infinite values (or values beyond float32's range)")
     y, class_names = _labels(raw.y, raw.class_names, len(x), name)
     if raw.feature_names is not None and (modality != "tabular" or len(raw.feature_names) != x.shape[1]):
         raise InputError(f"{name}: {len(raw.feature_names)} feature names do not fit x of shape {x.shape}")
@@ -122,9 +135,11 @@ def _labels(
         return y.astype(np.int64), tuple(str(c) for c in names)
     if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.array_equal(y, np.round(y))):
         raise InputError(f"{name}: y must hold integer class labels, got {y.dtype}")
-    labels = y.astype(np.int64)
-    if labels.min() < 0:
+    if y.min().item() < 0:  # .item(): compared as Python numbers, before a cast could wrap them
         raise InputError(f"{name}: y holds negative class labels")
+    if y.max().item() >= 2**63:
+        raise InputError(f"{name}: y holds class labels too large for a class index ({y.max().item()})")
+    labels = y.astype(np.int64)
     if class_names is not None and labels.max() >= len(class_names):
         raise InputError(f"{name}: label {labels.max()} has no name among {len(class_names)} class names")
     return labels, class_names
@@ -148,7 +163,8 @@ def _names(value: Any) -> tuple[str, ...] | None:
 def _from_mapping(arrays: Mapping[str, Any], path: Path) -> _RawData:
     """_RawData from a name -> array mapping with "x" and optional y, masks, class_names, feature_names."""
     if "x" not in arrays:
-        raise InputError(f"{path} has no array named 'x' (found: {', '.join(sorted(arrays)) or 'nothing'})")
+        found = ", ".join(sorted(map(str, arrays))) or "nothing"  # a .pt dict may have keys of any type
+        raise InputError(f"{path} has no array named 'x' (found: {found})")
     y, masks = arrays.get("y"), arrays.get("masks")
     return _RawData(
         x=np.asarray(arrays["x"]),
@@ -160,27 +176,69 @@ def _from_mapping(arrays: Mapping[str, Any], path: Path) -> _RawData:
 
 
 def _read_npz(path: Path) -> _RawData:
-    with np.load(path, allow_pickle=False) as npz:
-        return _from_mapping({key: npz[key] for key in npz.files}, path)
+    # our own handle: np.load leaves the file it opened open when the archive is corrupt
+    with path.open("rb") as handle:
+        npz = np.load(handle, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise InputError(f"{path} is a single .npy array, not an .npz archive; save it with "
+                             "numpy.savez(path, x=...)")
+        with npz:
+            return _from_mapping({key: npz[key] for key in npz.files}, path)
 
 
 def _read_pt(path: Path) -> _RawData:
-    content = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about a pickle protocol before refusing it
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        protocol = _pickle_protocol(path)
+        if protocol is not None and protocol > 3:
+            raise InputError(f"cannot read {path}: it uses pickle protocol {protocol}, which the safe "
+                             "(weights-only) loader does not read; re-save it with torch.save's default "
+                             "protocol") from None
+        raise
     if isinstance(content, torch.Tensor):
         content = {"x": content}
     if not isinstance(content, dict):
         raise InputError(f"{path} must hold a tensor x or a dict with x (and optional y, masks)")
-    return _from_mapping({k: _tensor_to_numpy(v) for k, v in content.items()}, path)
+    return _from_mapping({k: _tensor_to_numpy(v, k, path) for k, v in content.items()}, path)
 
 
-def _tensor_to_numpy(value: Any) -> Any:
-    """numpy view of a tensor (half and bfloat16 widened to float32); other values unchanged."""
+def _pickle_protocol(path: Path) -> int | None:
+    """The protocol of a ``.pt`` file's pickle (``data.pkl`` in a zip archive), None when not a pickle."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.split("/", 1)[-1] == "data.pkl"), None)
+            if name is None:
+                return None
+            with archive.open(name) as member:
+                head = member.read(2)
+    else:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+    return head[1] if len(head) == 2 and head[0] == pickle.PROTO[0] else None
+
+
+def _tensor_to_numpy(value: Any, key: object, path: Path) -> Any:
+    """numpy view of a dense tensor (half and bfloat16 widened to float32); other values unchanged.
+
+    Raises:
+        InputError: a sparse, quantized or nested tensor, or a dtype numpy has no equivalent for.
+    """
     if not isinstance(value, torch.Tensor):
         return value
+    kind = ("nested" if value.is_nested else "quantized" if value.is_quantized
+            else str(value.layout).removeprefix("torch."))
+    if kind != "strided":
+        raise InputError(f"{path}: {key!r} is a {kind} tensor; store a dense tensor")
     value = value.detach()
     if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
         value = value.float()
-    return value.numpy()
+    try:
+        return value.numpy()
+    except (TypeError, RuntimeError):
+        raise InputError(f"{path}: {key!r} is a {value.dtype} tensor, which xaibench cannot read") from None
 
 
 def _read_csv(path: Path) -> _RawData:
@@ -237,7 +295,7 @@ def _read_image_folder(path: Path) -> _RawData:
     )
     if not files:
         raise InputError(f"{path} holds no .png or .jpg images")
-    classes = [p.relative_to(path).parts[0] if p.parent != path else None for p in files]
+    classes = [printable(p.relative_to(path).parts[0]) if p.parent != path else None for p in files]
     if None in classes and any(c is not None for c in classes):
         raise InputError(f"{path} mixes images at its top level with images in class subfolders")
     images = [_read_image(p) for p in files]
@@ -253,10 +311,29 @@ def _read_image_folder(path: Path) -> _RawData:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """uint8 (H, W, C) with C = 1 for greyscale and 3 otherwise (alpha dropped)."""
+    """uint8 (H, W, C) with C = 1 for greyscale and 3 otherwise (alpha dropped).
+
+    Raises:
+        InputError: an image whose header declares more than ``MAX_IMAGE_PIXELS`` pixels.
+    """
     from PIL import Image
 
-    with Image.open(path) as image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, silently
+            image = Image.open(path, formats=_IMAGE_FORMATS)  # reads the header only
+    except Image.DecompressionBombError as err:  # over twice PIL's limit: PIL gives only the count
+        match = _PIL_PIXELS.search(str(err))
+        raise _too_large(path, f"{match[1]} pixels" if match else "too many pixels") from None
+    with image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _too_large(path, f"{width}x{height} = {width * height} pixels")
         grey = image.mode in _GREY_MODES
         pixels = np.asarray(image.convert("L" if grey else "RGB"))
     return pixels[:, :, None] if grey else pixels
+
+
+def _too_large(path: Path, size: str) -> InputError:
+    return InputError(f"{path}: an image of {size} is over the limit of {MAX_IMAGE_PIXELS} pixels "
+                      "(a decompression bomb?); scale it down")

@@ -13,9 +13,12 @@ or an architecture the user passed with ``--arch``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import math
 import os
+import reprlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
-from xaibench.errors import InputError, UntrustedModelError
+from xaibench.errors import InputError, UntrustedModelError, first_line
 from xaibench.models.archs import ARCHITECTURES, ARCHS_MODULE, reference
-from xaibench.models.meta import ModelMeta
+from xaibench.models.meta import MODALITIES, ModelMeta
 
 if TYPE_CHECKING:
     import torch
@@ -108,7 +111,8 @@ def parse_checkpoint(obj: Mapping[str, Any], source: str) -> Checkpoint:
     """Validate a tagged checkpoint dict read from ``source``.
 
     Raises:
-        InputError: an unsupported version or a missing / malformed entry.
+        InputError: an unsupported version or a missing / malformed entry (metadata included: it
+            becomes tensors, shapes and names later).
     """
     version = obj.get("version")
     if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
@@ -122,7 +126,41 @@ def parse_checkpoint(obj: Mapping[str, Any], source: str) -> Checkpoint:
         raise InputError(f"{source}: checkpoint 'arch_kwargs' and 'meta' must be dicts")
     if not is_state_dict(state_dict):
         raise InputError(f"{source}: checkpoint 'state_dict' is not a dict of tensors")
+    for key, (valid, what) in _META_RULES.items():
+        if meta.get(key) is not None and not valid(meta[key]):
+            raise InputError(f"{source}: checkpoint meta {key!r} must be {what}, "
+                             f"got {reprlib.repr(meta[key])}")
     return Checkpoint(arch, dict(kwargs), dict(state_dict), ModelMeta.from_dict(dict(meta)))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(_number(v) for v in value)
+
+
+def _texts(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _shape(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+
+
+#: what each ModelMeta field of a checkpoint must hold (when not None), and how to say it
+_META_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "modality": (lambda v: isinstance(v, str) and v in MODALITIES, f"one of {', '.join(MODALITIES)}"),
+    "input_shape": (_shape, "a list of positive integers"),
+    "class_names": (_texts, "a list of texts"),
+    "feature_names": (_texts, "a list of texts"),
+    "value_range": (lambda v: _numbers(v) and len(v) == 2, "two finite numbers (low, high)"),
+    "mean": (_numbers, "a list of finite numbers"),
+    "std": (lambda v: _numbers(v) and all(x != 0 for x in v), "a list of finite non-zero numbers"),
+    "dataset": (lambda v: isinstance(v, str), "a text"),
+}
 
 
 def is_state_dict(obj: object) -> bool:
@@ -167,21 +205,48 @@ def build_model(
 ) -> nn.Module:
     """Build the architecture ``ref`` with ``kwargs`` and load ``state_dict`` into it (strictly).
 
+    The architecture is first built on the meta device (shapes, no memory), so that arguments a file
+    chose (``hidden=10**12``) are measured against its weights before anything is allocated.
+
     Raises:
         InputError: the factory rejects the arguments, returns no module, or the weights do not fit.
         UntrustedModelError: see ``resolve_architecture``.
     """
     factory = resolve_architecture(ref, trusted=trusted, source=source)
-    try:
-        module = factory(**kwargs)
-    except TypeError as error:
-        raise InputError(f"architecture {ref!r} does not accept {dict(kwargs)}: {error}") from error
-    if not isinstance(module, torch.nn.Module):
-        raise InputError(f"architecture {ref!r} returned a {type(module).__name__}, not a module")
-    problems = _mismatches(module.state_dict(), state_dict)
-    if problems:
-        raise InputError(f"{source}: the weights do not fit architecture {ref!r} ({problems})")
+    for name, tensor in state_dict.items():
+        if tensor.layout != torch.strided or tensor.is_quantized:
+            kind = "quantized" if tensor.is_quantized else str(tensor.layout).removeprefix("torch.")
+            raise InputError(f"{source}: weight {name!r} is a {kind} tensor; store dense tensors")
+    builtin = any(factory is ARCHITECTURES.get(name) for name in ARCHITECTURES.list())
+    for on_meta in (True, False):  # xaibench's own architectures all build on the meta device
+        module = _construct(factory, ref, kwargs, source, on_meta=on_meta, fallible=on_meta and not builtin)
+        problems = "" if module is None else _mismatches(module.state_dict(), state_dict)
+        if problems:
+            raise InputError(f"{source}: the weights do not fit architecture {ref!r} ({problems})")
+    assert module is not None  # the real build raises rather than return None
     module.load_state_dict(state_dict)
+    return module
+
+
+def _construct(
+    factory: Callable[..., nn.Module], ref: str, kwargs: Mapping[str, Any], source: str, *, on_meta: bool,
+    fallible: bool,
+) -> nn.Module | None:
+    """``factory(**kwargs)``, on the meta device when ``on_meta``. A ``fallible`` build gives None when
+    it fails (a user's factory may need real values there): the real build then decides."""
+    try:
+        with torch.device("meta") if on_meta else contextlib.nullcontext():
+            module = factory(**kwargs)
+    except Exception as error:  # the factory may be anyone's code: any failure is reported
+        if fallible:
+            return None
+        if isinstance(error, TypeError):
+            raise InputError(f"{source}: architecture {ref!r} does not accept {reprlib.repr(dict(kwargs))}: "
+                             f"{first_line(error)}") from error
+        raise InputError(f"{source}: architecture {ref!r} cannot be built with {reprlib.repr(dict(kwargs))}: "
+                         f"{first_line(error)}") from error
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"{source}: architecture {ref!r} returned a {type(module).__name__}, not a module")
     return module
 
 
@@ -195,6 +260,9 @@ def _mismatches(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.
     unexpected = [k for k in given if k not in expected]
     shapes = [f"{k} is {tuple(given[k].shape)} in the file but {tuple(v.shape)} in the model"
               for k, v in expected.items() if k in given and given[k].shape != v.shape]
+    # complex into real: torch would drop the imaginary part with a warning
+    shapes += [f"{k} is {given[k].dtype} in the file but {v.dtype} in the model"
+               for k, v in expected.items() if k in given and given[k].is_complex() != v.is_complex()]
     parts = ([f"missing {names(missing)}"] if missing else []) + (
         [f"unexpected {names(unexpected)}"] if unexpected else []) + shapes[:2]
     return "; ".join(parts)

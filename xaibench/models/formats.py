@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xaibench._lazy import lazy_import
+from xaibench.data.base import printable
 from xaibench.errors import InputError, UntrustedModelError
 from xaibench.models.archs import ARCHITECTURES
 from xaibench.models.checkpoint import build_model, is_checkpoint, is_state_dict, parse_checkpoint
@@ -49,7 +50,8 @@ class LoadedModel:
         module: the model in eval mode (an exported program keeps the mode it was exported in).
         meta: metadata from the file (checkpoints) or all None (other formats).
         format: the ``MODEL_FORMATS`` name of the loader that read it.
-        path: the file it came from.
+        path: the file it came from, printable (``xaibench.data.base.printable``): a name that is not
+            UTF-8 is shown, recorded and drawn with its odd bytes as ``\\xNN``.
         sha256: hex digest of the file's bytes.
     """
 
@@ -85,7 +87,8 @@ class ModelSource:
 
     @property
     def stem(self) -> str:
-        return Path(self.path).stem
+        """The file name without its suffix, printable: default output names are made of it."""
+        return printable(Path(self.path).stem)
 
     def load(self) -> LoadedModel:
         return load_model(self.path, trust_model=self.trust_model, arch=self.arch, arch_kwargs=self.arch_kwargs)
@@ -118,7 +121,7 @@ def load_model(
         raise UntrustedModelError(f"{file} {loader.risk}; loading it can run code from the file; "
                                   "pass --trust-model only for files you trust")
     module, meta = loader(request, payload)
-    return LoadedModel(module.eval(), meta, name, str(file), _sha256(file))
+    return LoadedModel(module.eval(), meta, name, printable(file), _sha256(file))
 
 
 def _existing_file(path: Path) -> Path:
