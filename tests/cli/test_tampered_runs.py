@@ -113,6 +113,14 @@ def test_explain_overwrite_keeps_a_folder_with_a_users_file(tmp_path, marker):
     assert snapshot(folder) == before
 
 
+def test_influence_fit_overwrite_keeps_a_folder_with_a_users_file(tmp_path):
+    folder = _foreign_folder_with_marker(tmp_path, "factors.json")
+    before = snapshot(folder)
+    refused(run_main("influence", "fit", DIGITS, "--train-n", "8", "--out", str(folder), "--overwrite"),
+            "not written by xaibench")
+    assert snapshot(folder) == before
+
+
 def test_heatmap_out_overwrite_keeps_a_folder_with_a_users_file(made, tmp_path):
     folder = _foreign_folder_with_marker(tmp_path, "grid.png")
     before = snapshot(folder)
