@@ -32,13 +32,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from xaibench.metrics import compute
 
 import xaibench
 from xaibench.attribution import attribute
 from xaibench.attribution.path import quadrature, straight_path_integral
 from xaibench.data import load_data
-from xaibench.inputs import normalise
-from xaibench.metrics import compute
+from xaibench.data.prepare import normalise
 from xaibench.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

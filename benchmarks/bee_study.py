@@ -51,18 +51,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from xaibench.metrics import METRICS, compute
+from xaibench.metrics.base import MetricResult
+from xaibench.metrics.stats import bootstrap_interval
+from xaibench.metrics.summary import summarise
 
 import xaibench
 from xaibench.attribution import METHODS, attribute
 from xaibench.attribution.baselines import BASELINES
 from xaibench.attribution.bee import DEFAULT_ARMS, BeeParams, pretrain
-from xaibench.details import collecting
-from xaibench.explain import reference_samples
-from xaibench.inputs import Prepared, Selection, prepare
-from xaibench.metrics import METRICS, compute
-from xaibench.metrics.base import MetricResult
-from xaibench.metrics.stats import bootstrap_interval
-from xaibench.metrics.summary import summarise
+from xaibench.core.notes import collecting
+from xaibench.data.prepare import Prepared, Selection, prepare
+from xaibench.jobs.explain import reference_samples
 from xaibench.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -71,9 +71,9 @@ from xaibench.metrics.concept import ConceptInputs, compute_concepts
 import xaibench
 from xaibench.concepts.base import IMPORTANCES
 from xaibench.concepts.extract import Extraction, Settings, concept_head, extract
-from xaibench.concepts.job import ConceptJob, class_images, concept_metrics
 from xaibench.concepts.split import Split, default_layer, split_model
-from xaibench.inputs import Prepared, Selection
+from xaibench.data.prepare import Prepared, Selection
+from xaibench.jobs.concepts import ConceptJob, class_images, concept_metrics
 from xaibench.models import ModelSource
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,7 +79,7 @@ from xaibench.concepts.split import (
     split_model,
 )
 from xaibench.data import load_data
-from xaibench.inputs import normalise
+from xaibench.data.prepare import normalise
 from xaibench.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
-from xaibench import distributed
+from xaibench.core import distributed
 from xaibench.influence.factors import FitConfig, fit_factors
 from xaibench.influence.scores import Influence, ScoreConfig
 from xaibench.influence.storage import load_factors, save_factors

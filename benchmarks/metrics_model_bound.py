@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from xaibench.metrics import compute
 
 import xaibench
 from xaibench.attribution import attribute
 from xaibench.data import load_data
-from xaibench.metrics import compute
 from xaibench.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

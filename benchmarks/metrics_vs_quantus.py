@@ -52,12 +52,11 @@ if not hasattr(np, "trapz"):
 
 import quantus  # noqa: E402
 import torch  # noqa: E402
+from metrics_model_bound import CountingModel, prebuilt, replay  # noqa: E402  (benchmarks/, on sys.path)
+from xaibench.metrics import compute  # noqa: E402
 
 import xaibench  # noqa: E402
 from xaibench.attribution import attribute  # noqa: E402
-from xaibench.metrics import compute  # noqa: E402
-
-from metrics_model_bound import CountingModel, prebuilt, replay  # noqa: E402  (benchmarks/, on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 128

@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None, debug: bool) -> None:
-    from xaibench.distributed import launched, session
-    from xaibench.errors import XaibenchError
+    from xaibench.core.distributed import launched, session
+    from xaibench.core.errors import XaibenchError
 
     try:
         if launched():  # under torchrun: join the process group for the command
@@ -126,7 +126,7 @@ DISTRIBUTED_COMMANDS = ("explain", "evaluate", "bee", "concepts", "influence", "
 
 
 def _check_distributed(args: list[str]) -> None:
-    from xaibench.errors import InputError
+    from xaibench.core.errors import InputError
 
     command = next((a for a in args if not a.startswith("-")), None)
     if command is not None and command not in DISTRIBUTED_COMMANDS:
@@ -139,8 +139,8 @@ def _fail(err: BaseException, code: int, debug: bool, prefix: str = "") -> None:
         import traceback
 
         traceback.print_exception(err)
-    from xaibench.distributed import launched_rank
-    from xaibench.errors import first_line
+    from xaibench.core.distributed import launched_rank
+    from xaibench.core.errors import first_line
 
     rank = launched_rank()
     sys.stderr.write(f"error: {'' if rank is None else f'[rank {rank}] '}{prefix}{first_line(err)}\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from xaibench.cli import common
 from xaibench.cli.output import Output
 
@@ -35,7 +34,7 @@ def pretrain(
     arch_arg: list[str] = common.ARCH_ARG,
 ) -> None:
     """Learn BEE's baseline policy for a metric on training data (default: the model's train split)."""
-    from xaibench.pretrain import PretrainConfig, pretrain_policy
+    from xaibench.jobs.bee import PretrainConfig, pretrain_policy
 
     output = Output(json_mode)
     config = PretrainConfig(
@@ -72,9 +71,9 @@ def report(
     """Chart the learned baseline distribution of each policy (metric) on held-out data."""
     from pathlib import Path
 
-    from xaibench.pretrain import arm_distributions
+    from xaibench.core.runs import check_file_destination
+    from xaibench.jobs.bee import arm_distributions
     from xaibench.report.arms import is_arm_chart, write_arm_chart
-    from xaibench.runs import check_file_destination
 
     check_file_destination(Path(out), overwrite, is_arm_chart, "a chart")
     selection = common.selection(data=data, n=n, indices=None, target="pred", modality=None,

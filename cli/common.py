@@ -31,7 +31,7 @@ CLASSES = typer.Option(None, "--classes", help="Class count or comma-separated c
 
 def parse_params(items: list[str] | None) -> dict[str, str]:
     """``["k=v", ...]`` -> ``{"k": "v"}``; a malformed item is a usage error."""
-    from xaibench.errors import InputError
+    from xaibench.core.errors import InputError
 
     params: dict[str, str] = {}
     for item in items or []:
@@ -51,7 +51,7 @@ def model_source(model: str, trust_model: bool, arch: str | None, arch_arg: list
 
 def parse_named_params(items: list[str] | None) -> dict[str, dict[str, str]]:
     """``["deletion.substrate=blur", ...]`` -> ``{"deletion": {"substrate": "blur"}}``."""
-    from xaibench.errors import InputError
+    from xaibench.core.errors import InputError
 
     named: dict[str, dict[str, str]] = {}
     for item in items or []:
@@ -81,7 +81,7 @@ def parse_arch_args(items: list[str] | None) -> dict[str, Any] | None:
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    from xaibench.errors import InputError
+    from xaibench.core.errors import InputError
 
     if text is None:
         return None
@@ -103,7 +103,7 @@ def parse_classes(text: str | None) -> tuple[str, ...] | None:
 
 
 def parse_modality(text: str | None) -> str | None:
-    from xaibench.errors import UnknownNameError
+    from xaibench.core.errors import UnknownNameError
     from xaibench.models.meta import MODALITIES
 
     if text is not None and text not in MODALITIES:
@@ -112,8 +112,8 @@ def parse_modality(text: str | None) -> str | None:
 
 
 def selection(**values: Any) -> Any:
-    """Build an ``xaibench.inputs.Selection`` from raw CLI values."""
-    from xaibench.inputs import Selection
+    """Build an ``xaibench.data.prepare.Selection`` from raw CLI values."""
+    from xaibench.data.prepare import Selection
 
     return Selection(
         data=values["data"], n=values["n"], indices=values["indices"], target=values["target"],

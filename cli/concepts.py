@@ -42,7 +42,7 @@ def concepts(
     from pathlib import Path
 
     from xaibench.concepts.extract import Settings
-    from xaibench.concepts.job import ConceptJob, run_concepts
+    from xaibench.jobs.concepts import ConceptJob, run_concepts
 
     output = Output(json_mode)
     job = ConceptJob(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from xaibench.cli import common
 from xaibench.cli.output import Output
 
@@ -44,8 +43,8 @@ def evaluate(
     classes: str = common.CLASSES,
 ) -> None:
     """Score attribution methods with metrics; write metrics.json, metrics.csv, report.md and report.html."""
-    from xaibench.evaluate import EvaluateConfig
-    from xaibench.evaluate import evaluate as run_evaluate
+    from xaibench.jobs.evaluate import EvaluateConfig
+    from xaibench.jobs.evaluate import evaluate as run_evaluate
 
     output = Output(json_mode)
     config = EvaluateConfig(
@@ -76,7 +75,7 @@ def report(
     """Rebuild report.md and report.html of an evaluate run from its metrics.json and heatmaps."""
     from pathlib import Path
 
-    from xaibench.rebuild import rebuild_reports
+    from xaibench.jobs.report import rebuild_reports
 
     md, html = rebuild_reports(Path(run_dir))
     Output(json_mode).result({"report_md": str(md), "report_html": str(html)},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from xaibench.cli import common
 from xaibench.cli.output import Output
 
@@ -37,8 +36,8 @@ def explain(
     classes: str = common.CLASSES,
 ) -> None:
     """Explain a model's predictions: attributions, heatmaps and a run directory."""
-    from xaibench.explain import ExplainConfig
-    from xaibench.explain import explain as run_explain
+    from xaibench.jobs.explain import ExplainConfig
+    from xaibench.jobs.explain import explain as run_explain
 
     output = Output(json_mode)
     params = common.parse_params(param)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from xaibench.cli import common
 from xaibench.cli.output import Output
 
@@ -26,7 +25,7 @@ def heatmap(
     """Re-render the heatmaps of a run (replaces RUN_DIR/heatmaps atomically unless --out is given)."""
     from pathlib import Path
 
-    from xaibench.reexport import reexport
+    from xaibench.jobs.heatmap import reexport
     from xaibench.report import HeatmapStyle
 
     files = reexport(Path(run_dir), HeatmapStyle(style=style, cmap=cmap, clip=clip, alpha=alpha),

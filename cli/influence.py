@@ -42,7 +42,7 @@ def _fit_config(strategy: str, fisher: str, modules: str | None, batch_size: int
 
 
 def _score_config(damping: str, rank: int | None, batch_size: int | None, chunk_size: int) -> Any:
-    from xaibench.errors import InputError
+    from xaibench.core.errors import InputError
     from xaibench.influence import ScoreConfig
 
     try:
@@ -80,8 +80,8 @@ def fit(
     """Fit curvature factors on training data and save them for influence score / self."""
     from pathlib import Path
 
-    from xaibench.influence.jobs import FitJob
-    from xaibench.influence.jobs import fit as run_fit
+    from xaibench.jobs.influence import FitJob
+    from xaibench.jobs.influence import fit as run_fit
 
     output = Output(json_mode)
     source = common.model_source(model, trust_model, arch, arch_arg)
@@ -126,8 +126,8 @@ def score(
     arch_arg: list[str] = common.ARCH_ARG,
 ) -> None:
     """Rank training examples by their influence on each query's prediction."""
-    from xaibench.influence.jobs import ScoreJob
-    from xaibench.influence.jobs import score as run_score
+    from xaibench.jobs.influence import ScoreJob
+    from xaibench.jobs.influence import score as run_score
 
     output = Output(json_mode)
     job = ScoreJob(
@@ -164,8 +164,8 @@ def self_influence(
     arch_arg: list[str] = common.ARCH_ARG,
 ) -> None:
     """Rank training examples by self-influence: likely mislabelled or atypical examples first."""
-    from xaibench.influence.jobs import ScoreJob
-    from xaibench.influence.jobs import score as run_score
+    from xaibench.jobs.influence import ScoreJob
+    from xaibench.jobs.influence import score as run_score
 
     output = Output(json_mode)
     job = ScoreJob(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from xaibench.cli import common
 from xaibench.cli.output import Output
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-
 from xaibench.cli import common
 from xaibench.cli.output import Output
 
@@ -43,9 +42,10 @@ def metrics(
     json_mode: bool = common.JSON,
 ) -> None:
     """List evaluation metrics: category, direction, requirements and parameters."""
-    from xaibench.attribution import describe_params
-    from xaibench.errors import UnknownNameError
     from xaibench.metrics import CATEGORIES, METRICS
+
+    from xaibench.attribution import describe_params
+    from xaibench.core.errors import UnknownNameError
 
     if category is not None and category not in CATEGORIES:
         raise UnknownNameError.for_name("metric category", category, list(CATEGORIES))

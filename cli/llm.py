@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+
 from xaibench.llm.secrets import without_credentials
 
 
@@ -49,8 +50,8 @@ def llm_explain(
     arch_arg: list[str] = common.ARCH_ARG,
 ) -> None:
     """Ask an LLM which features matter (Kroeger et al. 2023) and compare with the ground truth."""
-    from xaibench.explain import ExplainConfig
-    from xaibench.llm.job import llm_explain as run_llm_explain
+    from xaibench.jobs.explain import ExplainConfig
+    from xaibench.jobs.llm import llm_explain as run_llm_explain
 
     output = Output(json_mode)
     params = {"strategy": strategy, "backend": backend, "k": str(k),

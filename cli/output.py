@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from xaibench.distributed import launched_rank
+from xaibench.core.distributed import launched_rank
 
 
 class Output:
@@ -38,10 +38,10 @@ class Output:
 
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[None]:
-        """A progress bar on stderr fed by ``xaibench.progress.advance`` inside the block."""
+        """A progress bar on stderr fed by ``xaibench.core.progress.advance`` inside the block."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from xaibench.progress import reporting
+        from xaibench.core.progress import reporting
 
         bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -22,10 +22,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xaibench._lazy import lazy_import
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.localisation import tie_blocks, top_k_chance, top_k_size
 from xaibench.metrics.stats import spearman
+
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

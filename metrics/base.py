@@ -17,11 +17,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import as_target, modality_of, outside_shard, parse_params
-from xaibench.errors import IncompatibleError, InputError
+from xaibench.attribution.base import as_target, modality_of, parse_params
+from xaibench.attribution.draws import outside_shard
+from xaibench.core.errors import IncompatibleError, InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
 from xaibench.models.meta import MODALITIES
-from xaibench.registry import Registry
 
 if TYPE_CHECKING:
     import torch

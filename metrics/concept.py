@@ -22,13 +22,15 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import as_target, parse_params, row_slices
-from xaibench.attribution.path import sample_chunks
-from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank, ConceptHead, Factorization
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricResult
 from xaibench.metrics.stats import normalised_auc, pearson
+
+from xaibench.attribution.base import as_target, parse_params
+from xaibench.attribution.path import sample_chunks
+from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank, ConceptHead, Factorization
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -13,10 +13,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import sample_seeds
-from xaibench.attribution.noise import draw_uniform, sample_generators
-from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import (
     batched_scores,
@@ -28,6 +24,10 @@ from xaibench.metrics.perturb import (
     substrate,
 )
 from xaibench.metrics.stats import pearson, spearman
+
+from xaibench.attribution.draws import draw_uniform, sample_generators, sample_seeds
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -18,12 +18,13 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.masks import default_patch
-from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics import perturb
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.stats import normalised_auc, trapezoid
+
+from xaibench.attribution.masks import default_patch
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -12,10 +12,6 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import modality_of
-from xaibench.attribution.noise import draw_normal
-from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.correlation import (
     element_mask,
@@ -31,6 +27,11 @@ from xaibench.metrics.perturb import (
     removal_ranks,
     substrate,
 )
+
+from xaibench.attribution.base import modality_of
+from xaibench.attribution.draws import draw_normal
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

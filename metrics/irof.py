@@ -5,9 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.reference import SIMPLE_BASELINES
-from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import (
     blockwise_scores,
@@ -16,6 +13,10 @@ from xaibench.metrics.perturb import (
     removal_ranks,
     substrate,
 )
+
+from xaibench.attribution.reference import SIMPLE_BASELINES
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np

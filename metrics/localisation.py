@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.stats import ranks, tie_bounds
+
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

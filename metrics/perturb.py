@@ -14,16 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import row_slices, sample_seeds
+from xaibench.metrics.base import MetricInputs
+
 from xaibench.attribution.blur import gaussian_blur
+from xaibench.attribution.draws import sample_generators, sample_seeds
 from xaibench.attribution.masks import feature_mask
-from xaibench.attribution.noise import sample_generators
 from xaibench.attribution.path import sample_chunks
 from xaibench.attribution.reference import SIMPLE_BASELINES, simple_baseline
-from xaibench.errors import InputError, UnknownNameError
-from xaibench.metrics.base import MetricInputs
-from xaibench.progress import advance
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch

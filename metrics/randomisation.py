@@ -13,14 +13,14 @@ import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import sample_seeds, shared_seed
-from xaibench.attribution.noise import draw_indices, sample_generators
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import explain_rows
 from xaibench.metrics.stats import pearson, spearman
-from xaibench.progress import advance
+
+from xaibench.attribution.draws import draw_indices, sample_generators, sample_seeds, shared_seed
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch

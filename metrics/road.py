@@ -12,10 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import sample_seeds
-from xaibench.attribution.noise import draw_normal, sample_generators
-from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import (
     blockwise_scores,
@@ -24,6 +20,10 @@ from xaibench.metrics.perturb import (
     group_relevance,
     removal_ranks,
 )
+
+from xaibench.attribution.draws import draw_normal, sample_generators, sample_seeds
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np

@@ -14,14 +14,14 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import sample_seeds
-from xaibench.attribution.noise import draw_normal, draw_uniform, sample_generators
-from xaibench.attribution.path import sample_chunks
-from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import explain_rows
-from xaibench.progress import advance
+
+from xaibench.attribution.draws import draw_normal, draw_uniform, sample_generators, sample_seeds
+from xaibench.attribution.path import sample_chunks
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch

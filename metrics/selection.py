@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics.base import CATEGORIES, METRICS
+
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 
 @dataclass(frozen=True)

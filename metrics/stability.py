@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, ClassVar
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import row_slices
-from xaibench.attribution.layers import find_layer
-from xaibench.errors import InputError
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.robustness import perturbed_explanations, sample_norm, uniform_perturbation
+
+from xaibench.attribution.layers import find_layer
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

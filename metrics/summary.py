@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
 from xaibench.metrics.base import MetricResult
 from xaibench.metrics.stats import bootstrap_interval
+
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

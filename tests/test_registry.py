@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from xaibench.errors import UnknownNameError
-from xaibench.registry import Registry
+from xaibench.core.errors import UnknownNameError
+from xaibench.core.registry import Registry
 
 LATE = Registry("thing", modules=("xaibench_late_entries",))
 

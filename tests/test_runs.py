@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from xaibench import ownership, runs
-from xaibench.errors import InputError, RunExistsError
+from xaibench.core import ownership, runs
+from xaibench.core.errors import InputError, RunExistsError
 
 
 def _fill(staging, text="new"):

@@ -10,12 +10,12 @@ import torch
 
 from tests.conftest import SHAPES, make_inputs, make_linear, make_net
 from xaibench.attribution import attribute
-from xaibench.attribution.base import sample_seeds
 from xaibench.attribution.baselines import BASELINES, Blur, Gaussian, baseline_family
 from xaibench.attribution.blur import gaussian_blur
+from xaibench.attribution.draws import sample_seeds
 from xaibench.attribution.path import PathIntegratedGradients, quadrature, straight_path_integral
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 TARGET = torch.tensor([0, 1, 2, 1])
 COUNT = 3

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from xaibench.metrics import compute
 
 from tests.conftest import make_inputs, make_net
 from xaibench.attribution import attribute
 from xaibench.attribution.policy import ThompsonPolicy
-from xaibench.errors import InputError
-from xaibench.metrics import compute
+from xaibench.core.errors import InputError
 
 TARGET = torch.tensor([0, 1, 2, 1])
 

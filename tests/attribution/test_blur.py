@@ -8,7 +8,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from xaibench.attribution.blur import blur_matrices, gaussian_blur
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 # 0 is the identity, 0.1 keeps only the centre tap (radius 0), 25 and 40 exceed the 8 x 11 image
 SIGMAS = (0.0, 0.1, 0.6, 1.5, 3.0, 25.0, 40.0)

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import make_inputs, make_net
 from xaibench.attribution.context import activations, context_layer, embed
-from xaibench.errors import IncompatibleError, InputError
+from xaibench.core.errors import IncompatibleError, InputError
 
 
 def test_default_context_is_the_input_of_the_last_linear_layer() -> None:

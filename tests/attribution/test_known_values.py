@@ -22,7 +22,7 @@ from xaibench.attribution.layers import find_layer
 from xaibench.attribution.masks import default_patch, feature_mask
 from xaibench.attribution.perturbation import occlusion_window
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 TARGET = torch.tensor([0, 1, 2, 1])
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from tests.conftest import SHAPES, make_inputs, make_linear, make_net
 from xaibench.attribution import METHODS, attribute
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
-from xaibench.progress import reporting
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.progress import reporting
 
 # Small sample counts and 2-wide feature groups keep the sampling methods fast. lime also gets a tiny
 # Lasso penalty: the toy nets' logits move by ~0.01, and the default alpha 0.01 would zero every

@@ -9,9 +9,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import SHAPES, make_inputs, make_linear, make_net
-from xaibench.attribution.base import Method, sample_seeds
+from xaibench.attribution.base import Method
+from xaibench.attribution.draws import sample_seeds
 from xaibench.attribution.noise import ExpectedGradients, GradientShap, SmoothGrad, VarGrad
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 TARGET = torch.tensor([0, 1, 2, 1])
 ALL = {

@@ -22,9 +22,9 @@ from xaibench.attribution.path import (
     straight_path_integral,
 )
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.progress import reporting
 from xaibench.models import load_model
-from xaibench.progress import reporting
 
 SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
 TARGET = torch.tensor([0, 1, 2, 1])

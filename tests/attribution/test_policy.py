@@ -19,7 +19,7 @@ from xaibench.attribution.policy import (
     ThompsonPolicy,
     percentile_reward,
 )
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 ARMS = ("zero", "uniform", "blur")
 NAN = float("nan")

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from xaibench.metrics import compute
 
 from xaibench.attribution.bee import BeeParams, pretrain
 from xaibench.attribution.context import PROJECTION_SEED, embed
-from xaibench.metrics import compute
 
 WEIGHT = torch.tensor([[1.0, 4.0], [0.0, 0.0]])
 BIAS = torch.tensor([-1.5, 0.0])

@@ -49,9 +49,9 @@ def test_concepts_bad_input_is_one_line_and_exit_2(cli, tmp_path):
 
 def test_a_saved_bank_draws_concept_maps_for_new_images(cli, tmp_path):
     from xaibench.concepts.extract import concept_maps, encode_maps
-    from xaibench.concepts.job import load_bank
     from xaibench.concepts.split import feature_maps, split_model
-    from xaibench.inputs import Selection, prepare
+    from xaibench.data.prepare import Selection, prepare
+    from xaibench.jobs.concepts import load_bank
     from xaibench.models import load_model
 
     assert cli("concepts", CNN, "--class", "3", "-n", "8", "-k", "3", "--importance", "occlusion",

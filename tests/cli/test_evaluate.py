@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from xaibench.metrics import METRICS, compute
 
 from tests.cli.conftest import SAMPLES
 from xaibench.attribution import attribute
 from xaibench.data import load_data, select
-from xaibench.metrics import METRICS, compute
 from xaibench.models import load_model
 
 LOGREG = str(SAMPLES / "breast_cancer_logreg.pt")

@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from tests.cli.conftest import SAMPLES, run_cli
 from tests.influence.helpers import PickledMarker, snapshot
+from xaibench.data.prepare import Selection, prepare
 from xaibench.influence import ClassificationTask, Influence, ScoreConfig
 from xaibench.influence.storage import load_factors
-from xaibench.inputs import Selection, prepare
 from xaibench.models import load_model
 
 MLP = str(SAMPLES / "breast_cancer_mlp.pt")

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from xaibench.cli.llm import print_summary
 
 from tests.cli.conftest import SAMPLES
 from tests.llm.server import Answer, serving
 from tests.llm.truth import LOGREG as TRUTH
 from tests.llm.truth import logreg_order
-from xaibench.cli.llm import print_summary
 from xaibench.llm.parse import letters
 
 LOGREG = str(SAMPLES / "breast_cancer_logreg.pt")
@@ -97,8 +97,8 @@ def test_a_failing_server_is_exit_1_with_one_line(cli, env, tmp_path) -> None:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The transcript of a one-sample run, recorded in this process from the scripted server."""
-    from xaibench.explain import ExplainConfig, explain
-    from xaibench.inputs import Selection
+    from xaibench.data.prepare import Selection
+    from xaibench.jobs.explain import ExplainConfig, explain
 
     out = tmp_path_factory.mktemp("recorded") / "run"
     with serving(lambda body: Answer(text="Answer: A, B, C, D, E")) as server:

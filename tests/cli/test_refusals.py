@@ -18,8 +18,8 @@ import torch
 from tests.cli.conftest import EXE, SAMPLES, Result
 from tests.data.test_hostile_files import png_header
 from xaibench.attribution.base import METHODS, parse_params
-from xaibench.distributed import TIMEOUT_ENV, timeout
-from xaibench.errors import InputError
+from xaibench.core.distributed import TIMEOUT_ENV, timeout
+from xaibench.core.errors import InputError
 
 MLP = str(SAMPLES / "breast_cancer_mlp.pt")
 DIGITS = str(SAMPLES / "digits_cnn.pt")

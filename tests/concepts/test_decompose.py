@@ -27,7 +27,7 @@ from xaibench.concepts.base import (
 )
 from xaibench.concepts.decompose import SemiNMF, SparseDictionary
 from xaibench.concepts.nnls import nnls
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 NAMES = ["kmeans", "nmf", "pca", "semi_nmf", "sparse"]
 

@@ -11,7 +11,7 @@ import torch
 
 from xaibench.concepts.base import IMPORTANCES, ConceptBank
 from xaibench.concepts.importance import global_importance, rise_masks, sobol_design
-from xaibench.errors import IncompatibleError, InputError
+from xaibench.core.errors import IncompatibleError, InputError
 
 NAMES = ["gradient_input", "integrated_gradients", "occlusion", "rise", "saliency", "sobol"]
 K, P, CLASSES = 4, 6, 3

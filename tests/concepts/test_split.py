@@ -14,7 +14,7 @@ from xaibench.concepts.split import (
     feature_maps,
     split_model,
 )
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 
 def cnn() -> nn.Sequential:

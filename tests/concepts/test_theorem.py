@@ -5,9 +5,9 @@ other estimator's order gives a lower C-Deletion or a higher C-Insertion curve."
 from __future__ import annotations
 
 import torch
+from xaibench.metrics.concept import ConceptInputs, compute_concepts
 
 from xaibench.concepts import IMPORTANCES, ConceptBank
-from xaibench.metrics.concept import ConceptInputs, compute_concepts
 
 
 def test_gradient_input_is_best_on_c_deletion_and_c_insertion_for_a_linear_head():

@@ -11,8 +11,8 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 from sklearn.model_selection import train_test_split
 
+from xaibench.core.errors import UnknownNameError
 from xaibench.data import DATASETS, builtin, load_data
-from xaibench.errors import UnknownNameError
 
 SAMPLE_SHAPES = {
     "digits": (1, 32, 32), "breast_cancer": (30,), "wine": (13,), "mnist1d": (1, 40), "shapes": (3, 64, 64),

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from xaibench.core.errors import InputError
 from xaibench.data import load_data
-from xaibench.errors import InputError
 
 RNG = np.random.default_rng(0)
 

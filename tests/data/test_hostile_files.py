@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
+from xaibench.core.errors import InputError
+from xaibench.core.text import printable
 from xaibench.data import load_data
-from xaibench.data.base import printable
-from xaibench.errors import InputError
 
 
 def _refused(path: Path | str, *fragments: str) -> str:

@@ -1,4 +1,4 @@
-"""``xaibench.inputs.prepare``: a model whose outputs are not finite on the selected samples is refused."""
+"""``xaibench.data.prepare.prepare``: a model whose outputs are not finite on the selected samples is refused."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import make_linear
-from xaibench.errors import InputError
-from xaibench.inputs import Selection, prepare
+from xaibench.core.errors import InputError
+from xaibench.data.prepare import Selection, prepare
 from xaibench.models import LoadedModel, ModelMeta
 
 

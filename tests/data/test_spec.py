@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from xaibench.core.errors import InputError, UnknownNameError
 from xaibench.data import Dataset, load_data, select
-from xaibench.errors import InputError, UnknownNameError
 
 
 def _toy(n: int = 20) -> Dataset:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from tests.cli.conftest import SAMPLES, Result, run_cli
 from tests.influence.helpers import tiny_mlp
-from xaibench import distributed
+from xaibench.core import distributed
 from xaibench.influence import (
     ClassificationTask,
     FitConfig,

@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from tests.influence.helpers import autograd_gradients, tiny_cnn, tiny_mlp
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.influence import (
     ClassificationTask,
     FitConfig,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.influence.helpers import tiny_cnn
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.influence import (
     ClassificationTask,
     FitConfig,

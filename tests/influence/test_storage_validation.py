@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tests.influence.helpers import PickledMarker, snapshot, tiny_mlp
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.influence import STRATEGIES, ClassificationTask, FitConfig, fit_factors
 from xaibench.influence.storage import load_factors, save_factors
 

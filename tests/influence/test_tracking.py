@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.influence.helpers import SequenceMLP, autograd_gradients, tiny_cnn, tiny_mlp
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.influence.task import ClassificationTask
 from xaibench.influence.tracking import capture, select_modules, tracked
 

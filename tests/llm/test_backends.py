@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.llm.server import Answer, serving
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.llm.backends import BACKENDS, LLMError, Request, Settings
 from xaibench.llm.client import Client, Prices
 

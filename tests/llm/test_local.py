@@ -12,7 +12,7 @@ transformers = pytest.importorskip("transformers")
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.llm.backends import BACKENDS, LLMError, Reply, Request, Settings
 from xaibench.llm.local import EXTRA, TransformersBackend
 

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 from tests.llm.server import Answer, serving
 from tests.llm.truth import LOGREG, logreg_order
 from xaibench.attribution import attribute
-from xaibench.evaluate import EvaluateConfig, evaluate
-from xaibench.explain import ExplainConfig, explain
-from xaibench.inputs import Selection
+from xaibench.data.prepare import Selection
+from xaibench.jobs.evaluate import EvaluateConfig, evaluate
+from xaibench.jobs.explain import ExplainConfig, explain
 from xaibench.llm.method import rank_scores
 from xaibench.llm.parse import letters
 
@@ -143,7 +143,7 @@ def test_e_icl_shows_the_explainers_rankings(tmp_path: Path, true_order: list[in
 
 def test_coefficients_refuse_a_non_linear_model() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    from xaibench.errors import IncompatibleError
+    from xaibench.core.errors import IncompatibleError
 
     with pytest.raises(IncompatibleError, match="linear models only"):
         attribute("coefficients", model, torch.randn(3, 4), target=0)
@@ -174,7 +174,7 @@ def test_evaluate_leaves_unparsed_samples_out_and_refuses_to_re_explain(tmp_path
     (by name) while llm is scored."""
     import hashlib
 
-    from xaibench.errors import IncompatibleError
+    from xaibench.core.errors import IncompatibleError
 
     def answer(body: dict) -> Answer:
         odd = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()[0] % 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.llm.neighbourhood import neighbourhood
 
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tests.llm.server import Answer, serving
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.llm.backends import BACKENDS, LLMError, Reply, Request, Settings
 from xaibench.llm.cache import ResponseCache
 from xaibench.llm.client import Client

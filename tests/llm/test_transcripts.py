@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.llm.server import Answer, serving
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.llm.backends import BACKENDS, Request, Settings, read_transcript
 from xaibench.llm.client import Client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xaibench.data import load_data
-from xaibench.inputs import normalise
+from xaibench.data.prepare import normalise
 from xaibench.models import ModelSource
 
 LOGREG = ModelSource(str(Path(__file__).resolve().parents[2] / "sample_models" / "breast_cancer_logreg.pt"))

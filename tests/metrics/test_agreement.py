@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import pearsonr, rankdata, spearmanr
-
-from xaibench.errors import InputError
 from xaibench.metrics import compute
+
+from xaibench.core.errors import InputError
 
 TOP_K = ("feature_agreement", "rank_agreement", "sign_agreement", "signed_rank_agreement")
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from xaibench.metrics import compute
 
 from tests.conftest import make_inputs, make_linear, make_net
 from xaibench.attribution import attribute
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import InputError
-from xaibench.metrics import compute
+from xaibench.core.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 QUANTUS_OFF = {"normalise": False, "abs": False, "disable_warnings": True, "display_progressbar": False}

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from xaibench.errors import InputError
 from xaibench.metrics import compute
+
+from xaibench.core.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 QUANTUS_OFF = {"normalise": False, "abs": True, "disable_warnings": True, "display_progressbar": False}

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-
-from tests.cli.conftest import SAMPLES, run_cli
-from xaibench.concepts.base import ConceptBank, Factorization
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics import CATEGORIES, METRICS
 from xaibench.metrics.concept import ConceptInputs, compute_concepts, frechet_distance
 from xaibench.metrics.selection import Chosen, choose_metrics
+
+from tests.cli.conftest import SAMPLES, run_cli
+from xaibench.concepts.base import ConceptBank, Factorization
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 CONCEPT = ["c_deletion", "c_insertion", "c_mufidelity", "fid", "relative_l2", "sparsity", "stability"]
 

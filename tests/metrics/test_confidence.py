@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from torch import nn
-
 from xaibench.metrics.base import compute
 from xaibench.metrics.confidence import soft_mask
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from xaibench.metrics import CATEGORIES, METRICS, MetricResult, compute
+from xaibench.metrics.base import spatial_shape
 
 from tests.conftest import SHAPES, make_inputs, make_net
 from xaibench.attribution import attribute
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
-from xaibench.metrics import CATEGORIES, METRICS, MetricResult, compute
-from xaibench.metrics.base import spatial_shape
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 N = 4
 TARGET = torch.tensor([0, 1, 2, 1])

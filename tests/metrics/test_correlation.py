@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
-from tests.conftest import Linear, make_inputs, make_linear, make_net
-from xaibench.errors import InputError
 from xaibench.metrics import correlation
 from xaibench.metrics.base import compute
+
+from tests.conftest import Linear, make_inputs, make_linear, make_net
+from xaibench.core.errors import InputError
 
 quantus = pytest.importorskip("quantus")
 

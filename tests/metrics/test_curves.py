@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from xaibench.metrics.base import METRICS, compute
 
 from xaibench.attribution.blur import gaussian_blur
-from xaibench.errors import InputError, UnknownNameError
-from xaibench.metrics.base import METRICS, compute
+from xaibench.core.errors import InputError, UnknownNameError
 
 quantus = pytest.importorskip("quantus")
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-
-from xaibench.errors import InputError, UnknownNameError
 from xaibench.metrics import METRICS, MetricResult
 from xaibench.metrics.selection import Chosen, choose_metrics
 from xaibench.metrics.stats import normalised_auc, pearson, ranks, spearman
 from xaibench.metrics.summary import summarise
+
+from xaibench.core.errors import InputError, UnknownNameError
 
 
 def test_ranks_and_correlations_equal_scipy_with_ties() -> None:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from captum.metrics import infidelity as captum_infidelity
 from torch import nn
-
-from tests.conftest import make_inputs, make_linear, make_net
-from xaibench.errors import UnknownNameError
 from xaibench.metrics import infidelity
 from xaibench.metrics.base import compute
+
+from tests.conftest import make_inputs, make_linear, make_net
+from xaibench.core.errors import UnknownNameError
 
 TARGET = torch.tensor([0, 1, 2, 1])
 

@@ -8,12 +8,12 @@ import pytest
 import quantus
 import quantus.helpers.utils as quantus_utils
 import torch
-from torch import nn
-
 import xaibench.metrics.irof as irof
-from tests.conftest import make_inputs, make_net
-from xaibench.errors import IncompatibleError
+from torch import nn
 from xaibench.metrics.base import compute
+
+from tests.conftest import make_inputs, make_net
+from xaibench.core.errors import IncompatibleError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

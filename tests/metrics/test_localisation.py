@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-
-from xaibench.errors import InputError
 from xaibench.metrics import compute
+
+from xaibench.core.errors import InputError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 QUANTUS_OFF = {"normalise": False, "abs": False, "disable_warnings": True, "display_progressbar": False}

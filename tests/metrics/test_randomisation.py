@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from xaibench.metrics.base import compute
+from xaibench.metrics.randomisation import cascading_randomisation, parameterised_layers, ssim
 
 from tests.conftest import make_inputs, make_linear, make_net
 from tests.metrics.test_robustness import signed_saliency
-from xaibench.metrics.base import compute
-from xaibench.metrics.randomisation import cascading_randomisation, parameterised_layers, ssim
 
 
 def quantus_explainer(explainer):

@@ -10,11 +10,11 @@ import quantus
 import torch
 from quantus.functions.perturb_func import noisy_linear_imputation
 from torch import nn
-
-from tests.conftest import make_inputs, make_net
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics.base import compute
 from xaibench.metrics.road import Road, linear_imputation, parse_percentages
+
+from tests.conftest import make_inputs, make_net
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

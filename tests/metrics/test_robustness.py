@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from xaibench.metrics.base import compute
 
 from tests.conftest import make_inputs, make_linear, make_net
 from xaibench.attribution.base import attribute
-from xaibench.metrics.base import compute
 
 K = 5  # perturbations per sample
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from xaibench.metrics import METRICS, compute
 
 from xaibench.attribution import attribute
-from xaibench.metrics import METRICS, compute
 
 N, SIDE, OBJECT = 8, 16, 4
 LEAK = 0.02

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from xaibench.metrics.base import compute
 
 from tests.conftest import make_inputs, make_linear, make_net
 from tests.metrics.test_robustness import Recorder, replay, signed_saliency
-from xaibench.errors import UnknownNameError
-from xaibench.metrics.base import compute
+from xaibench.core.errors import UnknownNameError
 
 K = 5
 NAMES = {"relative_input_stability": "RelativeInputStability",

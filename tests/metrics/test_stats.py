@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from xaibench.metrics import MetricResult
 from xaibench.metrics.stats import bootstrap_interval
 from xaibench.metrics.summary import BOOTSTRAP_RESAMPLES, summarise

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xaibench.models import ARCHITECTURES
-from xaibench.models import archs
+from xaibench.models import ARCHITECTURES, archs
 
 CASES = {  # name: (kwargs, sample shape, classes, parameter count)
     "digits_cnn": ({}, (1, 32, 32), 10, 11018),

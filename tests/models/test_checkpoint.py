@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xaibench.errors import UnknownNameError
+from xaibench.core.errors import UnknownNameError
 from xaibench.models import ModelMeta, save_checkpoint
 from xaibench.models.archs import logreg
 

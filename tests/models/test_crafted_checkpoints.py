@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.models import ModelMeta, load_model, save_checkpoint
 from xaibench.models.archs import mlp
 

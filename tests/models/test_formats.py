@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from tests.conftest import make_inputs, make_net
-from xaibench.errors import InputError, UnknownNameError, UntrustedModelError
+from xaibench.core.errors import InputError, UnknownNameError, UntrustedModelError
 from xaibench.models import MODEL_FORMATS, ModelMeta, ModelSource, load_model, save_checkpoint
 from xaibench.models.archs import mlp
 

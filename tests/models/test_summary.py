@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import make_inputs, make_net
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.models import LoadedModel, ModelMeta, summarize
 from xaibench.models.archs import digits_cnn
 

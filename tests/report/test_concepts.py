@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.report import concepts
 from xaibench.report._canvas import DPI
+from xaibench.report.concept_page import write_concept_report
 from xaibench.report.concepts import (
     cluster_graph,
     cluster_stats,
@@ -27,7 +28,6 @@ from xaibench.report.concepts import (
     write_cluster_graph,
     write_concept_maps,
     write_concept_montage,
-    write_concept_report,
     write_importance_chart,
 )
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xaibench.errors import InputError, UnknownNameError
-from xaibench.report import HeatmapStyle, choose_cmap, color_limits, render_heatmaps
-from xaibench.report import _canvas, heatmaps, plots
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.report import HeatmapStyle, _canvas, choose_cmap, color_limits, heatmaps, plots, render_heatmaps
 from xaibench.report.colors import (
     feature_order,
     interpolation_for,

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
 from xaibench.models.meta import MODALITIES, SAMPLE_RANK
-from xaibench.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -70,17 +68,9 @@ class Method:
         """No parameters."""
 
     def wants_references(self, params: dict[str, Any]) -> bool:
-        """Whether these (raw) parameters need training samples as references: ``needs_references``, or
-        a training baseline family given to a method that takes references (``-p baseline=train_sample``
-        for a path method, ``-p arms=zero,train_sample`` for bee)."""
-        if self.needs_references:
-            return True
-        if not any(f.name == "references" for f in dataclasses.fields(self.Params)):
-            return False
-        from xaibench.attribution.baselines import BASELINES  # it imports this module
-
-        names = [n.strip() for n in str(params.get("baseline") or params.get("arms") or "").split(",")]
-        return any(n in BASELINES and BASELINES.get(n).needs_references for n in names)
+        """Whether these (raw) parameters need training samples as references. Methods whose training
+        baseline family is a parameter (path methods, bee) override this."""
+        return self.needs_references
 
     def attribute(
         self,
@@ -223,13 +213,6 @@ def modality_of(inputs: torch.Tensor) -> str:
     return by_rank[inputs.ndim - 1]
 
 
-def row_slices(n: int, batch_size: int | None) -> Iterator[slice]:
-    """Consecutive slices of at most ``batch_size`` rows covering ``range(n)``."""
-    step = n if batch_size is None else max(1, batch_size)
-    for start in range(0, n, step):
-        yield slice(start, min(start + step, n))
-
-
 def target_gradients(
     model: torch.nn.Module,
     points: torch.Tensor,
@@ -262,60 +245,3 @@ def require_gradients(model: torch.nn.Module, probe: torch.Tensor) -> None:
         out = model(probe.detach().float().requires_grad_(True))
     if not (isinstance(out, torch.Tensor) and out.requires_grad):
         raise IncompatibleError("the model gives no gradients; use a perturbation method")
-
-
-_shard: ContextVar[tuple[int, int, int] | None] = ContextVar("xaibench_shard", default=None)
-
-
-def sample_seeds(generator: torch.Generator, n: int) -> list[int]:
-    """``n`` independent seeds drawn from ``generator``: one per sample, whatever the batching.
-
-    Inside ``sampled_shard(rows, total)`` a call for the shard's ``n`` samples draws the seeds of all
-    ``total`` samples and returns the shard's, so a process that explains a block of the batch gives
-    its samples the seeds they get when one process explains them all.
-    """
-    rows, total = shard_of(n)
-    return torch.randint(0, 2**62, (total,), generator=generator)[rows].tolist()
-
-
-def shard_of(n: int) -> tuple[slice, int]:
-    """Where a batch of ``n`` samples sits in the whole batch: (its rows, the whole batch's size); the
-    batch itself, (slice(0, n), n), outside ``sampled_shard`` or for a batch of another size."""
-    shard = _shard.get()
-    if shard is not None and n == shard[1] - shard[0]:
-        return slice(shard[0], shard[1]), shard[2]
-    return slice(0, n), n
-
-
-def shared_seed(generator: torch.Generator) -> int:
-    """One seed for draws the whole batch shares (the same on every process of a sharded run)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
-
-
-@contextmanager
-def sampled_shard(rows: slice, total: int) -> Iterator[None]:
-    """Make ``sample_seeds`` hand the samples ``rows`` of a batch of ``total`` their batch seeds."""
-    token = _shard.set((rows.start, rows.stop, total))
-    try:
-        yield
-    finally:
-        _shard.reset(token)
-
-
-@contextmanager
-def outside_shard() -> Iterator[None]:
-    """Leave the block's shard: calls on another batch (a metric's re-explained copies) draw as their own."""
-    token = _shard.set(None)
-    try:
-        yield
-    finally:
-        _shard.reset(token)
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run code that draws from torch's global RNG (captum does) with ``seed``, restoring it after."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-

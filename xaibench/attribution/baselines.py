@@ -25,14 +25,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import modality_of, sample_seeds
+from xaibench.attribution.base import modality_of
 from xaibench.attribution.blur import gaussian_blur
-from xaibench.attribution.noise import draw_indices, draw_normal, draw_uniform, sample_generators
+from xaibench.attribution.draws import (
+    draw_indices,
+    draw_normal,
+    draw_uniform,
+    sample_generators,
+    sample_seeds,
+)
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import IncompatibleError, InputError
+from xaibench.core.errors import IncompatibleError, InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
 from xaibench.models.meta import MODALITIES
-from xaibench.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +110,13 @@ def baseline_family(name: str, references: object = None) -> BaselineFamily:
     """
     cls = BASELINES.get(name)
     return cls(references) if cls.needs_references else cls()
+
+
+def names_need_references(names: object) -> bool:
+    """Whether a comma-separated list of family names (``-p baseline=...``, ``-p arms=...``) names a
+    family drawn from training samples; unknown names do not count (they fail where they are used)."""
+    listed = [n.strip() for n in str(names or "").split(",")]
+    return any(n in BASELINES and BASELINES.get(n).needs_references for n in listed)
 
 
 def repeated(baseline: torch.Tensor, count: int) -> torch.Tensor:

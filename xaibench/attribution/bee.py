@@ -18,30 +18,23 @@ context is the explained model's own penultimate features, not a separate ResNet
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import (
-    METHODS,
-    Method,
-    modality_of,
-    row_slices,
-    sample_seeds,
-    sampled_shard,
-    shard_of,
-    shared_seed,
-)
+from xaibench.attribution.base import METHODS, Method, modality_of
+from xaibench.attribution.baselines import names_need_references
+from xaibench.attribution.draws import sample_generators, sample_seeds, sampled_shard, shard_of, shared_seed
 from xaibench.attribution.layer_path import (
     layer_activations,
     layer_path_integral,
     upsampled,
 )
 from xaibench.attribution.layers import find_layer
-from xaibench.attribution.noise import sample_generators
 from xaibench.attribution.path import quadrature, straight_path_integral
-from xaibench.details import note
-from xaibench.errors import InputError
-from xaibench.progress import advance, reporting
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.notes import note
+from xaibench.core.progress import advance, reporting
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +86,10 @@ class Bee(Method):
     stochastic = True
     description = "metric-adapted integrated gradients, baselines chosen by Thompson sampling (BEE)"
     Params = BeeParams
+
+    def wants_references(self, params: dict[str, Any]) -> bool:
+        """Training samples are needed when an arm draws from them (``-p arms=zero,train_sample``)."""
+        return names_need_references(params.get("arms"))
 
     def _attribute(self, model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor,
                    params: BeeParams, batch_size: int | None, generator: torch.Generator) -> torch.Tensor:
@@ -158,7 +155,7 @@ def _whole(local: torch.Tensor, total: int) -> torch.Tensor:
     """Rows of every process's block, when this batch is one block of ``total`` samples."""
     if local.shape[0] == total:
         return local
-    from xaibench.distributed import gather_rows
+    from xaibench.core.distributed import gather_rows
 
     return gather_rows(local, total)
 
@@ -281,7 +278,7 @@ def pretrain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor,
     spread over the processes, which learn the same policy (a chunk smaller than the number of
     processes runs whole on each).
     """
-    from xaibench.distributed import shard_rows, world
+    from xaibench.core.distributed import shard_rows, world
 
     learning = dataclasses.replace(params, adaptive=True, finetune=True)
     policy = None

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import row_slices, sample_seeds, seeded
-from xaibench.progress import advance
+from xaibench.attribution.draws import sample_seeds, seeded
+from xaibench.core.batches import row_slices
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,7 @@ def map_chunks(
 ) -> torch.Tensor:
     """``attribute(rows)`` for consecutive row slices of ``inputs``, assembled into one tensor.
 
-    Reports each finished chunk's sample count to ``xaibench.progress``.
+    Reports each finished chunk's sample count to ``xaibench.core.progress``.
     """
     out = torch.empty_like(inputs)
     for rows in row_slices(inputs.shape[0], rows_per_chunk):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import row_slices
 from xaibench.attribution.layers import find_layer
-from xaibench.errors import IncompatibleError, InputError
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import IncompatibleError, InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

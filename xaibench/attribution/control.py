@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, row_slices, sample_seeds
-from xaibench.attribution.noise import draw_normal, sample_generators
-from xaibench.errors import IncompatibleError, InputError
-from xaibench.progress import advance
+from xaibench.attribution.base import METHODS, Method
+from xaibench.attribution.draws import draw_normal, sample_generators, sample_seeds
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import IncompatibleError, InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch

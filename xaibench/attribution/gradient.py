@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
-from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method
 from xaibench.attribution.chunks import map_chunks
 from xaibench.attribution.path import IntegrationParams, quadrature
 from xaibench.attribution.reference import simple_baseline
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import captum

@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import modality_of, row_slices
+from xaibench.attribution.base import modality_of
 from xaibench.attribution.path import sample_chunks
-from xaibench.errors import IncompatibleError
-from xaibench.progress import advance
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import IncompatibleError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
 from xaibench.attribution.base import modality_of
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -15,15 +15,22 @@ different numbers of rows per pass, as convolutions on CPU do).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, sample_seeds, target_gradients
+from xaibench.attribution.base import METHODS, Method, target_gradients
+from xaibench.attribution.draws import (
+    draw_indices,
+    draw_normal,
+    draw_uniform,
+    sample_generators,
+    sample_seeds,
+)
 from xaibench.attribution.path import sample_chunks, straight_path_integral
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import InputError
-from xaibench.progress import advance
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch
@@ -73,36 +80,6 @@ def noisy_gradients(
         out[samples] = reduce(grads.abs_() if params.abs else grads)
         advance(samples.stop - samples.start)
     return out
-
-
-def sample_generators(seeds: Sequence[int], samples: slice) -> list[torch.Generator]:
-    """A fresh CPU generator for each sample of ``samples``, seeded with that sample's seed."""
-    return [torch.Generator().manual_seed(seed) for seed in seeds[samples]]
-
-
-def draw_normal(
-    generators: Sequence[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
-) -> torch.Tensor:
-    """(len(generators), *shape) on the CPU: row i is ``randn(shape)`` from ``generators[i]``."""
-    out = torch.empty((len(generators), *shape), dtype=dtype)
-    for row, generator in zip(out, generators):
-        row.normal_(generator=generator)  # what torch.randn does, into the chunk's buffer
-    return out
-
-
-def draw_uniform(
-    generators: Sequence[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
-) -> torch.Tensor:
-    """(len(generators), *shape) on the CPU: row i is ``rand(shape)`` from ``generators[i]``."""
-    out = torch.empty((len(generators), *shape), dtype=dtype)
-    for row, generator in zip(out, generators):
-        row.uniform_(generator=generator)  # what torch.rand does
-    return out
-
-
-def draw_indices(generators: Sequence[torch.Generator], high: int, count: int) -> torch.Tensor:
-    """(len(generators), count) int64 on the CPU: row i is ``randint(high, (count,))`` from generator i."""
-    return torch.stack([torch.randint(high, (count,), generator=generator) for generator in generators])
 
 
 def range_scale(inputs: torch.Tensor, stdev: float) -> torch.Tensor:

@@ -21,13 +21,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import METHODS, Method, row_slices, target_gradients
+from xaibench.attribution.base import METHODS, Method, target_gradients
+from xaibench.attribution.baselines import baseline_family, names_need_references
 from xaibench.attribution.blur import gaussian_blur
-from xaibench.errors import InputError, UnknownNameError
-from xaibench.progress import advance
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.progress import advance
 
 if TYPE_CHECKING:
     import torch
@@ -211,6 +213,10 @@ class PathIntegratedGradients(Method):
         baseline: str = "zero"
         references: object = None
 
+    def wants_references(self, params: dict[str, Any]) -> bool:
+        """Training samples are needed for a training baseline family (``-p baseline=train_sample``)."""
+        return names_need_references(params.get("baseline"))
+
     def _attribute(
         self,
         model: torch.nn.Module,
@@ -220,9 +226,6 @@ class PathIntegratedGradients(Method):
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        # imported here: baselines uses noise, which imports this module
-        from xaibench.attribution.baselines import baseline_family
-
         alphas, weights = quadrature(params.method, params.n_steps)
         baselines = baseline_family(params.baseline, params.references).sample(inputs, generator)
         return straight_path_integral(model, inputs, baselines, target, alphas, weights, batch_size)

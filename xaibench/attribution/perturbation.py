@@ -19,12 +19,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
 from xaibench.attribution.base import METHODS, Method, modality_of
 from xaibench.attribution.chunks import map_chunks, map_seeded_samples
 from xaibench.attribution.masks import default_patch, feature_mask
 from xaibench.attribution.reference import simple_baseline
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import captum

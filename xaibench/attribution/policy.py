@@ -27,8 +27,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import UnknownNameError
+from xaibench.core.errors import UnknownNameError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

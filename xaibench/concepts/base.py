@@ -5,7 +5,7 @@ A ~ U W + b (U codes (n, k), W the concept bank (k, p), b an offset: PCA's mean,
 concept importance as attribution in concept space: perturb the codes, rebuild the activations, pass
 them through the rest of the model h. Everything here is torch; factorisations run in scikit-learn.
 
-Registries (one pattern, ``xaibench.registry.Registry``):
+Registries (one pattern, ``xaibench.core.registry.Registry``):
   DECOMPOSITIONS  name -> Decomposition class (nmf, kmeans, pca, sparse, semi_nmf)
   IMPORTANCES     name -> importance function (gradient_input, integrated_gradients, occlusion,
                   saliency, rise, sobol)
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from xaibench._lazy import lazy_import
-from xaibench.registry import Registry
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch

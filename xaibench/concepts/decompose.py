@@ -20,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from xaibench._lazy import lazy_import
 from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank, Factorization
 from xaibench.concepts.nnls import nnls
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import numpy as np

@@ -5,7 +5,7 @@ A ~ U W + b, encode every spatial position of each image's activation map agains
 attribution maps), and estimate each concept's importance for the class by perturbing the codes and
 passing the rebuilt activations through h. Local importance is per image, global the mean over images.
 
-Under torchrun (``xaibench.distributed``) each process takes a contiguous block of the images: it passes
+Under torchrun (``xaibench.core.distributed``) each process takes a contiguous block of the images: it passes
 them through g (the activation rows and the feature maps), encodes them and estimates their local
 importance; the blocks are gathered in image order, so every process holds what one process computes.
 The factorisation runs on every process on the gathered rows and rank 0's bank is used everywhere.
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from xaibench import distributed
 from xaibench.concepts.base import DECOMPOSITIONS, IMPORTANCES, ConceptBank, ConceptHead
 from xaibench.concepts.split import Split, activations, crops, feature_maps
-from xaibench.errors import InputError
+from xaibench.core import distributed
+from xaibench.core.errors import InputError
 
 
 @dataclass(frozen=True)

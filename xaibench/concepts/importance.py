@@ -25,17 +25,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import (
-    as_target,
-    require_gradients,
-    row_slices,
-    sample_seeds,
-    target_gradients,
-)
+from xaibench.attribution.base import as_target, require_gradients, target_gradients
+from xaibench.attribution.draws import sample_seeds
 from xaibench.attribution.path import quadrature, straight_path_integral
 from xaibench.concepts.base import IMPORTANCES, ConceptHead
-from xaibench.errors import InputError
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.attribution.base import row_slices
 from xaibench.attribution.layer_path import layer_activations
-from xaibench.errors import InputError, UnknownNameError
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError, UnknownNameError
 
 MODES = ("patches", "holistic", "pooled")
 DEFAULT_CROP_ROWS = 256  # crops per chunk without a batch size: one call over all crops was 1.3x slower

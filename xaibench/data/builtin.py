@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xaibench._lazy import lazy_import
+from xaibench.core.errors import UnknownNameError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
 from xaibench.data.base import Dataset
-from xaibench.errors import UnknownNameError
-from xaibench.registry import Registry
 
 if TYPE_CHECKING:
     import torch

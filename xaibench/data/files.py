@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xaibench._lazy import lazy_import
-from xaibench.data.base import Dataset, printable
-from xaibench.errors import InputError, first_line
+from xaibench.core.errors import InputError, first_line
+from xaibench.core.lazy import lazy_import
+from xaibench.core.text import printable
+from xaibench.data.base import Dataset
 
 if TYPE_CHECKING:
     import torch

@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
 from xaibench.data.base import Dataset
 from xaibench.data.builtin import DATASETS
 from xaibench.data.files import IMAGE_SUFFIXES, load_file
-from xaibench.errors import InputError
 
 if TYPE_CHECKING:
     import torch

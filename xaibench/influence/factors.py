@@ -25,7 +25,7 @@ Passes run over the data in chunks of ``chunk_size`` examples; after each chunk 
 go to a ``checkpoint`` when one is given, so an interrupted fit resumes from its last completed chunk and
 gives bit-for-bit the same factors.
 
-Under torchrun (``xaibench.distributed``) each process runs every pass over its contiguous block of the
+Under torchrun (``xaibench.core.distributed``) each process runs every pass over its contiguous block of the
 training rows and the pass's float64 sums (counts included) are summed over the processes before any
 eigendecomposition or division, so every process ends with the same factors, equal to one process's up
 to summation order. The true-Fisher uniforms are drawn for all rows on every process and indexed by the
@@ -45,8 +45,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from xaibench import distributed
-from xaibench.errors import InputError
+from xaibench.core import distributed
+from xaibench.core.errors import InputError
+from xaibench.core.progress import advance
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import (
     Captured,
@@ -54,7 +55,6 @@ from xaibench.influence.tracking import (
     parameter_count,
     select_modules,
 )
-from xaibench.progress import advance
 
 STRATEGIES = ("identity", "diagonal", "kfac", "ekfac", "exact")
 FISHERS = ("true", "empirical")

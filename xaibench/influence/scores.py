@@ -14,7 +14,7 @@ optionally compressed to rank r per module by SVD; training gradients are contra
 and output gradients batch by batch, so per-example gradient matrices exist for one batch at a time at
 most (and not at all for single-position Linear layers).
 
-Under torchrun (``xaibench.distributed``) pairwise scores and self-influence shard the training set: each
+Under torchrun (``xaibench.core.distributed``) pairwise scores and self-influence shard the training set: each
 process takes every query against its contiguous block of training examples, and the blocks are gathered
 along the training axis in the original order, so every process ends with the whole (modules, queries,
 train) or (modules, train) tensor. Checkpoints hold each process's own block under a stage name tied to
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from xaibench import distributed
-from xaibench.errors import InputError
+from xaibench.core import distributed
+from xaibench.core.errors import InputError
+from xaibench.core.progress import advance
 from xaibench.influence.factors import Checkpoint, Factors, checkpoint_stage
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import Captured, capture, select_modules
-from xaibench.progress import advance
 
 Gradients = dict[str, torch.Tensor]  # module name -> (rows, out, in[+1])
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> a batch sum

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from xaibench.errors import InputError, first_line
+from xaibench.core.errors import InputError, first_line
 from xaibench.influence.factors import STRATEGIES, Factors
 from xaibench.influence.tracking import SUPPORTED, parameter_count
 

@@ -18,7 +18,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 MEASUREMENTS = ("loss", "margin")
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
 

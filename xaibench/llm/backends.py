@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from xaibench.errors import InputError, RunFailedError
+from xaibench.core.errors import InputError, RunFailedError
+from xaibench.core.registry import Registry
 from xaibench.llm.secrets import check_url, mask, url_secrets, without_credentials
-from xaibench.registry import Registry
 
 BACKENDS: Registry[type[Backend]] = Registry("LLM backend",
                                              modules=("xaibench.llm.backends", "xaibench.llm.local"))

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.llm.backends import Reply
 
 

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.progress import advance
 from xaibench.llm.backends import Backend, Reply, Request
 from xaibench.llm.cache import ResponseCache
-from xaibench.progress import advance
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xaibench.errors import InputError, first_line
+from xaibench.core.errors import InputError, first_line
 from xaibench.llm.backends import BACKENDS, Backend, LLMError, Reply, Request, Settings
 
 EXTRA = "the transformers backend needs the optional extra: pip install 'xaibench[local-llm]'"

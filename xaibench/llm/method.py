@@ -17,20 +17,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.attribution.base import (
-    METHODS,
-    Method,
-    sample_seeds,
-    sampled_shard,
-    shard_of,
-    shared_seed,
-)
-from xaibench.attribution.noise import sample_generators
-from xaibench.details import attach, note
-from xaibench.errors import InputError
+from xaibench.attribution.base import METHODS, Method
+from xaibench.attribution.draws import sample_generators, sample_seeds, sampled_shard, shard_of, shared_seed
+from xaibench.core.errors import InputError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.notes import attach, note
+from xaibench.core.progress import reporting
 from xaibench.llm.parse import letters, parse_ranking
-from xaibench.progress import reporting
 
 if TYPE_CHECKING:
     import torch
@@ -139,7 +132,7 @@ class LLMExplainer(Method):
 
 def _whole(account: dict[str, Any], samples: list[Any], transcript: str) -> tuple[dict[str, Any], list[Any], str]:
     """The account summed, the samples and the transcript joined over the processes of a sharded run."""
-    from xaibench.distributed import gather_objects
+    from xaibench.core.distributed import gather_objects
 
     parts = gather_objects((account, samples, transcript))
     summed = dict(parts[0][0])

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from xaibench.attribution.base import row_slices
-from xaibench.errors import InputError
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError
 
 
 @dataclass(frozen=True)

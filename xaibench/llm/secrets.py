@@ -12,8 +12,8 @@ import base64
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
-from xaibench.credentials import without_credentials
-from xaibench.errors import InputError
+from xaibench.core.credentials import without_credentials
+from xaibench.core.errors import InputError
 
 __all__ = ["MASK", "check_url", "mask", "url_secrets", "without_credentials"]
 

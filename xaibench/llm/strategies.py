@@ -24,7 +24,7 @@ from importlib import resources
 from string import Template
 from typing import TYPE_CHECKING, ClassVar
 
-from xaibench.registry import Registry
+from xaibench.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch

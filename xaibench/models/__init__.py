@@ -1,6 +1,7 @@
 """Model loading (safe by default), xaibench's architectures, checkpoints and inspection.
 
-Importing this package does not import torch; loading a model does.
+Importing this package does not import torch; loading a model does. Models and data sit below the
+library packages and above ``xaibench.core``; they never import jobs or the CLI.
 """
 
 from xaibench.models.archs import ARCHITECTURES

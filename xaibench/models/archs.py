@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from xaibench._lazy import lazy_import
-from xaibench.registry import Registry
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch

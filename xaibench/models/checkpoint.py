@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import InputError, UntrustedModelError, first_line
+from xaibench.core.errors import InputError, UntrustedModelError, first_line
+from xaibench.core.lazy import lazy_import
 from xaibench.models.archs import ARCHITECTURES, ARCHS_MODULE, reference
 from xaibench.models.meta import MODALITIES, ModelMeta
 

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.data.base import printable
-from xaibench.errors import InputError, UntrustedModelError
+from xaibench.core.errors import InputError, UntrustedModelError
+from xaibench.core.lazy import lazy_import
+from xaibench.core.registry import Registry
+from xaibench.core.text import printable
 from xaibench.models.archs import ARCHITECTURES
 from xaibench.models.checkpoint import build_model, is_checkpoint, is_state_dict, parse_checkpoint
 from xaibench.models.meta import ModelMeta
-from xaibench.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,7 @@ class LoadedModel:
         module: the model in eval mode (an exported program keeps the mode it was exported in).
         meta: metadata from the file (checkpoints) or all None (other formats).
         format: the ``MODEL_FORMATS`` name of the loader that read it.
-        path: the file it came from, printable (``xaibench.data.base.printable``): a name that is not
+        path: the file it came from, printable (``xaibench.core.text.printable``): a name that is not
             UTF-8 is shown, recorded and drawn with its odd bytes as ``\\xNN``.
         sha256: hex digest of the file's bytes.
     """

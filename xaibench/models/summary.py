@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from xaibench._lazy import lazy_import
-from xaibench.errors import InputError, first_line
+from xaibench.core.errors import InputError, first_line
+from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
     import torch

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import difflib
 import math
-from numbers import Real
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 
-from xaibench.errors import InputError, UnknownNameError
+from xaibench.core.errors import InputError, UnknownNameError
 
 STYLES = ("overlay", "heatmap", "masked")
 DIVERGING_CMAP = "RdBu_r"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.report.charts import CSS, MISSING, arrow, fmt, interval, png_uri
 from xaibench.report.comparison import write_atomic
 from xaibench.report.concepts import concept_colors, importance_order

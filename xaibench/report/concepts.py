@@ -10,7 +10,7 @@ concept) and reliability (the model's accuracy on those images).
 Everything takes plain numpy arrays (the job converts tensors) and draws with matplotlib's object-oriented
 API on Agg canvases, imported lazily; scikit-learn is imported only by ``cluster_graph``. Concept i has
 the colour ``concept_colors(k)[i]`` in every figure and table. The HTML and markdown report is built in
-``xaibench.report.concept_page``; ``write_concept_report`` here is its entry point.
+``xaibench.report.concept_page`` (``write_concept_report``), which uses this module's colours.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.report._canvas import DPI, add_axes, grid_shape, new_figure, save
 from xaibench.report.charts import MISSING, fmt
 from xaibench.report.colors import LUMINANCE, interpolation_for
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["cluster_graph", "cluster_stats", "concept_colors", "importance_order", "overlay_concepts",
            "text_color", "top_concepts", "write_cluster_graph", "write_concept_maps", "write_concept_montage",
-           "write_concept_report", "write_importance_chart"]
+           "write_importance_chart"]
 
 TILE, GAP, CAPTION, LABEL, HEADER = 0.95, 0.08, 0.2, 0.3, 0.45  # montage, inches
 MAP_TILE, MAP_COLS, LINE = 1.8, 4, 0.17  # concept maps, inches (LINE: one caption line)
@@ -360,12 +360,3 @@ def write_cluster_graph(path: Path, embedding: np.ndarray, top_concept: np.ndarr
     if absent:
         legend.set_title(f"{legend.get_title().get_text()}\n(never top: concept {', '.join(absent)})")
     return save(fig, Path(path))
-
-
-def write_concept_report(out_dir: Path, summary: dict[str, Any],
-                         figures: dict[str, Path]) -> tuple[Path, Path]:
-    """Write report.html and report.md into ``out_dir``; see ``xaibench.report.concept_page``."""
-    # deferred: the page imports this module's colours
-    from xaibench.report import concept_page
-
-    return concept_page.write_concept_report(out_dir, summary, figures)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
 from xaibench.models.meta import SAMPLE_RANK
 from xaibench.report._canvas import DPI, RenderJob, add_axes, grid_shape, grid_title, new_figure, save
 from xaibench.report.colors import (

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xaibench.inputs import Prepared, denormalise
+from xaibench.data.prepare import Prepared, denormalise
 from xaibench.report._canvas import add_axes, grid_shape, new_figure, save
 from xaibench.report.colors import to_display
 

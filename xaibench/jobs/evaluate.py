@@ -17,13 +17,18 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from xaibench.metrics import METRICS
+from xaibench.metrics.base import Explainer
+from xaibench.metrics.summary import summarise
 
-from xaibench import distributed, runs
 from xaibench.attribution import METHODS, parse_params
-from xaibench.attribution.base import sampled_shard
-from xaibench.details import collecting
-from xaibench.evaluate_plan import Plan, make_plan
-from xaibench.explain import (
+from xaibench.attribution.draws import sampled_shard
+from xaibench.core import distributed, runs
+from xaibench.core.notes import collecting
+from xaibench.core.progress import advance, reporting
+from xaibench.data.prepare import Prepared, Selection, prepare
+from xaibench.jobs.evaluate_plan import Plan, make_plan
+from xaibench.jobs.explain import (
     data_record,
     heatmap_spec,
     model_record,
@@ -31,15 +36,10 @@ from xaibench.explain import (
     supplied_params,
     write_attached,
 )
-from xaibench.inputs import Prepared, Selection, prepare
-from xaibench.metrics import METRICS
-from xaibench.metrics.base import Explainer
-from xaibench.metrics.summary import summarise
+from xaibench.jobs.reused_runs import Reused, reused_attributions, reused_selection
 from xaibench.models import LoadedModel, ModelSource
-from xaibench.progress import advance, reporting
 from xaibench.report import HeatmapStyle
 from xaibench.report.comparison import rank_methods, write_reports
-from xaibench.reused import Reused, reused_attributions, reused_selection
 
 DEFAULT_SAMPLES = 32  # scored when neither --n nor --indices is given
 HEATMAP_SAMPLES = 6  # heatmaps per method shown in the report

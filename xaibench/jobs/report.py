@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xaibench import ownership, records, runs
-from xaibench.errors import InputError
-from xaibench.evaluate import METRICS_FILE
+from xaibench.core import ownership, runs
+from xaibench.core.errors import InputError
+from xaibench.jobs import record_checks as records
+from xaibench.jobs.evaluate import METRICS_FILE
 from xaibench.report.comparison import HTML_FILE, MARKDOWN_FILE, write_reports
 
 

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 
-from xaibench import distributed
-from xaibench.errors import InputError
+from xaibench.core import distributed
+from xaibench.core.errors import InputError
+from xaibench.core.runs import check_destination, default_run_dir, run_record, staged_dir, write_json
+from xaibench.data.prepare import Prepared, Selection, default_split, prepare
 from xaibench.influence.factors import Factors, FitConfig, fit_factors
-from xaibench.influence.ranking import query_rankings, self_ranking
 from xaibench.influence.scores import Influence, ScoreConfig
 from xaibench.influence.storage import (
     PartialWork,
@@ -33,27 +33,11 @@ from xaibench.influence.storage import (
     save_factors,
 )
 from xaibench.influence.task import ClassificationTask
-from xaibench.inputs import Prepared, Selection, default_split, prepare
+from xaibench.jobs.influence_ranking import TrainData, query_rankings, self_ranking
 from xaibench.models import LoadedModel, ModelSource
-from xaibench.runs import (
-    check_destination,
-    default_run_dir,
-    run_record,
-    staged_dir,
-    write_json,
-)
 
 SIGN = ("positive = the training example helps the query's prediction (a gradient step on it lowers the "
         "query's measurement); negative = it works against it")
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """Training examples in model space with their labels and identity."""
-
-    prepared: Prepared
-    labels: torch.Tensor
-    spec: dict[str, Any]
 
 
 def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | None) -> TrainData:

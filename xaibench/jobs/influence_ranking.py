@@ -1,4 +1,5 @@
-"""Top proponents and opponents per query, and the self-influence ranking, as JSON-ready records.
+"""The training data of an influence job, and the rankings it reports: top proponents and opponents per
+query and the self-influence ranking, as JSON-ready records.
 
 A score that is not finite (NaN from a zero curvature left undamped) is null in the records, as metrics.json
 has it: bare NaN is not JSON.
@@ -7,14 +8,23 @@ has it: bare NaN is not JSON.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from xaibench.inputs import Prepared
+from xaibench.data.prepare import Prepared
 
-if TYPE_CHECKING:
-    from xaibench.influence.jobs import TrainData
+
+@dataclass(frozen=True)
+class TrainData:
+    """Training examples in model space with their labels and identity."""
+
+    prepared: Prepared
+    labels: torch.Tensor
+    spec: dict[str, Any]
+
+
 
 
 def _example(data: TrainData, position: int, score: float, key: str = "score") -> dict[str, Any]:

@@ -3,7 +3,7 @@
 A run is assembled in a hidden temporary folder beside its destination and renamed into place when
 complete, so a failed or interrupted command leaves no half-written run and never damages an existing
 one. ``--overwrite`` swaps the old run out only after the new one is complete, and only when the old one
-is provably xaibench's (``xaibench.ownership``: the manifest every committed folder carries).
+is provably xaibench's (``xaibench.core.ownership``: the manifest every committed folder carries).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from xaibench import __version__, ownership
-from xaibench.credentials import scrubbed
-from xaibench.errors import InputError, RunExistsError, first_line
+from xaibench import __version__
+from xaibench.core import ownership
+from xaibench.core.credentials import scrubbed
+from xaibench.core.errors import InputError, RunExistsError, first_line
 
 RUN_FILE = "run.json"
 ATTRIBUTIONS_FILE = "attributions.safetensors"
@@ -210,7 +211,7 @@ def versions() -> dict[str, str]:
 def run_record(command: str, argv: list[str], config: dict[str, Any], seed: int) -> dict[str, Any]:
     """The common part of run.json; commands add model, data, timings and outputs. ``world_size`` is the
     number of processes that computed the run (torchrun; 1 alone)."""
-    from xaibench.distributed import world
+    from xaibench.core.distributed import world
 
     return {
         "command": command,

@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-
-from xaibench import runs
-from xaibench.attribution import METHODS
-from xaibench.distributed import world
-from xaibench.errors import IncompatibleError
-from xaibench.explain import ExplainConfig, ExplainResult, explain, supplied_params
-from xaibench.inputs import prepare
 from xaibench.metrics import compute
+
+from xaibench.attribution import METHODS
+from xaibench.core import runs
+from xaibench.core.distributed import world
+from xaibench.core.errors import IncompatibleError
+from xaibench.data.prepare import prepare
+from xaibench.jobs.explain import ExplainConfig, ExplainResult, explain, supplied_params
 
 
 @dataclass(frozen=True)

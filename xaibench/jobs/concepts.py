@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+from xaibench.metrics.base import METRICS
 
-from xaibench import distributed
 from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank
 from xaibench.concepts.extract import (
     Extraction,
@@ -30,12 +30,12 @@ from xaibench.concepts.extract import (
     upsampled,
 )
 from xaibench.concepts.split import default_layer, split_model
-from xaibench.errors import InputError, first_line
-from xaibench.inputs import Prepared, Selection, default_split, denormalise, prepare
-from xaibench.metrics.base import METRICS
+from xaibench.core import distributed
+from xaibench.core.errors import InputError, first_line
+from xaibench.core.runs import default_run_dir, run_record, staged_dir, write_json
+from xaibench.data.prepare import Prepared, Selection, default_split, denormalise, prepare
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report.colors import to_display
-from xaibench.runs import default_run_dir, run_record, staged_dir, write_json
 
 DEFAULT_IMAGES = 64
 MONTAGE_CROPS = 8
@@ -159,6 +159,7 @@ def _display(images: torch.Tensor, prepared: Prepared) -> np.ndarray:
 def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, settings: Settings,
              summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Draw the figures and the report; returns the cluster statistics."""
+    from xaibench.report import concept_page
     from xaibench.report import concepts as draw
 
     figures = {}
@@ -177,5 +178,5 @@ def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, sett
     embedding, stats = draw.cluster_graph(found.local.numpy(), correct, settings.seed)
     figures["clusters"] = draw.write_cluster_graph(folder / "clusters.png", embedding,
                                                    found.local.numpy().argmax(1), stats)
-    draw.write_concept_report(folder, {**summary, "clusters": stats}, figures)
+    concept_page.write_concept_report(folder, {**summary, "clusters": stats}, figures)
     return stats

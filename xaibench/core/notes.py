@@ -1,5 +1,5 @@
 """What a method learned while explaining, for run.json, without coupling: methods call ``note``; the
-command that writes the run collects the notes (the same pattern as ``xaibench.progress``).
+command that writes the run collects the notes (the same pattern as ``xaibench.core.progress``).
 
 BEE notes the baseline family each kept map came from and the learned family distribution; the llm
 method attaches its transcript, a file for the run directory. A method never stores results on itself.

@@ -9,10 +9,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from xaibench import ownership, records, runs
-from xaibench.errors import InputError
-from xaibench.explain import render_run_heatmaps
-from xaibench.inputs import denormalise
+from xaibench.core import ownership, runs
+from xaibench.core.errors import InputError
+from xaibench.data.prepare import denormalise
+from xaibench.jobs import record_checks as records
+from xaibench.jobs.explain import render_run_heatmaps
 from xaibench.report import HeatmapStyle
 
 

@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from xaibench.errors import InputError
+from xaibench.core.errors import InputError
+from xaibench.core.runs import plain_name
 from xaibench.models.meta import MODALITIES, ModelMeta
-from xaibench.runs import plain_name
 
 
 class _Checker:

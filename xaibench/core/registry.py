@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from xaibench.errors import UnknownNameError
+from xaibench.core.errors import UnknownNameError
 
 T = TypeVar("T")
 

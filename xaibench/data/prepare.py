@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from xaibench.attribution.base import row_slices
+from xaibench.core.batches import row_slices
+from xaibench.core.errors import InputError, first_line
 from xaibench.data import Dataset, load_data, select
-from xaibench.errors import InputError, first_line
 from xaibench.models import LoadedModel, ModelMeta
 from xaibench.models.meta import SAMPLE_RANK
 

@@ -10,7 +10,7 @@ and the data (cheap and deterministic); each computes its contiguous block of sa
 the blocks are gathered in rank order, which is the original sample order; only rank 0 writes.
 
 Randomness stays the same whatever the number of processes: per-sample seeds are drawn for the whole
-batch on every rank and each rank keeps its block's (``xaibench.attribution.base.sampled_shard``), and
+batch on every rank and each rank keeps its block's (``xaibench.attribution.draws.sampled_shard``), and
 draws shared by the batch come from the same generator state on every rank.
 
 Launched alone (no WORLD_SIZE above 1) every helper is the identity and torch.distributed is never
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from xaibench.errors import InputError, RunFailedError, first_line
+from xaibench.core.errors import InputError, RunFailedError, first_line
 
 TIMEOUT_ENV = "XAIBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0

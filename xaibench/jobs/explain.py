@@ -11,12 +11,12 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from xaibench import distributed, runs
 from xaibench.attribution import METHODS, describe_params, parse_params
-from xaibench.attribution.base import sampled_shard
+from xaibench.attribution.draws import sampled_shard
+from xaibench.core import distributed, runs
+from xaibench.core.notes import collecting
 from xaibench.data import DATASETS, load_data
-from xaibench.details import collecting
-from xaibench.inputs import Prepared, Selection, normalise, prepare
+from xaibench.data.prepare import Prepared, Selection, normalise, prepare
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report import HeatmapStyle, render_heatmaps
 

@@ -16,9 +16,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from xaibench import runs
-from xaibench.errors import InputError
-from xaibench.inputs import Prepared, Selection
+from xaibench.core import runs
+from xaibench.core.errors import InputError
+from xaibench.data.prepare import Prepared, Selection
 
 PREFIX = "attributions/"
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from xaibench import runs
-from xaibench.attribution import METHODS, parse_params
-from xaibench.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics import METRICS
 from xaibench.metrics.selection import choose_metrics
+
+from xaibench.attribution import METHODS, parse_params
+from xaibench.core import runs
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 
 
 @dataclass(frozen=True)

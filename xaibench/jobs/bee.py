@@ -20,12 +20,12 @@ from xaibench.attribution import METHODS, parse_params
 from xaibench.attribution.bee import pretrain
 from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
-from xaibench.distributed import world
-from xaibench.errors import InputError
-from xaibench.explain import supplied_params
-from xaibench.inputs import Prepared, Selection, default_split, prepare
+from xaibench.core.distributed import world
+from xaibench.core.errors import InputError
+from xaibench.core.runs import check_file_destination
+from xaibench.data.prepare import Prepared, Selection, default_split, prepare
+from xaibench.jobs.explain import supplied_params
 from xaibench.models import LoadedModel, ModelSource, load_model
-from xaibench.runs import check_file_destination
 
 DEFAULT_SAMPLES = 256  # training inputs the policy learns from unless --n / --indices say otherwise
 
