@@ -230,14 +230,10 @@ def hand_grad_cam(model: ConvThenAverage, x: torch.Tensor) -> torch.Tensor:
     return torch.relu(torch.einsum("nk,nk...->n...", alpha, maps)).unsqueeze(1)
 
 
-@pytest.mark.parametrize(
-    "conv",
-    [nn.Conv2d(2, 3, 3, padding=1), nn.Conv1d(2, 3, 3, padding=1)],
-    ids=["image", "sequence"],
-)
-def test_gradcam_equals_the_hand_computation(conv: nn.Module) -> None:
-    torch.manual_seed(0)
-    modality = "image" if isinstance(conv, nn.Conv2d) else "sequence"
+@pytest.mark.parametrize("modality", ["image", "sequence"])
+def test_gradcam_equals_the_hand_computation(modality: str) -> None:
+    torch.manual_seed(0)  # before the conv is built: its weights must not depend on the collection order
+    conv = nn.Conv2d(2, 3, 3, padding=1) if modality == "image" else nn.Conv1d(2, 3, 3, padding=1)
     model, x = ConvThenAverage(conv, 3), make_inputs(modality)
     expected = hand_grad_cam(model, x)
     assert expected.max() > 0 and (expected == 0).any()  # both sides of the ReLU are exercised

@@ -31,6 +31,7 @@ OWNER_FORMAT = "xaibench-staging/1"
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -78,13 +79,8 @@ def update_manifest(root: Path, changed: list[str], replaced: str | None = None)
 def read_manifest(root: Path) -> dict[str, Any] | None:
     """The manifest of ``root`` when it is a valid xaibench manifest, else None."""
     path = root / MANIFEST_FILE
-    if not path.is_file() or path.is_symlink():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or record.get("tool") != TOOL or record.get("format") != MANIFEST_FORMAT:
+    record = _tagged(path, MANIFEST_FORMAT) if path.is_file() and not path.is_symlink() else None
+    if record is None:
         return None
     files = record.get("files")
     if not isinstance(files, dict) or not all(
@@ -166,11 +162,8 @@ def remove_stale_staging(out: Path) -> list[Path]:
 
 
 def _dead_owner(owner_file: Path) -> bool:
-    try:
-        owner = json.loads(owner_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    if not isinstance(owner, dict) or owner.get("tool") != TOOL or owner.get("format") != OWNER_FORMAT:
+    owner = _tagged(owner_file, OWNER_FORMAT)
+    if owner is None:
         return False
     pid = owner.get("pid")
     if not isinstance(pid, int) or pid <= 0 or owner.get("host") != socket.gethostname():
@@ -186,6 +179,17 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+def _tagged(path: Path, format_tag: str) -> dict[str, Any] | None:
+    """The JSON object in ``path`` when it is xaibench's record of ``format_tag``, else None."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or record.get("tool") != TOOL or record.get("format") != format_tag:
+        return None
+    return record
 
 
 def _dump(path: Path, data: dict[str, Any]) -> None:

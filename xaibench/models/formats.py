@@ -16,7 +16,6 @@ that the weights-only unpickler refuses is inspected with ``pickletools`` (which
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import pickletools
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from xaibench.core.errors import InputError, UntrustedModelError
 from xaibench.core.lazy import lazy_import
+from xaibench.core.ownership import file_digest
 from xaibench.core.registry import Registry
 from xaibench.core.text import printable
 from xaibench.models.archs import ARCHITECTURES
@@ -121,7 +121,7 @@ def load_model(
         raise UntrustedModelError(f"{file} {loader.risk}; loading it can run code from the file; "
                                   "pass --trust-model only for files you trust")
     module, meta = loader(request, payload)
-    return LoadedModel(module.eval(), meta, name, printable(file), _sha256(file))
+    return LoadedModel(module.eval(), meta, name, printable(file), file_digest(file))
 
 
 def _existing_file(path: Path) -> Path:
@@ -132,14 +132,6 @@ def _existing_file(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise InputError(f"model file {path} is empty")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unreadable(path: Path, what: str = "a model file") -> InputError:
