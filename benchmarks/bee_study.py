@@ -60,7 +60,7 @@ import xaibench
 from xaibench.attribution import METHODS, attribute
 from xaibench.attribution.baselines import BASELINES
 from xaibench.attribution.bee import DEFAULT_ARMS, BeeParams, pretrain
-from xaibench.core.notes import collecting
+from xaibench.core.method_notes import collecting
 from xaibench.data.prepare import Prepared, Selection, prepare
 from xaibench.jobs.explain import reference_samples
 from xaibench.models import load_model

@@ -13,6 +13,7 @@ docs/refresh.py runs the commands for real and writes their output into the page
 from __future__ import annotations
 
 import importlib.util
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -219,6 +220,41 @@ def test_norun_blocks_are_checked_too(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("```console norun\n$ xaibench explain MODEL --method nope\n```\n", encoding="utf-8")
     assert len(command_problems(page)) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# links and size
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", _prose(page.read_text(encoding="utf-8")), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def _prose(text: str) -> str:
+    """A page without its fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_links_lead_somewhere(page: Path) -> None:
+    """Every relative link and image of a page names a file that exists (and a heading that exists)."""
+    broken = []
+    for target in LINK.findall(_prose(page.read_text(encoding="utf-8"))):
+        if target.startswith(("http://", "https://", "mailto:")):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+            broken.append(target)
+    assert broken == []
+
+
+def test_readme_is_a_landing_page() -> None:
+    assert len((REPO / "README.md").read_text(encoding="utf-8")) <= 10_000
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from xaibench.attribution.path import quadrature, straight_path_integral
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError
 from xaibench.core.lazy import lazy_import
-from xaibench.core.notes import note
+from xaibench.core.method_notes import note
 from xaibench.core.progress import advance, reporting
 
 if TYPE_CHECKING:

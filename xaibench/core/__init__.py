@@ -2,7 +2,7 @@
 
 registry (named entries with metadata), errors (what the CLI maps to exit codes), runs (run
 directories: staging, atomic writes, --overwrite), ownership (the manifest that proves xaibench wrote a
-folder), distributed (torchrun process groups), progress, notes (what methods record while explaining),
+folder), distributed (torchrun process groups), progress, method_notes (what methods record while explaining),
 batches (rows per pass), lazy (deferred imports), text (names safe to show) and credentials (URL
 credentials kept out of records).
 

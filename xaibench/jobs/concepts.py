@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from xaibench.metrics.base import METRICS
 
 from xaibench.concepts.base import DECOMPOSITIONS, ConceptBank
 from xaibench.concepts.extract import (
@@ -34,6 +33,7 @@ from xaibench.core import distributed
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.runs import default_run_dir, run_record, staged_dir, write_json
 from xaibench.data.prepare import Prepared, Selection, default_split, denormalise, prepare
+from xaibench.metrics.base import METRICS
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report.colors import to_display
 

@@ -17,14 +17,11 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from xaibench.metrics import METRICS
-from xaibench.metrics.base import Explainer
-from xaibench.metrics.summary import summarise
 
 from xaibench.attribution import METHODS, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
-from xaibench.core.notes import collecting
+from xaibench.core.method_notes import collecting
 from xaibench.core.progress import advance, reporting
 from xaibench.data.prepare import Prepared, Selection, prepare
 from xaibench.jobs.evaluate_plan import Plan, make_plan
@@ -37,6 +34,9 @@ from xaibench.jobs.explain import (
     write_attached,
 )
 from xaibench.jobs.reused_runs import Reused, reused_attributions, reused_selection
+from xaibench.metrics import METRICS
+from xaibench.metrics.base import Explainer
+from xaibench.metrics.summary import summarise
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report import HeatmapStyle
 from xaibench.report.comparison import rank_methods, write_reports

@@ -10,12 +10,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from xaibench.metrics import METRICS
-from xaibench.metrics.selection import choose_metrics
-
 from xaibench.attribution import METHODS, parse_params
 from xaibench.core import runs
 from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
+from xaibench.metrics import METRICS
+from xaibench.metrics.selection import choose_metrics
 
 
 @dataclass(frozen=True)

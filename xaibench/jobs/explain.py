@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from xaibench.attribution import METHODS, describe_params, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
-from xaibench.core.notes import collecting
+from xaibench.core.method_notes import collecting
 from xaibench.data import DATASETS, load_data
 from xaibench.data.prepare import Prepared, Selection, normalise, prepare
 from xaibench.models import LoadedModel, ModelSource

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from xaibench.metrics import compute
 
 from xaibench.attribution import METHODS
 from xaibench.core import runs
@@ -23,6 +22,7 @@ from xaibench.core.distributed import world
 from xaibench.core.errors import IncompatibleError
 from xaibench.data.prepare import prepare
 from xaibench.jobs.explain import ExplainConfig, ExplainResult, explain, supplied_params
+from xaibench.metrics import compute
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from xaibench.attribution.base import METHODS, Method
 from xaibench.attribution.draws import sample_generators, sample_seeds, sampled_shard, shard_of, shared_seed
 from xaibench.core.errors import InputError
 from xaibench.core.lazy import lazy_import
-from xaibench.core.notes import attach, note
+from xaibench.core.method_notes import attach, note
 from xaibench.core.progress import reporting
 from xaibench.llm.parse import letters, parse_ranking
 
