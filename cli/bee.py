@@ -47,7 +47,7 @@ def pretrain(
         summary = pretrain_policy(config)
 
     def human(console: object) -> None:
-        console.print(f"Learned a {metric} policy from {summary['samples']} inputs in {summary['seconds']:.1f} s")
+        console.print(f"Learned a policy for {metric} from {summary['samples']} inputs in {summary['seconds']:.1f} s")
         console.print(f"  policy: {summary['policy']}")
         for family, share in summary["distribution"].items():
             console.print(f"  {family:<14} {share:6.1%}")

@@ -35,14 +35,17 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def run_main(*args: str, cwd: Path | None = None) -> Result:
-    """The CLI inside this process: the same code path as the entry point without an interpreter start
-    (for the many small refusal cases; ``run_cli`` exercises the installed entry point itself)."""
+def run_main(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> Result:
+    """The CLI inside this process: the entry point's own ``main`` without an interpreter start (for the
+    many small refusal cases; ``run_cli`` exercises the installed entry point itself)."""
     from xaibench.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     previous = os.getcwd()
+    changes = {"XAIBENCH_DEBUG": "", **(env or {})}
+    saved = {key: os.environ.get(key) for key in changes}
     try:
+        os.environ.update(changes)
         os.chdir(cwd or previous)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             main(list(args))
@@ -51,7 +54,18 @@ def run_main(*args: str, cwd: Path | None = None) -> Result:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     finally:
         os.chdir(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli_in_process(tmp_path: Path):
+    """``cli`` in this process (``run_main``), for modules of refusal cases."""
+    return lambda *args, **kw: run_main(*args, cwd=kw.pop("cwd", tmp_path), **kw)
 
 
 @pytest.fixture

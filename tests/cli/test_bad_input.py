@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.cli.conftest import SAMPLES
+from tests.cli.conftest import SAMPLES, run_cli, run_main
 
 DIGITS = str(SAMPLES / "digits_cnn.pt")
 MLP = str(SAMPLES / "breast_cancer_mlp.pt")
@@ -32,6 +32,13 @@ def _pickled_module(path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def cli(tmp_path: Path):
+    """These refusals run ``main`` in this process (no interpreter start for each of ~30 cases);
+    test_missing_model_file and test_debug_shows_traceback go through the installed entry point."""
+    return lambda *args, **kw: run_main(*args, cwd=kw.pop("cwd", tmp_path), **kw)
+
+
 def _assert_usage_error(result, *fragments: str) -> None:
     assert result.code == 2, (result.code, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -47,8 +54,8 @@ def _no_run_written(tmp_path: Path) -> None:
     assert not runs.exists() or not any(runs.iterdir())
 
 
-def test_missing_model_file(cli, tmp_path):
-    _assert_usage_error(cli("explain", str(tmp_path / "nope.pt")), "nope.pt")
+def test_missing_model_file(tmp_path):
+    _assert_usage_error(run_cli("explain", str(tmp_path / "nope.pt"), cwd=tmp_path), "nope.pt")
     _no_run_written(tmp_path)
 
 
@@ -150,8 +157,8 @@ def test_bad_parameter_value(cli, tmp_path):
     _assert_usage_error(cli("explain", DIGITS, "-n", "1", "-p", "n_steps=many"), "n_steps", "int")
 
 
-def test_debug_shows_traceback(cli, tmp_path):
-    result = cli("explain", str(tmp_path / "nope.pt"), env={"XAIBENCH_DEBUG": "1"})
+def test_debug_shows_traceback(tmp_path):
+    result = run_cli("explain", str(tmp_path / "nope.pt"), cwd=tmp_path, env={"XAIBENCH_DEBUG": "1"})
     assert result.code == 2
     assert "Traceback" in result.stderr
 

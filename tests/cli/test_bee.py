@@ -45,32 +45,32 @@ def test_pretrain_explain_and_report(cli, tmp_path):
     assert chart.read_bytes().startswith(b"\x89PNG") and "deletion" in reported.json()["distributions"]
 
 
-def test_pretrain_never_replaces_other_files(cli, tmp_path):
+def test_pretrain_never_replaces_other_files(cli_in_process, tmp_path):
     policy = tmp_path / "p.safetensors"
-    assert cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy)).code == 0
-    again = cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy))
+    assert cli_in_process("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy)).code == 0
+    again = cli_in_process("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy))
     assert again.code == 2 and "--overwrite" in again.stderr
-    assert cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy), "--overwrite").code == 0
+    assert cli_in_process("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(policy), "--overwrite").code == 0
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    refused = cli("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(notes), "--overwrite")
+    refused = cli_in_process("bee", "pretrain", MLP, "-n", "4", *FAST, "--out", str(notes), "--overwrite")
     assert refused.code == 2 and notes.read_text() == "mine"
-    bad = cli("bee", "pretrain", MLP, "--metric", "max_sensitivity", "-n", "4", "--out", str(tmp_path / "x"))
+    bad = cli_in_process("bee", "pretrain", MLP, "--metric", "max_sensitivity", "-n", "4", "--out", str(tmp_path / "x"))
     assert bad.code == 2 and "model alone" in bad.stderr
 
 
-def test_a_policy_trained_for_another_model_file_is_refused_unless_meant(cli, tmp_path):
+def test_a_policy_trained_for_another_model_file_is_refused_unless_meant(cli_in_process, tmp_path):
     policy = tmp_path / "logreg-deletion.safetensors"  # same data, arms and context size; another model
-    assert cli("bee", "pretrain", LOGREG, "-n", "8", *FAST, "--out", str(policy)).code == 0
+    assert cli_in_process("bee", "pretrain", LOGREG, "-n", "8", *FAST, "--out", str(policy)).code == 0
     run = tmp_path / "run"
-    refused = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", *FAST, "-n", "2", "--out", str(run))
+    refused = cli_in_process("explain", MLP, "--method", "bee", "-p", f"policy={policy}", *FAST, "-n", "2", "--out", str(run))
     assert refused.code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert str(policy) in refused.stderr and MLP in refused.stderr  # names both files
     assert "policy_any_model=true" in refused.stderr and not run.exists()
-    evaluated = cli("evaluate", MLP, "--methods", "bee", "-p", f"bee.policy={policy}", "-p", "bee.rounds=2",
+    evaluated = cli_in_process("evaluate", MLP, "--methods", "bee", "-p", f"bee.policy={policy}", "-p", "bee.rounds=2",
                     "--metrics", "sparseness", "-n", "2", "--out", str(tmp_path / "eval"))
     assert evaluated.code == 2 and str(policy) in evaluated.stderr and not (tmp_path / "eval").exists()
 
-    meant = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", "-p", "policy_any_model=true", *FAST,
+    meant = cli_in_process("explain", MLP, "--method", "bee", "-p", f"policy={policy}", "-p", "policy_any_model=true", *FAST,
                 "-n", "2", "--out", str(run))
     assert meant.code == 0, meant.stderr  # the model's own policy needs no flag: test_pretrain_explain_and_report

@@ -35,13 +35,13 @@ def test_concepts_writes_bank_metrics_figures_and_report(cli, tmp_path):
     assert "data:image/png;base64," in html and 'src="montage.png"' not in html
 
 
-def test_concepts_bad_input_is_one_line_and_exit_2(cli, tmp_path):
+def test_concepts_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path):
     for args, message in [
         (("--class", "eleven"), "neither a class name nor an index"),
         (("--class", "3", "--method", "ica"), "ica"),
         (("--class", "3", "--layer", "fc", "--method", "nmf"), "non-negative activations"),
     ]:
-        result = cli("concepts", CNN, *args, "-n", "4", "-k", "2", "--out", "bad")
+        result = cli_in_process("concepts", CNN, *args, "-n", "4", "-k", "2", "--out", "bad")
         assert result.code == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "bad").exists()

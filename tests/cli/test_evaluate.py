@@ -159,14 +159,14 @@ def test_reuses_attributions_of_an_explain_run(cli, tmp_path):
     assert summary["skipped"] == []
 
 
-def test_reuse_refuses_other_inputs_targets_and_parameters(cli, tmp_path):
+def test_reuse_refuses_other_inputs_targets_and_parameters(cli_in_process, tmp_path):
     explained = tmp_path / "explained"
-    assert cli("explain", LOGREG, "--method", "integrated_gradients", "-n", "4", "-p", "n_steps=4",
+    assert cli_in_process("explain", LOGREG, "--method", "integrated_gradients", "-n", "4", "-p", "n_steps=4",
                "--out", str(explained)).code == 0
     cases = [(["--data", "breast_cancer:train"], "other inputs"), (["--target", "0"], "target"),
              (["-p", "integrated_gradients.n_steps=8"], "--attributions run")]
     for extra, message in cases:
-        result = cli("evaluate", LOGREG, "--attributions", str(explained), "--metrics", "sparseness",
+        result = cli_in_process("evaluate", LOGREG, "--attributions", str(explained), "--metrics", "sparseness",
                      *extra, "--out", str(tmp_path / "run"))
         assert result.code == 2 and message in result.stderr, (extra, result.stderr)
     # robustness metrics re-explain with the reused run's parameters (n_steps=4), not the defaults

@@ -78,8 +78,8 @@ def test_score_montage_for_an_image_model(cli, tmp_path):
     assert (tmp_path / "run" / "montage.png").stat().st_size > 10_000
 
 
-def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
-    assert cli("influence", "fit", MLP, "--train-n", "16", "--out", "fac").code == 0
+def test_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path):
+    assert cli_in_process("influence", "fit", MLP, "--train-n", "16", "--out", "fac").code == 0
     cases = [
         (("influence", "fit", MLP, "--train-n", "16", "--out", "fac"), "exists"),
         (("influence", "fit", MLP, "--strategy", "lissa", "--out", "x"), "unknown strategy"),
@@ -88,7 +88,7 @@ def test_bad_input_is_one_line_and_exit_2(cli, tmp_path):
         (("influence", "score", MLP, "--factors", "fac", "--damping", "nan", "--out", "y"), "--damping"),
     ]
     for args, message in cases:
-        result = cli(*args)
+        result = cli_in_process(*args)
         assert result.code == 2, (args, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
@@ -126,7 +126,7 @@ def test_undefined_scores_are_null_in_json(cli, tmp_path, diagonal):
     assert human.code == 0 and "(benign) NaN" in human.stdout, human.stdout + human.stderr
 
 
-def test_tampered_factors_are_refused_before_any_work(cli, tmp_path, diagonal):
+def test_tampered_factors_are_refused_before_any_work(cli_in_process, tmp_path, diagonal):
     marker = tmp_path / "pwned"
 
     def tamper(name: str, change) -> str:
@@ -165,7 +165,7 @@ def test_tampered_factors_are_refused_before_any_work(cli, tmp_path, diagonal):
     ]
     before = snapshot(tmp_path)
     for command, folder, message in cases:
-        result = cli("influence", command, MLP, "--factors", folder, "--train-n", "16", "--out", "out")
+        result = cli_in_process("influence", command, MLP, "--factors", folder, "--train-n", "16", "--out", "out")
         assert result.code == 2, (folder, result.stderr)
         assert result.stderr.startswith(f"error: {folder}/") and message in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr

@@ -71,7 +71,7 @@ def test_replay_reruns_a_recorded_run_without_a_server(cli, env, tmp_path) -> No
     assert replayed.json()["model"] == "scripted"
 
 
-def test_bad_input_is_one_line_and_exit_2(cli, env) -> None:
+def test_bad_input_is_one_line_and_exit_2(cli_in_process, env) -> None:
     for args, message in [
         (("--strategy", "q-icl", "--llm", "x"), "unknown LLM prompting strategy 'q-icl'"),
         (("--backend", "openai"), "name the LLM"),
@@ -79,10 +79,10 @@ def test_bad_input_is_one_line_and_exit_2(cli, env) -> None:
         (("--llm", "x", "-p", "names=roman"), "names must be letters or real"),
         (("--llm", "x", "--base-url", "notaurl"), "base_url must be an http or https URL with a host"),
     ]:
-        result = cli("llm-explain", LOGREG, *args, env=env)
+        result = cli_in_process("llm-explain", LOGREG, *args, env=env)
         assert result.code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1, \
             (args, result.stderr)
-    image = cli("llm-explain", str(SAMPLES / "shapes_cnn.pt"), "--llm", "x", env=env)
+    image = cli_in_process("llm-explain", str(SAMPLES / "shapes_cnn.pt"), "--llm", "x", env=env)
     assert image.code == 2 and "does not apply to image" in image.stderr
 
 

@@ -1,5 +1,8 @@
 """Runs that were edited or forged, and careless --out folders, never cost a user a file (issue 14).
 
+The runs are made through the installed entry point; the many tampered cases run ``main`` in this
+process (``run_main``), the same code without an interpreter start each.
+
 Each test starts from a real run written by the installed entry point, tampers with one thing, and
 checks the contract: exit 2 with one line on stderr, nothing written outside the named output, the run
 itself unchanged.
@@ -78,7 +81,7 @@ def test_report_does_not_embed_files_named_by_a_forged_method(made, tmp_path):
     (outside / "private.png").write_bytes((run / "heatmaps" / "saliency" / "grid.png").read_bytes())
     _edit_json(run / "metrics.json", lambda d: d["methods"].__setitem__(0, str(outside)))
     before = snapshot(tmp_path)
-    refused(run_cli("report", str(run)), "metrics.json", "not a plain name")
+    refused(run_main("report", str(run)), "metrics.json", "not a plain name")
     assert snapshot(tmp_path) == before
 
 
@@ -89,7 +92,7 @@ def test_report_ignores_a_heatmap_folder_that_links_out_of_the_run(made, tmp_pat
     (outside / "private.png").write_bytes(b"\x89PNG private")
     shutil.rmtree(run / "heatmaps" / "random")
     (run / "heatmaps" / "random").symlink_to(outside, target_is_directory=True)
-    assert run_cli("report", str(run)).code == 0
+    assert run_main("report", str(run)).code == 0
     assert "private" not in (run / "report.html").read_text()
     assert "private" not in (run / "report.md").read_text()
 
@@ -108,7 +111,7 @@ def _foreign_folder_with_marker(tmp_path: Path, marker: str) -> Path:
 def test_explain_overwrite_keeps_a_folder_with_a_users_file(tmp_path, marker):
     folder = _foreign_folder_with_marker(tmp_path, marker)
     before = snapshot(folder)
-    refused(run_cli("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(folder), "--overwrite"),
+    refused(run_main("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(folder), "--overwrite"),
             "not written by xaibench")
     assert snapshot(folder) == before
 
@@ -124,51 +127,51 @@ def test_influence_fit_overwrite_keeps_a_folder_with_a_users_file(tmp_path):
 def test_heatmap_out_overwrite_keeps_a_folder_with_a_users_file(made, tmp_path):
     folder = _foreign_folder_with_marker(tmp_path, "grid.png")
     before = snapshot(folder)
-    refused(run_cli("heatmap", str(made["explain"]), "--out", str(folder), "--overwrite"), "not written by xaibench")
+    refused(run_main("heatmap", str(made["explain"]), "--out", str(folder), "--overwrite"), "not written by xaibench")
     assert snapshot(folder) == before
 
 
 def test_overwrite_refuses_a_run_with_an_added_or_edited_file(made, tmp_path):
     run = _copy(made, "explain", tmp_path)
     (run / "notes.txt").write_text("my notes")
-    refused(run_cli("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(run), "--overwrite"),
+    refused(run_main("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(run), "--overwrite"),
             "notes.txt was not written by xaibench")
     (run / "notes.txt").unlink()
     (run / "heatmaps" / "grid.png").write_bytes(b"edited")
-    refused(run_cli("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(run), "--overwrite"),
+    refused(run_main("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(run), "--overwrite"),
             "grid.png changed since xaibench wrote it")
 
 
 def test_overwrite_replaces_xaibench_runs_including_after_a_heatmap_reexport(made, tmp_path):
     run = _copy(made, "explain", tmp_path)
-    assert run_cli("heatmap", str(run), "--style", "masked").code == 0  # rewrites heatmaps/ and run.json
-    result = run_cli("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(run), "--overwrite")
+    assert run_main("heatmap", str(run), "--style", "masked").code == 0  # rewrites heatmaps/ and run.json
+    result = run_main("explain", DIGITS, "--method", "saliency", "--n", "2", "--out", str(run), "--overwrite")
     assert result.code == 0, result.stderr
     assert json.loads((run / "run.json").read_text())["data"]["samples"] == 2
     evaluate = _copy(made, "evaluate", tmp_path)
-    assert run_cli("report", str(evaluate)).code == 0  # rewrites the reports
-    result = run_cli("evaluate", DIGITS, "--methods", "saliency", "--metrics", "sparseness", "--n", "2",
+    assert run_main("report", str(evaluate)).code == 0  # rewrites the reports
+    result = run_main("evaluate", DIGITS, "--methods", "saliency", "--metrics", "sparseness", "--n", "2",
                      "--out", str(evaluate), "--overwrite")
     assert result.code == 0, result.stderr
 
 
-def test_bee_report_never_replaces_a_file_it_did_not_write(made, tmp_path, cli):
+def test_bee_report_never_replaces_a_file_it_did_not_write(made, tmp_path, cli_in_process):
     policy = tmp_path / "policy.safetensors"
-    trained = cli("bee", "pretrain", DIGITS, "--n", "4", "-p", "rounds=1", "-p", "n_steps=4", "-p", "arms=zero,blur",
+    trained = cli_in_process("bee", "pretrain", DIGITS, "--n", "4", "-p", "rounds=1", "-p", "n_steps=4", "-p", "arms=zero,blur",
                   "--out", str(policy))
     assert trained.code == 0, trained.stderr
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    refused(cli("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(notes)), "--overwrite")
-    refused(cli("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(notes), "--overwrite"),
+    refused(cli_in_process("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(notes)), "--overwrite")
+    refused(cli_in_process("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(notes), "--overwrite"),
             "not a chart written by xaibench")
     assert notes.read_text() == "mine"
     (tmp_path / "bee_arms.png").write_bytes(b"someone else's chart")
-    refused(cli("bee", "report", DIGITS, str(policy), "--n", "4"), "bee_arms.png", "--overwrite")
+    refused(cli_in_process("bee", "report", DIGITS, str(policy), "--n", "4"), "bee_arms.png", "--overwrite")
     assert (tmp_path / "bee_arms.png").read_bytes() == b"someone else's chart"
     chart = tmp_path / "chart.png"
-    assert cli("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(chart)).code == 0
-    assert cli("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(chart), "--overwrite").code == 0
+    assert cli_in_process("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(chart)).code == 0
+    assert cli_in_process("bee", "report", DIGITS, str(policy), "--n", "4", "--out", str(chart), "--overwrite").code == 0
 
 
 # --- 6. malformed run.json / metrics.json: exit 2, one line, nothing changed ------------------------------
@@ -211,7 +214,7 @@ def test_report_markdown_escapes_names_from_metrics_json(made, tmp_path):
         data["skipped"] = [{"method": "a`b", "metric": "[x](http://evil)", "reason": "<script>"}]
         data["model"]["path"] = "x` <script>"
     _edit_json(run / "metrics.json", forge)
-    assert run_cli("report", str(run)).code == 0
+    assert run_main("report", str(run)).code == 0
     markdown = (run / "report.md").read_text()
     lines = markdown.splitlines()
     assert lines[0] == "# &lt;script&gt;alert(1)&lt;/script&gt; &lt;img src=x onerror=alert(2)&gt;"
