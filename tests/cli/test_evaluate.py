@@ -170,7 +170,7 @@ def test_reuse_refuses_other_inputs_targets_and_parameters(cli_in_process, tmp_p
                      *extra, "--out", str(tmp_path / "run"))
         assert result.code == 2 and message in result.stderr, (extra, result.stderr)
     # robustness metrics re-explain with the reused run's parameters (n_steps=4), not the defaults
-    _evaluate(cli, tmp_path / "ok", LOGREG, "--attributions", str(explained), "--metrics", "max_sensitivity")
+    _evaluate(cli_in_process, tmp_path / "ok", LOGREG, "--attributions", str(explained), "--metrics", "max_sensitivity")
     stored = json.loads((tmp_path / "ok" / "metrics.json").read_text())["results"]
     loaded = load_model(LOGREG)
     x = select(load_data("breast_cancer:test"), n=4).x.float()
