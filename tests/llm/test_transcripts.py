@@ -68,3 +68,19 @@ def test_a_reply_with_unicode_line_separators_replays_intact(tmp_path: Path) -> 
     path.write_text(client.transcript(), encoding="utf-8")
     replay = BACKENDS.get("replay")(Settings(transcript=str(path)))
     assert replay.complete(Request("scripted", (("user", "q"),))).text == text
+
+
+def test_a_fifo_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """A FIFO would block the reader forever: refused before it is opened (a timer unblocks a regression)."""
+    import os
+    import threading
+
+    fifo = tmp_path / "transcript.jsonl"
+    os.mkfifo(fifo)
+    release = threading.Timer(5.0, lambda: open(fifo, "wb").close())  # a blocked open() returns then
+    release.start()
+    try:
+        with pytest.raises(InputError, match="not a regular file"):
+            read_transcript(fifo)
+    finally:
+        release.cancel()

@@ -249,10 +249,13 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
     U+0085 in a reply is no line break of the file.
 
     Raises:
-        InputError: a missing file, or a line that is not UTF-8, not a JSON object, or not a record.
+        InputError: a missing file or one that is not a regular file, or a line that is not UTF-8, not
+            a JSON object, or not a record.
     """
     if path.is_dir():
         path = path / "transcript.jsonl"
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise InputError(f"cannot read transcript {path}: not a regular file")
     try:
         lines = path.read_bytes().split(b"\n")
     except OSError as err:
