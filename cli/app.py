@@ -20,9 +20,11 @@ except ImportError:  # pragma: no cover - older typer on click
     from click import exceptions as click_errors
 
 from xaibench.cli import bee, concepts, evaluate, explain, heatmap, influence, inspect, listing, llm
+from xaibench.cli.plain_help import PlainGroup
 
 app = typer.Typer(
     name="xaibench",
+    cls=PlainGroup,
     help="Explainability and attribution workbench for PyTorch models.",
     add_completion=False,
     no_args_is_help=True,

@@ -5,29 +5,30 @@ from __future__ import annotations
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand, PlainGroup
 
-bee_app = typer.Typer(help="BEE: learn and inspect metric-adapted baseline policies.", no_args_is_help=True)
+bee_app = typer.Typer(cls=PlainGroup, help="BEE: learn and inspect metric-adapted baseline policies.",
+                      no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(bee_app, name="bee")
 
 
-@bee_app.command("pretrain")
+@bee_app.command("pretrain", cls=PlainCommand)
 def pretrain(
     model: str = common.MODEL,
-    metric: str = typer.Option("deletion", "--metric", help="Metric the policy adapts to."),
-    data: str = common.DATA,
-    n: int = typer.Option(None, "--n", "-n", min=1, help="Training inputs (default 256)."),
+    metric: str = typer.Option("deletion", "--metric", metavar="NAME", help="Metric the policy adapts to."),
+    data: str = common.data_option("train"),
+    n: int = common.n_option("256, or the samples of --indices", "training inputs"),
     indices: str = common.INDICES,
     target: str = common.TARGET,
-    param: list[str] = typer.Option(None, "--param", "-p", help="bee parameter name=value, e.g. "
+    param: list[str] = typer.Option(None, "--param", "-p", metavar="NAME=VALUE", help="bee parameter, e.g. "
                                     "rounds=4, arms=zero,blur, n_steps=16 (repeatable)."),
-    out: str = typer.Option(None, "--out", "-o", help="Policy file (default policies/<model>-<metric>"
-                            ".safetensors)."),
+    out: str = common.out_option("policies/<model>-<metric>.safetensors", "Policy file"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing policy file."),
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = common.batch_option(),
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -55,16 +56,17 @@ def pretrain(
     output.result(summary, human)
 
 
-@bee_app.command("report")
+@bee_app.command("report", cls=PlainCommand)
 def report(
     model: str = common.MODEL,
-    policies: list[str] = typer.Argument(..., help="Policy files from bee pretrain (one per metric)."),
-    data: str = common.DATA,
-    n: int = typer.Option(None, "--n", "-n", min=1, help="Inputs whose contexts are used (default 256)."),
-    out: str = typer.Option("bee_arms.png", "--out", "-o", help="Chart file (PNG)."),
+    policies: list[str] = typer.Argument(..., metavar="POLICY",
+                                        help="Policy files from bee pretrain (one per metric)."),
+    data: str = common.data_option("test"),
+    n: int = common.n_option("256", "inputs, whose contexts are charted"),
+    out: str = typer.Option("bee_arms.png", "--out", "-o", metavar="PATH", help="Chart file (PNG) to write."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing chart written by xaibench."),
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = common.batch_option(),
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
 ) -> None:

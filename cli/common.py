@@ -6,27 +6,54 @@ from typing import Any
 
 import typer
 
-MODEL = typer.Argument(..., help="Model file: xaibench checkpoint, TorchScript, .pt2, safetensors.")
-DATA = typer.Option(None, "--data", "-d", help="NAME[:SPLIT] of a built-in dataset or a PATH "
-                    "(image folder, .npz, .csv, .pt). Default: the model's dataset, test split.")
-N = typer.Option(None, "--n", "-n", min=1,
-                help="Use the first N selected samples (explain: 16 unless --n or --indices).")
-INDICES = typer.Option(None, "--indices", help="Sample positions, e.g. 0,3,10-19.")
-TARGET = typer.Option("pred", "--target", "-t", help="Class to explain: pred, label or an index.")
-OUT = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<command>-...).")
+MODEL = typer.Argument(..., metavar="MODEL", help=(
+    "Model file: an xaibench checkpoint; safetensors weights or a torch.save'd state_dict with --arch; "
+    "with --trust-model also a TorchScript archive, a torch.export program (.pt2) or a pickled nn.Module "
+    "(torch.save(model))."))
+INDICES = typer.Option(None, "--indices", metavar="LIST", help="Sample positions, e.g. 0,3,10-19.")
+TARGET = typer.Option("pred", "--target", "-t", metavar="pred|label|INDEX",
+                      help="Class to explain: the prediction, the label or a class index.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing run directory.")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-SEED = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the random generator (0 to 4294967295).")
-BATCH = typer.Option(None, "--batch-size", "-b", min=1, help="Most rows per forward pass.")
-PARAM = typer.Option(None, "--param", "-p", help="Method parameter name=value (repeatable).")
+SEED = typer.Option(0, "--seed", min=0, max=2**32 - 1, metavar="N",
+                    help="Seed of the random generator (0 to 4294967295).")
+PARAM = typer.Option(None, "--param", "-p", metavar="NAME=VALUE",
+                     help="Method parameter (repeatable); xaibench methods lists them.")
 TRUST = typer.Option(False, "--trust-model",
                      help="Allow formats that can run code when loaded (pickle, TorchScript, .pt2).")
-ARCH = typer.Option(None, "--arch", help="Architecture for bare weights: name or module:factory.")
-ARCH_ARG = typer.Option(None, "--arch-arg", help="Architecture argument name=value (repeatable), "
-                        "e.g. in_features=30.")
-MODALITY = typer.Option(None, "--modality", help="Override the modality: image, tabular, sequence.")
-INPUT_SHAPE = typer.Option(None, "--input-shape", help="Override the sample shape, e.g. 3,64,64.")
-CLASSES = typer.Option(None, "--classes", help="Class count or comma-separated class names.")
+ARCH = typer.Option(None, "--arch", metavar="NAME|MODULE:FACTORY",
+                    help="Architecture for bare weights (safetensors, state_dict): a registered name, "
+                    "module:factory (the module found from the current folder first) or path/to/file.py:factory.")
+ARCH_ARG = typer.Option(None, "--arch-arg", metavar="NAME=VALUE",
+                        help="Architecture argument (repeatable), e.g. in_features=30.")
+MODALITY = typer.Option(None, "--modality", metavar="image|tabular|sequence", help="Override the modality.")
+INPUT_SHAPE = typer.Option(None, "--input-shape", metavar="SHAPE", help="Override the sample shape, e.g. 3,64,64.")
+CLASSES = typer.Option(None, "--classes", metavar="COUNT|NAMES",
+                       help="Class count or comma-separated class names.")
+
+
+# Options whose default differs between commands: each command states its own (the numbers are the
+# jobs' DEFAULT_SAMPLES and friends, which the CLI cannot import without torch; tests/cli/test_help.py
+# holds them equal).
+def data_option(split: str, otherwise: str = "") -> Any:
+    return typer.Option(None, "--data", "-d", metavar="NAME[:SPLIT]|PATH",
+                        show_default=f"the model's dataset, {split} split{otherwise}",
+                        help="A built-in dataset (xaibench datasets lists them) or a PATH: image folder, .npz, "
+                        ".csv or .pt.")
+
+
+def n_option(default: str, what: str = "selected samples") -> Any:
+    return typer.Option(None, "--n", "-n", min=1, metavar="N", show_default=default,
+                        help=f"Use the first N {what} (at least 1).")
+
+
+def out_option(default: str, what: str = "Run directory") -> Any:
+    return typer.Option(None, "--out", "-o", metavar="PATH", show_default=default, help=f"{what} to write.")
+
+
+def batch_option(default: str = "no limit") -> Any:
+    return typer.Option(None, "--batch-size", "-b", min=1, metavar="N", show_default=default,
+                        help="Most rows per forward or backward pass (at least 1); lower it to use less memory.")
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:

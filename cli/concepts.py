@@ -8,31 +8,35 @@ from typing import Any
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
-    app.command("concepts")(concepts)
+    app.command("concepts", cls=PlainCommand)(concepts)
 
 
 def concepts(
     model: str = common.MODEL,
-    class_spec: str = typer.Option(..., "--class", "-c", help="Class name or index whose concepts to extract."),
-    layer: str = typer.Option(None, "--layer", help="Layer to split at (default: the last convolutional "
-                              "block's output)."),
-    data: str = typer.Option(None, "--data", "-d", help="NAME[:SPLIT] or PATH (default: the model's "
-                             "dataset, train split); images of the class are used."),
-    n: int = typer.Option(None, "--n", "-n", min=1, help="Images of the class (default 64)."),
-    n_concepts: int = typer.Option(10, "--n-concepts", "-k", min=1, help="Concepts to extract."),
-    method: str = typer.Option("nmf", "--method", "-m", help="nmf, kmeans, pca, sparse or semi_nmf."),
-    importance: str = typer.Option("sobol", "--importance", help="sobol, gradient_input, "
+    class_spec: str = typer.Option(..., "--class", "-c", metavar="NAME|INDEX",
+                                   help="Class name or index whose concepts to extract."),
+    layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="the last convolutional block's "
+                              "output", help="Layer to split the model at; xaibench inspect lists them."),
+    data: str = common.data_option("train"),
+    n: int = common.n_option("64", "images of the class"),
+    n_concepts: int = typer.Option(10, "--n-concepts", "-k", min=1, metavar="K",
+                                   help="Concepts to extract (at least 1)."),
+    method: str = typer.Option("nmf", "--method", "-m", metavar="NAME",
+                               help="Dictionary learning: nmf, kmeans, pca, sparse or semi_nmf."),
+    importance: str = typer.Option("sobol", "--importance", metavar="NAME", help="sobol, gradient_input, "
                                    "integrated_gradients, occlusion, saliency or rise."),
-    mode: str = typer.Option("patches", "--mode", help="patches (CRAFT crops), holistic (every position) "
-                             "or pooled (one vector per image)."),
-    patch_size: float = typer.Option(0.25, "--patch-size", help="Crop side as a fraction of the image side."),
-    out: str = common.OUT,
+    mode: str = typer.Option("patches", "--mode", metavar="NAME", help="patches (CRAFT crops), holistic "
+                             "(every position) or pooled (one vector per image)."),
+    patch_size: float = typer.Option(0.25, "--patch-size", metavar="FRACTION",
+                                     help="Crop side as a fraction of the image side."),
+    out: str = common.out_option("runs/concepts-<model>-<class>-<time>"),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = common.batch_option(),
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,

@@ -7,33 +7,35 @@ import sys
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
-    app.command("report")(report)
+    app.command("evaluate", cls=PlainCommand)(evaluate)
+    app.command("report", cls=PlainCommand)(report)
 
 
 def evaluate(
     model: str = common.MODEL,
-    methods: str = typer.Option(None, "--methods", "-m", help="Methods to compare, comma-separated "
-                                "(default: those of the --attributions runs)."),
-    metrics: str = typer.Option("faithfulness", "--metrics", help="Metric names, categories "
+    methods: str = typer.Option(None, "--methods", "-m", metavar="LIST",
+                                show_default="the methods of the --attributions runs",
+                                help="Methods to compare, comma-separated."),
+    metrics: str = typer.Option("faithfulness", "--metrics", metavar="LIST", help="Metric names, categories "
                                 "(faithfulness or category:faithfulness), globs or 'all'."),
-    data: str = common.DATA,
-    n: int = common.N,
+    data: str = common.data_option("test", ", or that of the --attributions runs"),
+    n: int = common.n_option("32, or the samples of --indices or of the --attributions runs"),
     indices: str = common.INDICES,
     target: str = common.TARGET,
-    param: list[str] = typer.Option(None, "--param", "-p", help="NAME.KEY=VALUE for a method or metric "
-                                    "(repeatable), e.g. -p deletion.substrate=blur."),
-    reference: str = typer.Option(None, "--reference", help="Method whose attributions serve as the "
-                                  "reference of the agreement metrics."),
-    attributions: list[str] = typer.Option(None, "--attributions", help="Reuse the attributions of an "
-                                           "explain or evaluate run (repeatable)."),
-    out: str = common.OUT,
+    param: list[str] = typer.Option(None, "--param", "-p", metavar="NAME.KEY=VALUE", help="Parameter of a "
+                                    "method or metric (repeatable), e.g. -p deletion.substrate=blur."),
+    reference: str = typer.Option(None, "--reference", metavar="METHOD", help="Method whose attributions "
+                                  "serve as the reference of the agreement metrics."),
+    attributions: list[str] = typer.Option(None, "--attributions", metavar="RUN_DIR", help="Reuse the "
+                                           "attributions of an explain or evaluate run (repeatable)."),
+    out: str = common.out_option("runs/evaluate-<model>-<time>"),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = common.batch_option(),
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -49,7 +51,8 @@ def evaluate(
     output = Output(json_mode)
     config = EvaluateConfig(
         source=common.model_source(model, trust_model, arch, arch_arg),
-        methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), metrics=metrics, params=common.parse_named_params(param), reference=reference,
+        methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), metrics=metrics,
+        params=common.parse_named_params(param), reference=reference,
         attributions=tuple(attributions or ()), out=out, overwrite=overwrite, seed=seed,
         batch_size=batch_size,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
@@ -69,7 +72,8 @@ def evaluate(
 
 
 def report(
-    run_dir: str = typer.Argument(..., help="A run directory written by xaibench evaluate."),
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR",
+                           help="A run directory written by xaibench evaluate."),
     json_mode: bool = common.JSON,
 ) -> None:
     """Rebuild report.md and report.html of an evaluate run from its metrics.json and heatmaps."""

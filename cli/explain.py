@@ -7,26 +7,28 @@ import sys
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
-    app.command("explain")(explain)
+    app.command("explain", cls=PlainCommand)(explain)
 
 
 def explain(
     model: str = common.MODEL,
-    method: str = typer.Option("integrated_gradients", "--method", "-m", help="Attribution method."),
-    data: str = common.DATA,
-    n: int = common.N,
+    method: str = typer.Option("integrated_gradients", "--method", "-m", metavar="NAME",
+                              help="Attribution method (xaibench methods lists them)."),
+    data: str = common.data_option("test"),
+    n: int = common.n_option("16, or the samples of --indices"),
     indices: str = common.INDICES,
     target: str = common.TARGET,
     param: list[str] = common.PARAM,
-    layer: str = typer.Option(None, "--layer", help="Layer for layer methods (gradcam), e.g. conv3; "
-                              "default: the last convolution."),
-    out: str = common.OUT,
+    layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="the last convolution",
+                              help="Layer for layer methods (gradcam), e.g. conv3; xaibench inspect lists them."),
+    out: str = common.out_option("runs/explain-<model>-<method>-<time>"),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = common.batch_option(),
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,

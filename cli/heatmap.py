@@ -5,20 +5,24 @@ from __future__ import annotations
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
-    app.command("heatmap")(heatmap)
+    app.command("heatmap", cls=PlainCommand)(heatmap)
 
 
 def heatmap(
-    run_dir: str = typer.Argument(..., help="A run directory written by xaibench explain."),
-    style: str = typer.Option("overlay", "--style", help="overlay, heatmap or masked."),
-    cmap: str = typer.Option(None, "--cmap", help="Matplotlib colour map (default by sign)."),
-    clip: float = typer.Option(99.0, "--clip", help="Percentile of |attribution| where colours saturate."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the overlay, 0..1."),
-    out: str = typer.Option(None, "--out", "-o", help="Folder outside the run to write instead of "
-                            "replacing RUN_DIR/heatmaps."),
+    run_dir: str = typer.Argument(..., metavar="RUN_DIR",
+                           help="A run directory written by xaibench explain."),
+    style: str = typer.Option("overlay", "--style", metavar="NAME", help="overlay, heatmap or masked."),
+    cmap: str = typer.Option(None, "--cmap", metavar="NAME", show_default="RdBu_r for signed, inferno for "
+                            "unsigned attributions", help="Matplotlib colour map."),
+    clip: float = typer.Option(99.0, "--clip", metavar="PERCENTILE",
+                              help="Percentile of |attribution| where colours saturate."),
+    alpha: float = typer.Option(0.5, "--alpha", metavar="OPACITY", help="Opacity of the overlay, 0..1."),
+    out: str = typer.Option(None, "--out", "-o", metavar="PATH", show_default="RUN_DIR/heatmaps, replaced",
+                            help="Folder outside the run to write instead."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
     json_mode: bool = common.JSON,
 ) -> None:

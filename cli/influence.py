@@ -9,23 +9,29 @@ from typing import Any
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand, PlainGroup
 
-influence_app = typer.Typer(help="Influence functions (EK-FAC): training examples behind predictions.",
-                            no_args_is_help=True)
+influence_app = typer.Typer(cls=PlainGroup, no_args_is_help=True,
+                            help="Influence functions (EK-FAC): training examples behind predictions.")
 
-TRAIN = typer.Option(None, "--train", help="Training data NAME[:SPLIT] or PATH, with labels "
-                     "(default: the model's dataset, train split).")
-TRAIN_N = typer.Option(None, "--train-n", min=1, help="Use the first N training examples.")
-STRATEGY = typer.Option("ekfac", "--strategy", help="identity, diagonal, kfac, ekfac or exact (small models).")
-FISHER = typer.Option("true", "--fisher", help="true (labels sampled from the model) or empirical (data labels).")
-MODULES = typer.Option(None, "--modules", help="Glob(s) over module names to track, comma-separated "
-                       "(default: every Linear and Conv2d), e.g. 'conv*,fc'.")
-DAMPING = typer.Option("heuristic", "--damping", help="Absolute damping (e.g. 1e-3), or heuristic: 0.1 x "
-                       "the mean curvature eigenvalue of each module.")
-MEASUREMENT = typer.Option("loss", "--measurement", help="Query measurement: loss or margin.")
-CHUNK = typer.Option(4096, "--chunk-size", min=1, help="Examples per checkpoint (an interrupted run "
-                     "resumes from the last one).")
-RANK = typer.Option(None, "--rank", min=1, help="Compress each query gradient to this rank (default: full).")
+TRAIN = typer.Option(None, "--train", metavar="NAME[:SPLIT]|PATH", show_default="the model's dataset, "
+                     "train split", help="Training data, with labels.")
+TRAIN_N = typer.Option(None, "--train-n", min=1, metavar="N", show_default="all",
+                       help="Use the first N training examples (at least 1).")
+STRATEGY = typer.Option("ekfac", "--strategy", metavar="NAME",
+                        help="identity, diagonal, kfac, ekfac or exact (small models).")
+FISHER = typer.Option("true", "--fisher", metavar="true|empirical",
+                      help="true (labels sampled from the model) or empirical (data labels).")
+MODULES = typer.Option(None, "--modules", metavar="GLOBS", show_default="every Linear and Conv2d",
+                       help="Glob(s) over module names to track, comma-separated, e.g. 'conv*,fc'.")
+DAMPING = typer.Option("heuristic", "--damping", metavar="NUMBER|heuristic", help="Absolute damping (e.g. "
+                       "1e-3), or heuristic: 0.1 x the mean curvature eigenvalue of each module.")
+MEASUREMENT = typer.Option("loss", "--measurement", metavar="loss|margin", help="Query measurement.")
+CHUNK = typer.Option(4096, "--chunk-size", min=1, metavar="N", help="Examples per checkpoint (an interrupted "
+                     "run resumes from the last one).")
+RANK = typer.Option(None, "--rank", min=1, metavar="R", show_default="full",
+                    help="Compress each query gradient to this rank (at least 1).")
+BATCH = common.batch_option("128")
 
 
 def register(app: typer.Typer) -> None:
@@ -59,7 +65,7 @@ def _train(train: str | None, train_n: int | None) -> Any:
                             input_shape=None, classes=None)
 
 
-@influence_app.command("fit")
+@influence_app.command("fit", cls=PlainCommand)
 def fit(
     model: str = common.MODEL,
     train: str = TRAIN,
@@ -67,11 +73,11 @@ def fit(
     strategy: str = STRATEGY,
     fisher: str = FISHER,
     modules: str = MODULES,
-    out: str = typer.Option(None, "--out", "-o", help="Factors directory (default factors/<model>-<strategy>)."),
+    out: str = common.out_option("factors/<model>-<strategy>", "Factors directory"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing factors directory."),
     chunk_size: int = CHUNK,
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = BATCH,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -101,25 +107,27 @@ def fit(
     output.result(summary, human)
 
 
-@influence_app.command("score")
+@influence_app.command("score", cls=PlainCommand)
 def score(
     model: str = common.MODEL,
-    factors: str = typer.Option(..., "--factors", "-f", help="Directory written by influence fit."),
-    query: str = typer.Option(None, "--query", "-q", help="Query data NAME[:SPLIT] or PATH (default: the "
-                              "model's dataset, test split)."),
-    n: int = typer.Option(8, "--n", "-n", min=1, help="Use the first N queries."),
+    factors: str = typer.Option(..., "--factors", "-f", metavar="PATH",
+                                help="Directory written by influence fit."),
+    query: str = typer.Option(None, "--query", "-q", metavar="NAME[:SPLIT]|PATH",
+                              show_default="the model's dataset, test split", help="Query data."),
+    n: int = typer.Option(8, "--n", "-n", min=1, metavar="N", help="Use the first N queries (at least 1)."),
     indices: str = common.INDICES,
     target: str = common.TARGET,
     train: str = TRAIN,
     train_n: int = TRAIN_N,
-    top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="Proponents and opponents per query."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, metavar="K",
+                              help="Proponents and opponents per query (at least 1)."),
     measurement: str = MEASUREMENT,
     damping: str = DAMPING,
     rank: int = RANK,
-    out: str = common.OUT,
+    out: str = common.out_option("runs/influence-score-<model>-<time>"),
     overwrite: bool = common.OVERWRITE,
     chunk_size: int = CHUNK,
-    batch_size: int = common.BATCH,
+    batch_size: int = BATCH,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -141,23 +149,24 @@ def score(
     output.result(summary, lambda console: _print_queries(console, summary))
 
 
-@influence_app.command("self")
+@influence_app.command("self", cls=PlainCommand)
 def self_influence(
     model: str = common.MODEL,
     train: str = TRAIN,
     train_n: int = TRAIN_N,
-    factors: str = typer.Option(None, "--factors", "-f", help="Directory written by influence fit "
-                                "(default: fit --strategy factors in memory)."),
+    factors: str = typer.Option(None, "--factors", "-f", metavar="PATH", show_default="fit --strategy "
+                                "factors in memory", help="Directory written by influence fit."),
     strategy: str = STRATEGY,
     fisher: str = FISHER,
     modules: str = MODULES,
-    top_k: int = typer.Option(24, "--top-k", "-k", min=1, help="Examples listed and shown."),
+    top_k: int = typer.Option(24, "--top-k", "-k", min=1, metavar="K",
+                              help="Examples listed and shown (at least 1)."),
     damping: str = DAMPING,
-    out: str = common.OUT,
+    out: str = common.out_option("runs/influence-self-<model>-<time>"),
     overwrite: bool = common.OVERWRITE,
     chunk_size: int = CHUNK,
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = BATCH,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
-    app.command("inspect")(inspect)
+    app.command("inspect", cls=PlainCommand)(inspect)
 
 
 def inspect(

@@ -5,17 +5,19 @@ from __future__ import annotations
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 
 def register(app: typer.Typer) -> None:
-    app.command("methods")(methods)
-    app.command("datasets")(datasets)
-    app.command("metrics")(metrics)
+    app.command("methods", cls=PlainCommand)(methods)
+    app.command("datasets", cls=PlainCommand)(datasets)
+    app.command("metrics", cls=PlainCommand)(metrics)
 
 
 def methods(
-    pattern: str = typer.Argument("*", help="Glob(s), comma-separated, e.g. '*gradient*'."),
-    modality: str = typer.Option(None, "--modality", help="Only methods for this modality."),
+    pattern: str = typer.Argument("*", metavar="PATTERN", help="Glob(s), comma-separated, e.g. '*gradient*'."),
+    modality: str = typer.Option(None, "--modality", metavar="image|tabular|sequence",
+                            help="Only methods for this modality."),
     json_mode: bool = common.JSON,
 ) -> None:
     """List attribution methods with their modalities and parameters."""
@@ -37,11 +39,14 @@ def methods(
 
 
 def metrics(
-    pattern: str = typer.Argument("*", help="Glob(s), comma-separated, e.g. '*sensitivity*'."),
-    category: str = typer.Option(None, "--category", help="Only metrics of this category."),
+    pattern: str = typer.Argument("*", metavar="PATTERN", help="Glob(s), comma-separated, e.g. '*sensitivity*'."),
+    category: str = typer.Option(None, "--category", metavar="NAME", help="Only metrics of this category."),
     json_mode: bool = common.JSON,
 ) -> None:
-    """List evaluation metrics: category, direction, requirements and parameters."""
+    """List evaluation metrics with their category, score direction and description.
+
+    --json adds requirements and parameters.
+    """
     from xaibench.metrics import CATEGORIES, METRICS
 
     from xaibench.attribution import describe_params

@@ -9,41 +9,41 @@ from typing import Any
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
+from xaibench.cli.plain_help import PlainCommand
 
 from xaibench.llm.secrets import without_credentials
 
 
 def register(app: typer.Typer) -> None:
-    app.command("llm-explain")(llm_explain)
+    app.command("llm-explain", cls=PlainCommand)(llm_explain)
 
 
 def llm_explain(
     model: str = common.MODEL,
-    strategy: str = typer.Option("p-icl", "--strategy", "-s", help="Prompting strategy: p-icl, pg-icl, "
-                                 "i-icl or e-icl."),
-    backend: str = typer.Option("openai", "--backend", help="openai, replay or transformers."),
-    base_url: str = typer.Option(None, "--base-url", help="The server's /v1 URL, e.g. "
+    strategy: str = typer.Option("p-icl", "--strategy", "-s", metavar="NAME",
+                                 help="Prompting strategy: p-icl, pg-icl, i-icl or e-icl."),
+    backend: str = typer.Option("openai", "--backend", metavar="NAME", help="openai, replay or transformers."),
+    base_url: str = typer.Option(None, "--base-url", metavar="URL", help="The server's /v1 URL, e.g. "
                                  "http://127.0.0.1:11434/v1 (Ollama)."),
-    llm: str = typer.Option(None, "--llm", help="The LLM's name on the server (a directory for "
-                            "transformers; replay: the recorded one)."),
-    api_key_env: str = typer.Option(None, "--api-key-env", help="Environment variable holding the API "
-                                    "key (never the key itself). Default: OPENAI_API_KEY, sent to OpenAI's "
-                                    "own server only."),
-    transcript: str = typer.Option(None, "--transcript", help="transcript.jsonl (or its run directory) "
-                                   "for the replay backend."),
-    k: int = typer.Option(5, "--k", "-k", min=1, help="How many top features to ask for."),
+    llm: str = typer.Option(None, "--llm", metavar="NAME", help="The LLM's name on the server (a directory "
+                            "for transformers; replay: the recorded one)."),
+    api_key_env: str = typer.Option(None, "--api-key-env", metavar="NAME", show_default="OPENAI_API_KEY, sent "
+                                    "to OpenAI's own server only", help="Environment variable holding the API "
+                                    "key (never the key itself)."),
+    transcript: str = typer.Option(None, "--transcript", metavar="PATH", help="transcript.jsonl (or its run "
+                                   "directory) for the replay backend."),
+    k: int = typer.Option(5, "--k", "-k", min=1, metavar="K", help="How many top features to ask for (at least 1)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Send every request, bypassing the cache."),
-    param: list[str] = typer.Option(None, "--param", "-p", help="Other llm parameters name=value, e.g. "
-                                    "names=real, format=raw, timeout=60, prompt_price=2.5 (repeatable)."),
-    data: str = common.DATA,
-    n: int = typer.Option(None, "--n", "-n", min=1, help="Explain the first N selected samples "
-                          "(default 1: each costs a request)."),
+    param: list[str] = typer.Option(None, "--param", "-p", metavar="NAME=VALUE", help="Other llm parameters, "
+                                    "e.g. names=real, format=raw, timeout=60, prompt_price=2.5 (repeatable)."),
+    data: str = common.data_option("test"),
+    n: int = common.n_option("1 (each costs a request), or the samples of --indices"),
     indices: str = common.INDICES,
     target: str = common.TARGET,
-    out: str = common.OUT,
+    out: str = common.out_option("runs/explain-<model>-llm-<time>"),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
-    batch_size: int = common.BATCH,
+    batch_size: int = common.batch_option(),
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,

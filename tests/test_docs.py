@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import typer.main
-
 from xaibench.cli.app import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,10 +96,11 @@ def parse(args: list[str]) -> tuple[str, dict[str, Any]]:
 
 def check_names(path: str, params: dict[str, Any]) -> None:
     """Raise for a name the registries do not know (UnknownNameError says which, with a suggestion)."""
+    from xaibench.metrics import CATEGORIES, METRICS
+
     from xaibench.attribution import METHODS, parse_params
     from xaibench.concepts import DECOMPOSITIONS, IMPORTANCES
     from xaibench.influence import STRATEGIES
-    from xaibench.metrics import CATEGORIES, METRICS
 
     def method_params(method: str, items: list[str]) -> None:
         raw = dict(item.split("=", 1) for item in items)

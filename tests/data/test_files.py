@@ -92,7 +92,7 @@ def test_csv_with_header_picks_the_named_target(tmp_path: Path) -> None:
 def test_csv_without_header_uses_the_last_column_and_string_labels(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text("1.5,2,cat\n-3,4e-1,dog\n0,0,cat\n")
     data = load_data(str(tmp_path / "t.csv"))
-    assert data.feature_names is None and data.class_names == ("cat", "dog")
+    assert data.feature_names is None and data.label_names == ("cat", "dog")
     assert torch.equal(data.x, torch.tensor([[1.5, 2.0], [-3.0, 0.4], [0.0, 0.0]]))
     assert torch.equal(data.y, torch.tensor([0, 1, 0]))
 
@@ -119,7 +119,7 @@ def test_image_folder_with_class_subfolders(tmp_path: Path) -> None:
         _write_png(tmp_path / where, pix)
     _write_png(tmp_path / ".hidden" / "x.png", pixels[0])  # ignored
     data = load_data(str(tmp_path))
-    assert data.modality == "image" and data.class_names == ("cat", "dog")
+    assert data.modality == "image" and data.label_names == ("cat", "dog")
     order = [1, 2, 0]  # files sorted: cat/z, dog/a.PNG, dog/b
     expected = pixels[order].transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
     assert torch.equal(data.x, torch.from_numpy(expected))

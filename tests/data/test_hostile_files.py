@@ -142,7 +142,7 @@ def test_names_that_are_not_utf8_become_printable(tmp_path: Path) -> None:
     images = tmp_path / "imgs" / b"cat\xff".decode("utf-8", "surrogateescape")
     images.mkdir(parents=True)
     Image.new("L", (4, 4)).save(images / "a.png")
-    assert load_data(str(tmp_path / "imgs")).class_names == ("cat\\xff",)
+    assert load_data(str(tmp_path / "imgs")).label_names == ("cat\\xff",)
 
 
 def test_printable() -> None:

@@ -19,12 +19,17 @@ class Dataset:
 
     Attributes:
         x: float32 inputs, shape (N, *sample_shape); raw values (not normalised).
-        y: int64 labels (N,), or None when the data has no labels.
+        y: int64 labels (N,), or None when the data has no labels: the model's class indices, except
+            while ``label_names`` is set.
         masks: bool ground-truth object masks (N, H, W) for image data that has them, else None.
         indices: int64 (N,): each sample's index in the split it came from.
         name: dataset name or file path; split: "train" / "test" / "all".
         modality: "image", "tabular" or "sequence".
-        class_names, feature_names: optional names.
+        class_names: the class names in class-index order, where the data declares them (a built-in
+            dataset, an image folder's ``classes.txt``, an array ``class_names``).
+        label_names: labels read as names (class folders, string labels), which ``y`` indexes until
+            ``data.prepare`` matches them to the model's class names and sets ``y`` to class indices.
+        feature_names: optional names of tabular features.
     """
 
     x: torch.Tensor
@@ -36,6 +41,7 @@ class Dataset:
     masks: torch.Tensor | None = None
     class_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None
+    label_names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])

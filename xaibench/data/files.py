@@ -7,6 +7,12 @@ rows. uint8 images are scaled to [0, 1]. ``.pt`` files are read with ``torch.loa
 ``.npz`` without pickle, so reading data never executes code from the file. Only regular files and
 folders are read (a FIFO would block forever), and an image is opened only when its header declares at
 most ``MAX_IMAGE_PIXELS`` pixels (PIL's default decompression-bomb limit).
+
+String labels (a csv's target column, an image folder's class subfolders) are kept as names
+(``Dataset.label_names``): ``data.prepare`` matches them to the model's class names. An image folder may hold
+``classes.txt`` (the class names in the model's output order, one a line) and a ``masks/`` folder that
+mirrors its images, ``masks/<class>/<stem>.png`` (or ``masks/<stem>.png`` when unlabelled), one mask per
+image, binary by > 0; ``masks`` is therefore no class folder. Mask arrays may be (N, H, W) or (N, 1, H, W).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ _READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, MemoryError, zipfil
                 csv.Error)
 _IMAGE_FORMATS = ("PNG", "JPEG")  # what the suffixes promise: a renamed EPS never reaches Ghostscript
 _PIL_PIXELS = re.compile(r"\((\d+) pixels\)")
+MASKS_FOLDER = "masks"
+CLASSES_FILE = "classes.txt"
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,7 @@ def _to_dataset(raw: _RawData, name: str) -> Dataset:
         values = values[:, None]
     if not np.isfinite(values).all():
         raise InputError(f"{name}: x contains NaN or infinite values (or values beyond float32's range)")
-    y, class_names = _labels(raw.y, raw.class_names, len(x), name)
+    y, label_names = _labels(raw.y, raw.class_names, len(x), name)
     if raw.feature_names is not None and (modality != "tabular" or len(raw.feature_names) != x.shape[1]):
         raise InputError(f"{name}: {len(raw.feature_names)} feature names do not fit x of shape {x.shape}")
     return Dataset(
@@ -118,17 +126,19 @@ def _to_dataset(raw: _RawData, name: str) -> Dataset:
         modality=modality,
         indices=torch.arange(len(x)),
         masks=None if raw.masks is None else torch.from_numpy(_masks(raw.masks, values.shape, name)),
-        class_names=class_names,
+        class_names=raw.class_names,
         feature_names=raw.feature_names,
+        label_names=label_names,
     )
 
 
 def _labels(
     y: np.ndarray | None, class_names: tuple[str, ...] | None, n: int, name: str
 ) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
-    """int64 labels and class names; string labels become indices into their sorted unique values."""
+    """int64 labels, and the label names they index when the labels are strings (their sorted unique
+    values; matched to the model's classes later, in ``data.prepare``)."""
     if y is None:
-        return None, class_names
+        return None, None
     if y.shape != (n,):
         raise InputError(f"{name}: y must have shape ({n},), got {y.shape}")
     if y.dtype.kind in "US":
@@ -143,17 +153,19 @@ def _labels(
     labels = y.astype(np.int64)
     if class_names is not None and labels.max() >= len(class_names):
         raise InputError(f"{name}: label {labels.max()} has no name among {len(class_names)} class names")
-    return labels, class_names
+    return labels, None
 
 
 def _masks(masks: np.ndarray, image_shape: tuple[int, ...], name: str) -> np.ndarray:
-    """Masks as bool (N, H, W) matching images (N, C, H, W)."""
+    """Masks as bool (N, H, W) matching images (N, C, H, W); (N, 1, H, W) is Quantus's layout."""
     if len(image_shape) != 4:
         raise InputError(f"{name}: masks are only for images, but x has shape {image_shape}")
     expected = (image_shape[0], *image_shape[2:])
-    if masks.shape != expected:
-        raise InputError(f"{name}: masks must have shape {expected} for images, got {masks.shape}")
-    return masks.astype(bool)
+    with_channel = (image_shape[0], 1, *image_shape[2:])
+    if masks.shape not in (expected, with_channel):
+        raise InputError(f"{name}: masks must have shape {expected} or {with_channel} for images, "
+                         f"got {masks.shape}")
+    return masks.reshape(expected).astype(bool)
 
 
 def _names(value: Any) -> tuple[str, ...] | None:
@@ -288,12 +300,9 @@ def _is_number(cell: str) -> bool:
 
 
 def _read_image_folder(path: Path) -> _RawData:
-    """Images in ``path`` (unlabelled) or in its class subfolders (labelled by subfolder name)."""
-    files = sorted(
-        p for p in path.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
+    """Images in ``path`` (unlabelled) or in its class subfolders (labelled by subfolder name), with the
+    class names of ``classes.txt`` and the masks of ``masks/`` where the folder has them."""
+    files = _image_files(path, exclude=MASKS_FOLDER)
     if not files:
         raise InputError(f"{path} holds no .png or .jpg images")
     classes = [printable(p.relative_to(path).parts[0]) if p.parent != path else None for p in files]
@@ -303,12 +312,68 @@ def _read_image_folder(path: Path) -> _RawData:
     if len({im.shape[:2] for im in images}) > 1:
         sizes = sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images})
         raise InputError(f"images in {path} differ in size ({', '.join(sizes)}); resize them to one size")
+    masks = _read_masks(path, files, images[0].shape[:2]) if (path / MASKS_FOLDER).is_dir() else None
     if len({im.shape[2] for im in images}) > 1:  # some greyscale, some colour: colour wins
         images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
     x = np.stack(images).transpose(0, 3, 1, 2)
-    if classes[0] is None:
-        return _RawData(x=x)
-    return _RawData(x=x, y=np.array(classes, dtype=str))
+    y = None if classes[0] is None else np.array(classes, dtype=str)
+    return _RawData(x=x, y=y, masks=masks, class_names=_read_class_names(path / CLASSES_FILE))
+
+
+def _image_files(path: Path, exclude: str | None = None) -> list[Path]:
+    """Image files under ``path``, sorted, skipping hidden parts and the top-level folder ``exclude``."""
+    return sorted(
+        p for p in path.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and p.relative_to(path).parts[0] != exclude
+    )
+
+
+def _read_class_names(path: Path) -> tuple[str, ...] | None:
+    """The non-blank lines of ``classes.txt`` (None without one); a name given twice is refused."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file")
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    twice = next((name for number, name in enumerate(names) if name in names[:number]), None)
+    if twice is not None:
+        raise InputError(f"{printable(path)} names the class {printable(twice)!r} twice")
+    return tuple(printable(name) for name in names) or None
+
+
+def _read_masks(path: Path, files: list[Path], size: tuple[int, ...]) -> np.ndarray:
+    """bool (N, H, W): the mask of each image in ``files``, ``masks/<relative path>`` with any image
+    suffix, > 0 in any channel; every image needs one and every mask an image."""
+    masks: dict[Path, Path] = {}
+    for mask in _image_files(path / MASKS_FOLDER):
+        key = mask.relative_to(path / MASKS_FOLDER).with_suffix("")
+        if key in masks:
+            first, second = sorted(str(p.relative_to(path)) for p in (masks[key], mask))
+            raise InputError(f"{path}: two masks for {printable(key)}: {printable(first)} and "
+                             f"{printable(second)}")
+        masks[key] = mask
+    keys = [p.relative_to(path).with_suffix("") for p in files]
+    missing = next((p for p, key in zip(files, keys, strict=True) if key not in masks), None)
+    if missing is not None:
+        raise InputError(f"{path}: no mask for {printable(missing.relative_to(path))}: {MASKS_FOLDER}/ "
+                         f"must hold {MASKS_FOLDER}/<class>/<file name> (any image suffix) for every image")
+    orphans = sorted(set(masks) - set(keys))
+    if orphans:
+        orphan = orphans[0]
+        raise InputError(f"{path}: the mask {printable(masks[orphan].relative_to(path))} has no image "
+                         f"{printable(orphan)} (.png, .jpg or .jpeg)")
+    return np.stack([_read_mask(masks[key], path, size) for key in keys])
+
+
+def _read_mask(mask: Path, root: Path, size: tuple[int, ...]) -> np.ndarray:
+    """One mask image as bool (H, W), > 0 in any channel; its size must be its image's."""
+    pixels = _read_image(mask)
+    if pixels.shape[:2] != size:
+        raise InputError(f"{root}: the mask {printable(mask.relative_to(root))} is {pixels.shape[1]}x"
+                         f"{pixels.shape[0]} but its image is {size[1]}x{size[0]}")
+    return pixels.max(axis=2) > 0
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -8,12 +8,13 @@ the target (pred, label or a class index).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError, first_line
-from xaibench.data import Dataset, load_data, select
+from xaibench.data import DATASETS, Dataset, load_data, select
 from xaibench.models import LoadedModel, ModelMeta
 from xaibench.models.meta import SAMPLE_RANK
 
@@ -58,7 +59,9 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
 
     Raises:
         InputError: no data named, empty selection, NaN inputs, a shape the model does not take,
-            NaN or infinite outputs, a target outside the classes or "label" on unlabelled data.
+            NaN or infinite outputs, a target outside the classes or "label" on unlabelled data,
+            class names that do not fit the outputs, or labels that are names (class folders, string
+            labels) that name no class of the model or cannot be matched because it names none.
     """
     meta = model.meta.merged(modality=selection.modality, input_shape=selection.input_shape,
                              class_names=selection.classes)
@@ -78,19 +81,93 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
     inputs = normalise(data.x, meta)
     logits = forward(model.module, inputs, batch_size)
     _check_finite(logits, data, spec)
-    meta = meta.merged(modality=meta.modality or data.modality, input_shape=sample_shape,
-                       class_names=meta.class_names or data.class_names
-                       or tuple(str(i) for i in range(logits.shape[1])),
+    names, source = _class_names(model.meta, selection, data, spec, logits.shape[1])
+    data = _with_class_indices(data, names, source, spec)
+    meta = meta.merged(modality=meta.modality or data.modality, input_shape=sample_shape, class_names=names,
                        feature_names=meta.feature_names or data.feature_names)
-    if len(meta.class_names) != logits.shape[1]:
-        raise InputError(f"the model has {logits.shape[1]} outputs but {len(meta.class_names)} "
-                         "class names were given")
     if data.y is not None and not 0 <= int(data.y.min()) <= int(data.y.max()) < logits.shape[1]:
         raise InputError(f"labels of {spec} fall outside the model's {logits.shape[1]} classes")
     probabilities = logits.softmax(dim=1)
     predictions = probabilities.argmax(dim=1)
     targets = resolve_target(selection.target, predictions, data, logits.shape[1])
     return Prepared(meta, data, inputs, probabilities, predictions, targets)
+
+
+def _class_names(model_meta: ModelMeta, selection: Selection, data: Dataset, spec: str,
+                 outputs: int) -> tuple[tuple[str, ...], str]:
+    """The model's class names and where they came from, first found of: --classes, the model's
+    metadata, the data's own (classes.txt, a class_names array, a built-in dataset), the data's label
+    names when there is one per output, else "0".."outputs-1"."""
+    declared = None if data.class_names is None else (data.class_names, _declared_source(data, spec))
+    if selection.classes:
+        names, source = selection.classes, "--classes"
+    elif model_meta.class_names:
+        names, source = model_meta.class_names, "the model's metadata"
+        if data.label_names is not None and declared is not None and declared[0] != names:
+            # the names the labels are matched against would silently be the metadata's
+            raise InputError(f"{declared[1]} lists the classes {_listed(declared[0])} but the model's "
+                             f"metadata names them {_listed(names)}; make them agree or pass --classes")
+    elif declared is not None:
+        names, source = declared
+    elif data.label_names is not None:
+        if len(data.label_names) != outputs:
+            raise InputError(_no_names_for_labels(data, spec, outputs))
+        names, source = data.label_names, f"the {_label_kind(spec)}s of {data.name}"
+    else:
+        names, source = tuple(str(i) for i in range(outputs)), "the model's outputs"
+    if len(names) != outputs:
+        raise InputError(f"the model has {outputs} outputs but {len(names)} class names were given by "
+                         f"{source}")
+    return names, source
+
+
+def _with_class_indices(data: Dataset, names: tuple[str, ...], source: str, spec: str) -> Dataset:
+    """``data`` with the model's class names and, where its labels are names, labels that are the
+    indices of those names among ``names`` (not their positions among the data's own names)."""
+    if data.label_names is None:
+        return replace(data, class_names=names)
+    unknown = [name for name in data.label_names if name not in names]
+    if unknown:
+        kind = _label_kind(spec) + ("s" if len(unknown) > 1 else "")
+        verb = "name" if len(unknown) > 1 else "names"
+        raise InputError(f"{data.name}: {kind} {', '.join(map(repr, unknown))} {verb} no class of the "
+                         f"model; its {len(names)} classes (from {source}) are {_listed(names)}")
+    twice = next((name for name in data.label_names if names.count(name) > 1), None)
+    if twice is not None:
+        raise InputError(f"the class name {twice!r} of {data.name} is given twice by {source}")
+    lookup = torch.tensor([names.index(name) for name in data.label_names], dtype=torch.long)
+    return replace(data, y=lookup[data.y], class_names=names, label_names=None)
+
+
+def _no_names_for_labels(data: Dataset, spec: str, outputs: int) -> str:
+    """Why labels that are names cannot be matched: the model names no classes and the data has fewer
+    (or more) names than outputs."""
+    kind = _label_kind(spec)
+    label_names = data.label_names or ()
+    where, fix = "none in its metadata, no --classes", f"pass --classes with {outputs} names in output order"
+    if kind == "class folder":
+        where += f", no {data.name}/classes.txt"
+        fix += f" or write them to {data.name}/classes.txt, one per line"
+    return (f"{data.name} has {len(label_names)} {kind}s ({_listed(label_names)}) but the model has "
+            f"{outputs} outputs and no class names to match them to ({where}); {fix}")
+
+
+def _label_kind(spec: str) -> str:
+    return "class folder" if Path(spec).expanduser().is_dir() else "label"
+
+
+def _declared_source(data: Dataset, spec: str) -> str:
+    """Where the data's own class names came from, for messages."""
+    if Path(spec).expanduser().is_dir():
+        return f"{data.name}/classes.txt"
+    return f"the dataset {data.name}" if data.name in DATASETS else f"the class_names of {data.name}"
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    """The first names, comma-separated, then how many more."""
+    if len(names) <= _SHOWN_SAMPLES:
+        return ", ".join(names)
+    return f"{', '.join(names[:_SHOWN_SAMPLES])} and {len(names) - _SHOWN_SAMPLES} more"
 
 
 def _check_finite(logits: torch.Tensor, data: Dataset, spec: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import math
 import os
 import reprlib
@@ -29,6 +28,7 @@ from xaibench.core.errors import InputError, UntrustedModelError, first_line
 from xaibench.core.lazy import lazy_import
 from xaibench.models.archs import ARCHITECTURES, ARCHS_MODULE, reference
 from xaibench.models.meta import MODALITIES, ModelMeta
+from xaibench.models.user_code import import_user_module
 
 if TYPE_CHECKING:
     import torch
@@ -171,14 +171,16 @@ def is_state_dict(obj: object) -> bool:
 
 def resolve_architecture(ref: str, *, trusted: bool, source: str) -> Callable[..., nn.Module]:
     """The factory named by ``ref``: a registered name, ``"xaibench.models.archs:<name>"`` or, only
-    when ``trusted``, any importable ``"module:factory"`` (``factory`` may be dotted: ``Class.build``).
+    when ``trusted``, any ``"module:factory"`` or ``"path/to/file.py:factory"`` (``factory`` may be dotted:
+    ``Class.build``). A module is looked up from the current folder first, as ``python -m`` does (see
+    ``xaibench.models.user_code``).
 
     Raises:
         UnknownNameError: a bare name that is not registered (with a suggestion).
         UntrustedModelError: an unregistered ``"module:factory"`` while not trusted.
         InputError: the module cannot be imported or has no such callable.
     """
-    module_name, sep, attr = ref.partition(":")
+    module_name, sep, attr = ref.rpartition(":")  # rpartition: a file path may hold a colon
     if not sep:
         return ARCHITECTURES.get(ref)
     if module_name == ARCHS_MODULE and attr in ARCHITECTURES:
@@ -188,10 +190,14 @@ def resolve_architecture(ref: str, *, trusted: bool, source: str) -> Callable[..
             f"{source} names architecture {ref!r}, which is not built into xaibench; building it "
             "would import and run that code; pass --trust-model only for files you trust"
         )
+    if not module_name or not attr:
+        raise InputError(f"architecture {ref!r} must be NAME, module:factory or path/to/file.py:factory")
     try:
-        factory = functools.reduce(getattr, attr.split("."), importlib.import_module(module_name))
-    except ImportError as error:
-        raise InputError(f"cannot import {module_name!r} for architecture {ref!r}: {error}") from error
+        module = import_user_module(module_name)
+    except InputError as error:
+        raise InputError(f"architecture {ref!r}: {error}") from error
+    try:
+        factory = functools.reduce(getattr, attr.split("."), module)
     except AttributeError:
         raise InputError(f"module {module_name!r} has no {attr!r} (architecture {ref!r})") from None
     if not callable(factory):

@@ -34,6 +34,7 @@ from xaibench.core.text import printable
 from xaibench.models.archs import ARCHITECTURES
 from xaibench.models.checkpoint import build_model, is_checkpoint, is_state_dict, parse_checkpoint
 from xaibench.models.meta import ModelMeta
+from xaibench.models.user_code import load_pickled
 
 if TYPE_CHECKING:
     import torch
@@ -288,8 +289,10 @@ def _load_export(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMe
                         extensions=(".pt", ".pth", ".pkl"),
                         description="pickled nn.Module (torch.save(model))")
 def _load_pickle(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
-    try:
-        obj = torch.load(request.path, map_location="cpu", weights_only=False)
+    try:  # classes the pickle names are looked up from the current folder first, as `python -m` does
+        obj = load_pickled(request.path)
+    except InputError:  # a class the pickle needs is missing: named, not called corrupt
+        raise
     except Exception as error:  # trusted, so anything the file does may fail
         raise _unreadable(request.path) from error
     if isinstance(obj, torch.nn.Module):
