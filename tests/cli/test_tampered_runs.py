@@ -231,7 +231,7 @@ def test_report_markdown_escapes_names_from_metrics_json(made, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["explain", DIGITS, "--n", "0"], "--n"),
     (["explain", DIGITS, "--no-such-option"], "--no-such-option"),
-    (["explain"], "model"),
+    (["explain"], "MODEL"),
     (["evaluate", DIGITS, "--methods"], "--methods"),
     (["explain", DIGITS, "--seed", "99999999999999999999999"], "--seed"),
     (["explain", DIGITS, "--seed", "-1"], "--seed"),
