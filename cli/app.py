@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 import threading
+import warnings
+from typing import Any
 
 import typer
 
@@ -118,8 +120,21 @@ def _run(argv: list[str] | None, debug: bool) -> None:
 
 
 def _invoke(argv: list[str] | None) -> int:
-    """Run the app without click's standalone handling (which prints boxes and swallows Ctrl-C)."""
-    code = app(args=argv, prog_name="xaibench", standalone_mode=False)
+    """Run the app without click's standalone handling (which prints boxes and swallows Ctrl-C);
+    xaibench's own warnings print as one line each."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            from xaibench.core.errors import XaibenchWarning
+
+            if issubclass(category, XaibenchWarning):
+                sys.stderr.write(f"warning: {message}\n")
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        code = app(args=argv, prog_name="xaibench", standalone_mode=False)
     return code if isinstance(code, int) else 0
 
 

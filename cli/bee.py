@@ -29,10 +29,19 @@ def pretrain(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing policy file."),
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Learn BEE's baseline policy for a metric on training data (default: the model's train split)."""
     from xaibench.jobs.bee import PretrainConfig, pretrain_policy
@@ -41,8 +50,10 @@ def pretrain(
     config = PretrainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), metric=metric,
         params=common.parse_params(param), out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
-        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=None,
-                                   input_shape=None, classes=None),
+        max_memory=max_memory,
+        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
+                                   input_shape=input_shape, classes=classes, mean=mean, std=std,
+                                   normalize=normalize, resize=resize, center_crop=center_crop),
     )
     with output.progress(f"bee pretrain ({metric})", None):
         summary = pretrain_policy(config)
@@ -67,8 +78,17 @@ def report(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing chart written by xaibench."),
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Chart the learned baseline distribution of each policy (metric) on held-out data."""
     from pathlib import Path
@@ -78,9 +98,10 @@ def report(
     from xaibench.report.arms import is_arm_chart, write_arm_chart
 
     check_file_destination(Path(out), overwrite, is_arm_chart, "a chart")
-    selection = common.selection(data=data, n=n, indices=None, target="pred", modality=None,
-                                 input_shape=None, classes=None)
-    shares = arm_distributions(model, policies, selection, batch_size, seed, trust_model)
+    selection = common.selection(data=data, n=n, indices=None, target="pred", modality=modality,
+                                 input_shape=input_shape, classes=classes, mean=mean, std=std,
+                                 normalize=normalize, resize=resize, center_crop=center_crop)
+    shares = arm_distributions(model, policies, selection, batch_size, seed, trust_model, max_memory)
     chart = write_arm_chart(shares, Path(out))
 
     def human(console: object) -> None:

@@ -30,6 +30,19 @@ MODALITY = typer.Option(None, "--modality", metavar="image|tabular|sequence", he
 INPUT_SHAPE = typer.Option(None, "--input-shape", metavar="SHAPE", help="Override the sample shape, e.g. 3,64,64.")
 CLASSES = typer.Option(None, "--classes", metavar="COUNT|NAMES",
                        help="Class count or comma-separated class names.")
+# Preprocessing of the data (xaibench.data.transforms), the same in every command that reads data
+MEAN = typer.Option(None, "--mean", metavar="VALUES", show_default="the --normalize preset's, else the model's",
+                    help="Per-channel means, e.g. 0.485,0.456,0.406 (one value: every channel); the model gets "
+                    "(x - mean) / std.")
+STD = typer.Option(None, "--std", metavar="VALUES", show_default="the --normalize preset's, else the model's",
+                   help="Per-channel standard deviations, above 0, e.g. 0.229,0.224,0.225.")
+NORMALIZE = typer.Option(None, "--normalize", metavar="imagenet|none", show_default="the model's metadata",
+                         help="Named mean and std: imagenet, or none (inputs as read); --mean, --std override it.")
+RESIZE = typer.Option(None, "--resize", metavar="N|HxW", show_default="the data's own size",
+                      help="Resize images (also image arrays in .npz, .pt): N sets the shorter side, keeping "
+                      "the aspect ratio; HxW sets height and width.")
+CENTER_CROP = typer.Option(None, "--center-crop", metavar="N|HxW", show_default="none",
+                           help="Keep the centre N x N (or H x W) pixels of each image, after --resize.")
 
 
 # Options whose default differs between commands: each command states its own (the numbers are the
@@ -51,9 +64,15 @@ def out_option(default: str, what: str = "Run directory") -> Any:
     return typer.Option(None, "--out", "-o", metavar="PATH", show_default=default, help=f"{what} to write.")
 
 
-def batch_option(default: str = "no limit") -> Any:
-    return typer.Option(None, "--batch-size", "-b", min=1, metavar="N", show_default=default,
-                        help="Most rows per forward or backward pass (at least 1); lower it to use less memory.")
+def batch_option() -> Any:
+    return typer.Option(None, "--batch-size", "-b", min=1, metavar="N", show_default="what --max-memory allows",
+                        help="Most rows (samples, path points, noisy or perturbed copies) per forward or backward "
+                        "pass (at least 1); replaces the memory budget.")
+
+
+MAX_MEMORY = typer.Option(
+    None, "--max-memory", metavar="SIZE", show_default="$XAIBENCH_MAX_MEMORY, else a share of free memory",
+    help="Memory for one pass of the model, e.g. 512M or 2G; sets the rows per pass (see run.json).")
 
 
 def parse_params(items: list[str] | None) -> dict[str, str]:
@@ -139,11 +158,17 @@ def parse_modality(text: str | None) -> str | None:
 
 
 def selection(**values: Any) -> Any:
-    """Build an ``xaibench.data.prepare.Selection`` from raw CLI values."""
+    """Build an ``xaibench.data.prepare.Selection`` from raw CLI values: the selection options, and the
+    metadata and preprocessing options where the command has them (absent ones change nothing)."""
     from xaibench.data.prepare import Selection
+    from xaibench.data.transforms import from_flags
 
+    preprocessing = from_flags(**{key: values.get(key) for key in PREPROCESSING})
     return Selection(
         data=values["data"], n=values["n"], indices=values["indices"], target=values["target"],
-        modality=parse_modality(values["modality"]), input_shape=parse_shape(values["input_shape"]),
-        classes=parse_classes(values["classes"]),
+        modality=parse_modality(values.get("modality")), input_shape=parse_shape(values.get("input_shape")),
+        classes=parse_classes(values.get("classes")), preprocessing=preprocessing,
     )
+
+
+PREPROCESSING = ("mean", "std", "normalize", "resize", "center_crop")  # from_flags's keywords

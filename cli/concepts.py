@@ -37,10 +37,19 @@ def concepts(
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Extract a class's concepts (dictionary learning at a layer), their importance and a report."""
     from pathlib import Path
@@ -51,11 +60,12 @@ def concepts(
     output = Output(json_mode)
     job = ConceptJob(
         source=common.model_source(model, trust_model, arch, arch_arg), class_spec=class_spec, layer=layer,
-        selection=common.selection(data=data, n=n, indices=None, target="pred", modality=None,
-                                   input_shape=None, classes=None),
+        selection=common.selection(data=data, n=n, indices=None, target="pred", modality=modality,
+                                   input_shape=input_shape, classes=classes, mean=mean, std=std,
+                                   normalize=normalize, resize=resize, center_crop=center_crop),
         settings=Settings(method=method, n_concepts=n_concepts, mode=mode, importance=importance,
                           patch_size=patch_size, seed=seed, batch_size=batch_size),
-        out=Path(out) if out else None, overwrite=overwrite)
+        out=Path(out) if out else None, overwrite=overwrite, max_memory=max_memory)
     with output.progress(f"concepts ({method}, {importance})", None):
         summary = run_concepts(job, ["xaibench", *sys.argv[1:]])
 

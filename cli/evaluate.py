@@ -36,6 +36,7 @@ def evaluate(
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -43,6 +44,11 @@ def evaluate(
     modality: str = common.MODALITY,
     input_shape: str = common.INPUT_SHAPE,
     classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Score attribution methods with metrics; write metrics.json, metrics.csv, report.md and report.html."""
     from xaibench.jobs.evaluate import EvaluateConfig
@@ -54,9 +60,10 @@ def evaluate(
         methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), metrics=metrics,
         params=common.parse_named_params(param), reference=reference,
         attributions=tuple(attributions or ()), out=out, overwrite=overwrite, seed=seed,
-        batch_size=batch_size,
+        batch_size=batch_size, max_memory=max_memory,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
-                                   input_shape=input_shape, classes=classes),
+                                   input_shape=input_shape, classes=classes, mean=mean, std=std,
+                                   normalize=normalize, resize=resize, center_crop=center_crop),
     )
     result = run_evaluate(config, ["xaibench", *sys.argv[1:]], on_progress=output.progress)
     summary = result.summary

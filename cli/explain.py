@@ -29,6 +29,7 @@ def explain(
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -36,6 +37,11 @@ def explain(
     modality: str = common.MODALITY,
     input_shape: str = common.INPUT_SHAPE,
     classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Explain a model's predictions: attributions, heatmaps and a run directory."""
     from xaibench.jobs.explain import ExplainConfig
@@ -47,9 +53,10 @@ def explain(
         params["layer"] = layer
     config = ExplainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), method=method, params=params,
-        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
+        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
-                                   input_shape=input_shape, classes=classes),
+                                   input_shape=input_shape, classes=classes, mean=mean, std=std,
+                                   normalize=normalize, resize=resize, center_crop=center_crop),
     )
     result = run_explain(config, ["xaibench", *sys.argv[1:]],
                          on_progress=lambda total: output.progress(f"{method}", total))

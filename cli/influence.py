@@ -31,7 +31,7 @@ CHUNK = typer.Option(4096, "--chunk-size", min=1, metavar="N", help="Examples pe
                      "run resumes from the last one).")
 RANK = typer.Option(None, "--rank", min=1, metavar="R", show_default="full",
                     help="Compress each query gradient to this rank (at least 1).")
-BATCH = common.batch_option("128")
+BATCH = common.batch_option()
 
 
 def register(app: typer.Typer) -> None:
@@ -60,9 +60,16 @@ def _score_config(damping: str, rank: int | None, batch_size: int | None, chunk_
     return ScoreConfig(damping=value, rank=rank, batch_size=batch_size or 128, chunk_size=chunk_size)
 
 
-def _train(train: str | None, train_n: int | None) -> Any:
-    return common.selection(data=train, n=train_n, indices=None, target="label", modality=None,
-                            input_shape=None, classes=None)
+def _train(train: str | None, train_n: int | None, options: dict[str, Any]) -> Any:
+    return common.selection(data=train, n=train_n, indices=None, target="label", **options)
+
+
+def _data_options(modality: str | None, input_shape: str | None, classes: str | None, mean: str | None,
+                  std: str | None, normalize: str | None, resize: str | None,
+                  center_crop: str | None) -> dict[str, Any]:
+    """The metadata and preprocessing options, the same for training and query data."""
+    return {"modality": modality, "input_shape": input_shape, "classes": classes, "mean": mean, "std": std,
+            "normalize": normalize, "resize": resize, "center_crop": center_crop}
 
 
 @influence_app.command("fit", cls=PlainCommand)
@@ -78,10 +85,19 @@ def fit(
     chunk_size: int = CHUNK,
     seed: int = common.SEED,
     batch_size: int = BATCH,
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Fit curvature factors on training data and save them for influence score / self."""
     from pathlib import Path
@@ -91,9 +107,11 @@ def fit(
 
     output = Output(json_mode)
     source = common.model_source(model, trust_model, arch, arch_arg)
-    job = FitJob(source=source, train=_train(train, train_n), overwrite=overwrite,
+    options = _data_options(modality, input_shape, classes, mean, std, normalize, resize, center_crop)
+    job = FitJob(source=source, train=_train(train, train_n, options), overwrite=overwrite,
                  config=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed),
-                 out=Path(out) if out else Path("factors") / f"{source.stem}-{strategy}")
+                 out=Path(out) if out else Path("factors") / f"{source.stem}-{strategy}",
+                 batch_size=batch_size, max_memory=max_memory)
     with output.progress(f"influence fit ({strategy})", None):
         summary = run_fit(job, ["xaibench", *sys.argv[1:]])
 
@@ -128,22 +146,33 @@ def score(
     overwrite: bool = common.OVERWRITE,
     chunk_size: int = CHUNK,
     batch_size: int = BATCH,
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Rank training examples by their influence on each query's prediction."""
     from xaibench.jobs.influence import ScoreJob
     from xaibench.jobs.influence import score as run_score
 
     output = Output(json_mode)
+    options = _data_options(modality, input_shape, classes, mean, std, normalize, resize, center_crop)
     job = ScoreJob(
         source=common.model_source(model, trust_model, arch, arch_arg), factors=_path(factors),
-        train=_train(train, train_n), measurement=measurement, top_k=top_k, out=_path(out),
+        train=_train(train, train_n, options), measurement=measurement, top_k=top_k, out=_path(out),
         overwrite=overwrite, score=_score_config(damping, rank, batch_size, chunk_size),
         query=common.selection(data=query, n=None if indices else n, indices=indices, target=target,
-                               modality=None, input_shape=None, classes=None))
+                               **options),
+        batch_size=batch_size, max_memory=max_memory)
     with output.progress("influence score", None):
         summary = run_score(job, ["xaibench", *sys.argv[1:]])
     output.result(summary, lambda console: _print_queries(console, summary))
@@ -167,21 +196,32 @@ def self_influence(
     chunk_size: int = CHUNK,
     seed: int = common.SEED,
     batch_size: int = BATCH,
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Rank training examples by self-influence: likely mislabelled or atypical examples first."""
     from xaibench.jobs.influence import ScoreJob
     from xaibench.jobs.influence import score as run_score
 
     output = Output(json_mode)
+    options = _data_options(modality, input_shape, classes, mean, std, normalize, resize, center_crop)
     job = ScoreJob(
         source=common.model_source(model, trust_model, arch, arch_arg), factors=_path(factors),
-        train=_train(train, train_n), query=None, top_k=top_k, out=_path(out), overwrite=overwrite,
+        train=_train(train, train_n, options), query=None, top_k=top_k, out=_path(out), overwrite=overwrite,
         score=_score_config(damping, None, batch_size, chunk_size),
-        fit=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed))
+        fit=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed),
+        batch_size=batch_size, max_memory=max_memory)
     with output.progress("influence self", None):
         summary = run_score(job, ["xaibench", *sys.argv[1:]])
 

@@ -44,10 +44,19 @@ def llm_explain(
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
+    max_memory: str = common.MAX_MEMORY,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
+    modality: str = common.MODALITY,
+    input_shape: str = common.INPUT_SHAPE,
+    classes: str = common.CLASSES,
+    mean: str = common.MEAN,
+    std: str = common.STD,
+    normalize: str = common.NORMALIZE,
+    resize: str = common.RESIZE,
+    center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Ask an LLM which features matter (Kroeger et al. 2023) and compare with the ground truth."""
     from xaibench.jobs.explain import ExplainConfig
@@ -63,9 +72,10 @@ def llm_explain(
         n = 1
     config = ExplainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), method="llm", params=params,
-        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
-        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=None,
-                                   input_shape=None, classes=None),
+        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
+        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
+                                   input_shape=input_shape, classes=classes, mean=mean, std=std,
+                                   normalize=normalize, resize=resize, center_crop=center_crop),
     )
     # run.json records the command line: without the user:password@ of a --base-url
     argv = ["xaibench", *(without_credentials(arg) for arg in sys.argv[1:])]

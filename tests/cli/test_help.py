@@ -133,15 +133,14 @@ def test_data_names_the_split_it_defaults_to(path, split):
     assert f"{split} split" in row and f"{'train' if split == 'test' else 'test'} split" not in row, row
 
 
-@pytest.mark.parametrize(("path", "default"), [
-    (("explain",), "no limit"), (("evaluate",), "no limit"), (("bee", "pretrain"), "no limit"),
-    (("influence", "fit"), "128"), (("influence", "score"), "128"), (("influence", "self"), "128"),
-])
-def test_batch_size_shows_its_default(path, default):
-    from xaibench.influence import FitConfig, ScoreConfig
-
-    assert FitConfig().batch_size == ScoreConfig().batch_size == 128  # what the influence help says
-    assert f"[default: {default}]" in _row(_help(*path), "--batch-size")
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=IDS)
+def test_every_command_with_a_batch_size_takes_a_memory_budget(path, command):
+    options = {p.opts[0] for p in command.params}
+    assert ("--batch-size" in options) == ("--max-memory" in options), path
+    if "--batch-size" in options:
+        text = _help(*path)
+        assert "[default: what --max-memory allows]" in _row(text, "--batch-size")
+        assert "[default: $XAIBENCH_MAX_MEMORY, else a share of free memory]" in _row(text, "--max-memory")
 
 
 def test_metrics_help_promises_only_the_columns_it_prints():

@@ -45,6 +45,10 @@ class RunExistsError(InputError):
     """The output directory exists and --overwrite was not given."""
 
 
+class XaibenchWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one line."""
+
+
 class RunFailedError(XaibenchError):
     """A run that started but failed, or a threshold that was not met."""
 

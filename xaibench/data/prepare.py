@@ -7,14 +7,16 @@ the target (pred, label or a class index).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError, first_line
+from xaibench.core.memory import RowPlan
 from xaibench.data import DATASETS, Dataset, load_data, select
+from xaibench.data.transforms import Preprocessing
 from xaibench.models import LoadedModel, ModelMeta
 from xaibench.models.meta import SAMPLE_RANK
 
@@ -23,7 +25,8 @@ _SHOWN_SAMPLES = 8  # sample indices named in an error; more are counted
 
 @dataclass(frozen=True)
 class Selection:
-    """What the user asked for: data spec, sample selection, target and metadata overrides."""
+    """What the user asked for: data spec, sample selection, target, metadata overrides and the
+    preprocessing of the data (resize, crop, normalisation)."""
 
     data: str | None = None
     n: int | None = None
@@ -32,11 +35,13 @@ class Selection:
     modality: str | None = None
     input_shape: tuple[int, ...] | None = None
     classes: tuple[str, ...] | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """Validated inputs in model space with the model's view of them."""
+    """Validated inputs in model space with the model's view of them; ``preprocessing`` is what made
+    ``data`` from the files (other data the job reads, such as reference samples, gets the same)."""
 
     meta: ModelMeta
     data: Dataset
@@ -44,6 +49,7 @@ class Prepared:
     probabilities: torch.Tensor
     predictions: torch.Tensor
     targets: torch.Tensor
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
 
 def default_split(selection: Selection, meta: ModelMeta, split: str) -> Selection:
@@ -54,30 +60,38 @@ def default_split(selection: Selection, meta: ModelMeta, split: str) -> Selectio
     return selection
 
 
-def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = None) -> Prepared:
-    """Load and check the data for ``model``; compute predictions and targets.
+def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan | None = None) -> Prepared:
+    """Load, preprocess and check the data for ``model``; compute predictions and targets.
+
+    The selected samples are resized and cropped as ``selection.preprocessing`` asks, then normalised
+    with its mean and std where given (else the model's); the returned meta records what was used.
 
     Raises:
-        InputError: no data named, empty selection, NaN inputs, a shape the model does not take,
+        InputError: no data named, empty selection, NaN inputs, preprocessing that does not fit the
+            data (a resize of tabular data, a crop larger than the images, a --mean or --std whose
+            count is neither 1 nor the channel count), a shape the model does not take,
             NaN or infinite outputs, a target outside the classes or "label" on unlabelled data,
             class names that do not fit the outputs, or labels that are names (class folders, string
             labels) that name no class of the model or cannot be matched because it names none.
     """
     meta = model.meta.merged(modality=selection.modality, input_shape=selection.input_shape,
                              class_names=selection.classes)
+    steps = selection.preprocessing
+    meta = replace(meta, **dict(zip(("mean", "std"), steps.statistics(meta.mean, meta.std), strict=True)))
     spec = selection.data or (f"{meta.dataset}:test" if meta.dataset else None)
     if spec is None:
         raise InputError("the model names no dataset; pass --data NAME[:SPLIT] or --data PATH")
-    data = select(load_data(spec), n=selection.n, indices=selection.indices)
+    data = steps.apply(select(load_data(spec), n=selection.n, indices=selection.indices))
     if not torch.isfinite(data.x).all():
         raise InputError(f"the data {spec} contains NaN or infinite values")
+    steps.check_channels(int(data.x.shape[1]), data.modality)
     sample_shape = tuple(data.x.shape[1:])
     if meta.modality is not None and SAMPLE_RANK.get(meta.modality) != len(sample_shape):
         raise InputError(f"modality {meta.modality!r} does not fit samples of shape {sample_shape} "
                          "(image: C,H,W; sequence: C,L; tabular: F)")
     if meta.input_shape is not None and tuple(meta.input_shape) != sample_shape:
         raise InputError(f"data samples have shape {sample_shape} but the model expects "
-                         f"{tuple(meta.input_shape)}")
+                         f"{tuple(meta.input_shape)}{_resize_hint(sample_shape, tuple(meta.input_shape))}")
     inputs = normalise(data.x, meta)
     logits = forward(model.module, inputs, batch_size)
     _check_finite(logits, data, spec)
@@ -90,7 +104,14 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | None = N
     probabilities = logits.softmax(dim=1)
     predictions = probabilities.argmax(dim=1)
     targets = resolve_target(selection.target, predictions, data, logits.shape[1])
-    return Prepared(meta, data, inputs, probabilities, predictions, targets)
+    return Prepared(meta, data, inputs, probabilities, predictions, targets, steps)
+
+
+def _resize_hint(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """For images of another size: the --resize that fits them."""
+    if len(shape) != 3 or len(expected) != 3 or shape[0] != expected[0]:
+        return ""
+    return f"; --resize {expected[1]}x{expected[2]} resizes the images to fit"
 
 
 def _class_names(model_meta: ModelMeta, selection: Selection, data: Dataset, spec: str,
@@ -211,8 +232,14 @@ def _channel_stats(x: torch.Tensor, meta: ModelMeta) -> tuple[torch.Tensor, torc
     return mean, std
 
 
-def forward(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int | None) -> torch.Tensor:
-    """Logits for ``inputs`` in row chunks; InputError when the model does not take them."""
+def forward(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int | RowPlan | None) -> torch.Tensor:
+    """Logits for ``inputs`` in row chunks (``batch_size`` rows, or what a ``RowPlan`` allows);
+    InputError when the model does not take them."""
+    if isinstance(batch_size, RowPlan):
+        try:
+            batch_size = batch_size.rows(module, inputs[:1])
+        except (RuntimeError, ValueError, TypeError, IndexError):
+            batch_size = 1  # the model does not take these inputs: the first pass below says why
     outputs = []
     with torch.no_grad():
         for rows in row_slices(inputs.shape[0], batch_size):

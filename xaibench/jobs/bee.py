@@ -7,6 +7,7 @@ can refuse a policy made for another metric.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
 from xaibench.core.distributed import world
 from xaibench.core.errors import InputError
+from xaibench.core.memory import RowPlan
 from xaibench.core.runs import check_file_destination
 from xaibench.data.prepare import Prepared, Selection, default_split, prepare
 from xaibench.jobs.explain import supplied_params
@@ -42,6 +44,7 @@ class PretrainConfig:
     overwrite: bool = False
     seed: int = 0
     batch_size: int | None = None
+    max_memory: str | None = None
 
 
 def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
@@ -50,33 +53,39 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     method = METHODS.get("bee")()
     raw = {**config.params, "metric": config.metric}
     parse_params(method.Params, raw, owner="method 'bee'")  # fail before loading anything
+    memory = RowPlan.of(config.batch_size, config.max_memory)
     loaded = config.source.load()
     out = Path(config.out) if config.out else Path("policies") / f"{config.source.stem}-{config.metric}.safetensors"
     _check_destination(out, config.overwrite)
-    prepared = _prepared(loaded, config.selection, "train", config.batch_size)
+    prepared = _prepared(loaded, config.selection, "train", memory)
+    batch_size = memory.rows(loaded.module, prepared.inputs[:1])
     generator = torch.Generator().manual_seed(config.seed)
     params = parse_params(method.Params, {**raw, **supplied_params(method, prepared, generator, raw, loaded)},
                           owner="method 'bee'")
-    outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, config.batch_size, generator)
-    contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, config.batch_size)
+    outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, batch_size, generator)
+    contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, batch_size)
     shares = outcome.policy.choice_probabilities(contexts, torch.Generator().manual_seed(config.seed)).mean(0)
     metadata = {"metric": config.metric, "model_sha256": loaded.sha256, "samples": str(len(prepared.data)),
                 "world_size": str(world().size),
                 "rounds": str(params.rounds), "n_steps": str(params.n_steps),
-                "context_layer": str(params.context_layer), "created": _now(), "xaibench": __version__}
+                "context_layer": str(params.context_layer), "created": _now(), "xaibench": __version__,
+                "memory": json.dumps(memory.record())}
     if world().main:  # under torchrun every process learned the same policy; rank 0 saves it
         out.parent.mkdir(parents=True, exist_ok=True)
         outcome.policy.save(out, metadata)
-    return {"policy": str(out), "metric": config.metric, "samples": len(prepared.data),
+    return {"policy": str(out), "metric": config.metric, "samples": len(prepared.data), "rows_per_pass": batch_size,
             "distribution": dict(zip(outcome.families, (round(float(p), 4) for p in shares))),
             "seconds": round(time.perf_counter() - started, 3)}
 
 
 def arm_distributions(model: str, policies: list[str], selection: Selection, batch_size: int | None,
-                      seed: int, trust_model: bool = False) -> dict[str, dict[str, float]]:
+                      seed: int, trust_model: bool = False,
+                      max_memory: str | None = None) -> dict[str, dict[str, float]]:
     """Per policy file: the mean probability of each arm over the contexts of the selected data."""
+    memory = RowPlan.of(batch_size, max_memory)
     loaded = load_model(model, trust_model=trust_model)
-    prepared = _prepared(loaded, selection, "test", batch_size)
+    prepared = _prepared(loaded, selection, "test", memory)
+    batch_size = memory.rows(loaded.module, prepared.inputs[:1])
     out: dict[str, dict[str, float]] = {}
     for path in policies:
         policy, meta = ThompsonPolicy.load(path)
@@ -90,12 +99,12 @@ def arm_distributions(model: str, policies: list[str], selection: Selection, bat
     return out
 
 
-def _prepared(loaded: LoadedModel, selection: Selection, split: str, batch_size: int | None) -> Prepared:
+def _prepared(loaded: LoadedModel, selection: Selection, split: str, memory: RowPlan) -> Prepared:
     """The selected data, by default the model's dataset in ``split`` and the first DEFAULT_SAMPLES."""
     selection = default_split(selection, loaded.meta, split)
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
-    return prepare(loaded, selection, batch_size)
+    return prepare(loaded, selection, memory)
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:

@@ -31,6 +31,7 @@ from xaibench.concepts.extract import (
 from xaibench.concepts.split import default_layer, split_model
 from xaibench.core import distributed
 from xaibench.core.errors import InputError, first_line
+from xaibench.core.memory import RowPlan
 from xaibench.core.runs import default_run_dir, run_record, staged_dir, write_json
 from xaibench.data.prepare import Prepared, Selection, default_split, denormalise, prepare
 from xaibench.metrics.base import METRICS
@@ -50,12 +51,13 @@ class ConceptJob:
     settings: Settings = field(default_factory=Settings)
     out: Path | None = None
     overwrite: bool = False
+    max_memory: str | None = None
 
 
-def class_images(loaded: LoadedModel, job: ConceptJob) -> tuple[Prepared, int]:
+def class_images(loaded: LoadedModel, job: ConceptJob, memory: RowPlan) -> tuple[Prepared, int]:
     """The selected images labelled with the class (predicted, for unlabelled data) and its index."""
     selection = default_split(job.selection, loaded.meta, "train")
-    everything = prepare(loaded, replace(selection, n=None, indices=None), job.settings.batch_size)
+    everything = prepare(loaded, replace(selection, n=None, indices=None), memory)
     names = everything.meta.class_names
     index = names.index(job.class_spec) if job.class_spec in names else _class_index(job.class_spec, len(names))
     labels = everything.data.y if everything.data.y is not None else everything.predictions
@@ -63,7 +65,7 @@ def class_images(loaded: LoadedModel, job: ConceptJob) -> tuple[Prepared, int]:
     if positions.numel() == 0:
         raise InputError(f"no images of class {names[index]!r} in {selection.data}")
     picked = prepare(loaded, replace(selection, n=None, indices=",".join(map(str, positions.tolist())),
-                                     target=str(index)), job.settings.batch_size)
+                                     target=str(index)), memory)
     return picked, index
 
 
@@ -84,11 +86,14 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     the metrics, draws the figures and writes the run, the others return the summary without metrics.
     """
     started = time.perf_counter()
+    memory = RowPlan.of(job.settings.batch_size, job.max_memory)
     loaded = job.source.load()
-    images, index = class_images(loaded, job)
+    images, index = class_images(loaded, job, memory)
+    # rows of the whole model bound every pass: crops and the head's rows cost less
+    settings = replace(job.settings, batch_size=memory.rows(loaded.module, images.inputs[:1]))
     layer = job.layer or default_layer(loaded.module)
     split = split_model(loaded.module, layer, images.inputs[:4])
-    found = extract(split, images.inputs, images.targets, job.settings)  # sharded under torchrun
+    found = extract(split, images.inputs, images.targets, settings)  # sharded under torchrun
     out = job.out or default_run_dir("concepts", job.source.stem, images.meta.class_names[index])
     summary = {
         "model": loaded.path, "layer": layer, "class": images.meta.class_names[index], **asdict(job.settings),
@@ -97,16 +102,19 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     }
     if not distributed.world().main:  # rank 0 computes the metrics, draws the figures and writes the run
         return {"run_dir": str(out), **summary}
-    summary["metrics"] = concept_metrics(found, split, images.targets, job.settings)
+    summary["metrics"] = concept_metrics(found, split, images.targets, settings)
     with staged_dir(out, job.overwrite) as staging:
         save_file(_tensors(found), str(staging / "bank.safetensors"),
                   metadata={"method": job.settings.method, "layer": layer})
         summary["seconds"] = round(time.perf_counter() - started, 3)  # extraction and metrics
-        summary["clusters"] = _figures(staging, found, split, images, job.settings, summary)
+        summary["clusters"] = _figures(staging, found, split, images, settings, summary)
         write_json(staging / "concepts.json", summary)
-        record = run_record("concepts", argv, {**asdict(job.settings), "class": job.class_spec, "layer": layer},
-                            job.settings.seed)
-        write_json(staging / "run.json", {**record, "model": {"path": loaded.path, "sha256": loaded.sha256}})
+        config = {**asdict(job.settings), "class": job.class_spec, "layer": layer,
+                  "selection": asdict(job.selection)}
+        record = run_record("concepts", argv, config, job.settings.seed)
+        write_json(staging / "run.json", {**record, "model": {"path": loaded.path, "sha256": loaded.sha256,
+                                                              "meta": images.meta.to_dict()},
+                                          "memory": memory.record()})
     return {"run_dir": str(out), **summary}
 
 

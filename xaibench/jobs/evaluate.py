@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from xaibench.attribution import METHODS, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
+from xaibench.core.memory import RowPlan
 from xaibench.core.method_notes import collecting
 from xaibench.core.progress import advance, reporting
 from xaibench.data.prepare import Prepared, Selection, prepare
@@ -63,6 +64,7 @@ class EvaluateConfig:
     overwrite: bool = False
     seed: int = 0
     batch_size: int | None = None
+    max_memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,22 +85,25 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     out = Path(config.out) if config.out else runs.default_run_dir(
         "evaluate", config.source.stem)
     runs.check_destination(out, config.overwrite)
+    memory = RowPlan.of(config.batch_size, config.max_memory)
     loaded = config.source.load()
     selection = reused_selection(reused_runs, config.selection)
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
-    prepared = prepare(loaded, selection, config.batch_size)
+    prepared = prepare(loaded, selection, memory)
+    batch_size = memory.rows(loaded.module, prepared.inputs[:1])
     plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None)
-    _dry_run(plan, prepared, loaded.module, config.batch_size)
+    _dry_run(plan, prepared, loaded.module, batch_size)
     timings: dict[str, Any] = {"load": time.perf_counter() - started}
     reused = reused_attributions(reused_runs, loaded.sha256, prepared)
-    explainers = {name: _explainer(name, plan, config, prepared, reused.get(name), loaded)
+    explainers = {name: _explainer(name, plan, config, prepared, reused.get(name), loaded, batch_size)
                   for name in plan.attributed}
     attributions, details = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress,
                                           timings)
     reference = attributions.get(plan.reference) if plan.reference else None
     tic = time.perf_counter()
-    results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress)
+    results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress,
+                     batch_size)
     timings["metrics"] = time.perf_counter() - tic
     summary = _summary(plan, prepared, loaded, results, config.seed)
     summary["details"] = details
@@ -118,7 +123,7 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         timings["reports"] = time.perf_counter() - tic
         record = runs.run_record("evaluate", argv, _config_dict(config), config.seed)
         record.update(model=model_record(loaded, prepared), data=data_record(prepared),
-                      methods=plan.methods, metrics=list(plan.metrics), timings=timings,
+                      methods=plan.methods, metrics=list(plan.metrics), memory=memory.record(), timings=timings,
                       outputs=[runs.ATTRIBUTIONS_FILE, METRICS_FILE, CSV_FILE, "report.md",
                                "report.html", runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
@@ -150,7 +155,7 @@ def _attributions(plan: Plan, prepared: Prepared, model: torch.nn.Module, reused
 
 
 def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared,
-               reused: Reused | None, loaded: LoadedModel) -> Explainer:
+               reused: Reused | None, loaded: LoadedModel, batch_size: int) -> Explainer:
     """The method as metrics call it: fixed parameters and seed (a reused run's own), any model,
     inputs and target."""
     method = METHODS.get(name)()
@@ -159,7 +164,7 @@ def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared
     extra = supplied_params(method, prepared, torch.Generator().manual_seed(seed), params, loaded)
 
     def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return method.attribute(model, inputs, target=target, batch_size=config.batch_size,
+        return method.attribute(model, inputs, target=target, batch_size=batch_size,
                                 generator=torch.Generator().manual_seed(seed), **params, **extra)
 
     return explain
@@ -181,7 +186,8 @@ def _dry_run(plan: Plan, prepared: Prepared, model: torch.nn.Module, batch_size:
 
 def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.nn.Module,
            attributions: dict[str, torch.Tensor], reference: torch.Tensor | None,
-           explainers: dict[str, Explainer], on_progress: Progress | None) -> dict[str, dict[str, Any]]:
+           explainers: dict[str, Explainer], on_progress: Progress | None,
+           batch_size: int) -> dict[str, dict[str, Any]]:
     """Summaries per method and metric; one progress step per pair."""
     results: dict[str, dict[str, Any]] = {name: {} for name in plan.methods}
     total = len(plan.methods) * len(plan.metrics)
@@ -199,7 +205,7 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
                     local = metric.compute(
                         model, prepared.inputs[rows], attributions[method][rows], target=prepared.targets[rows],
                         masks=masks, explainer=explainer, reference=None if reference is None else reference[rows],
-                        batch_size=config.batch_size, generator=torch.Generator().manual_seed(config.seed),
+                        batch_size=batch_size, generator=torch.Generator().manual_seed(config.seed),
                         **plan.params.get(metric_name, {}))
                 result = replace(local, scores=distributed.gather_rows(local.scores, n),
                                  curve=None if local.curve is None else distributed.gather_rows(local.curve, n))

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from xaibench.attribution import METHODS, describe_params, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
+from xaibench.core.memory import RowPlan
 from xaibench.core.method_notes import collecting
 from xaibench.data import DATASETS, load_data
 from xaibench.data.prepare import Prepared, Selection, normalise, prepare
@@ -35,6 +36,7 @@ class ExplainConfig:
     overwrite: bool = False
     seed: int = 0
     batch_size: int | None = None
+    max_memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,13 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     out = Path(config.out) if config.out else runs.default_run_dir(
         "explain", config.source.stem, method.name)
     runs.check_destination(out, config.overwrite)
+    plan = RowPlan.of(config.batch_size, config.max_memory)
     loaded = config.source.load()
     selection = config.selection
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
-    prepared = prepare(loaded, selection, config.batch_size)
+    prepared = prepare(loaded, selection, plan)
+    batch_size = plan.rows(loaded.module, prepared.inputs[:1])
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
     extra = supplied_params(method, prepared, generator, config.params, loaded)
@@ -66,7 +70,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     progress = on_progress(rows.stop - rows.start) if on_progress else nullcontext()
     with progress, collecting() as details, sampled_shard(rows, len(prepared.data)):
         local = method.attribute(loaded.module, prepared.inputs[rows], target=prepared.targets[rows],
-                                 batch_size=config.batch_size, generator=generator, **config.params, **extra)
+                                 batch_size=batch_size, generator=generator, **config.params, **extra)
     attributions = distributed.gather_rows(local, len(prepared.data))
     timings["attribute"] = time.perf_counter() - tic
     if not distributed.world().main:  # rank 0 writes the run
@@ -84,7 +88,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
                       method={"name": method.name,
                               "params": {**describe_params(method.Params), **config.params},
                               "details": details},
-                      heatmaps=spec,
+                      heatmaps=spec, memory=plan.record(),
                       timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
     files = [out / p.relative_to(staging) for p in heatmaps]
@@ -111,9 +115,9 @@ def reference_samples(method: Any, prepared: Prepared, generator: torch.Generato
     if not method.wants_references(params or {}):
         return {}
     name = prepared.data.name
-    pool = load_data(f"{name}:train" if name in DATASETS else name).x  # a file: all of it
-    picks = torch.randperm(pool.shape[0], generator=generator)[:method.reference_count]
-    return {"references": normalise(pool[picks], prepared.meta)}
+    pool = load_data(f"{name}:train" if name in DATASETS else name)  # a file: all of it
+    picks = torch.randperm(len(pool), generator=generator)[:method.reference_count]
+    return {"references": normalise(prepared.preprocessing.apply(pool.select(picks)).x, prepared.meta)}
 
 
 def write_attached(directory: Path, files: dict[str, str], prefix: str = "") -> list[str]:
@@ -191,7 +195,7 @@ def model_record(loaded: LoadedModel, prepared: Prepared) -> dict[str, Any]:
 def data_record(prepared: Prepared) -> dict[str, Any]:
     data = prepared.data
     return {"name": data.name, "split": data.split, "modality": data.modality, "samples": len(data),
-            "indices": data.indices.tolist()}
+            "indices": data.indices.tolist(), "preprocessing": asdict(prepared.preprocessing)}
 
 
 def _config_dict(config: ExplainConfig, method: Any) -> dict[str, Any]:

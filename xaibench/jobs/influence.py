@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from xaibench.core import distributed
 from xaibench.core.errors import InputError
+from xaibench.core.memory import RowPlan
 from xaibench.core.runs import check_destination, default_run_dir, run_record, staged_dir, write_json
 from xaibench.data.prepare import Prepared, Selection, default_split, prepare
 from xaibench.influence.factors import Factors, FitConfig, fit_factors
@@ -40,13 +41,15 @@ SIGN = ("positive = the training example helps the query's prediction (a gradien
         "query's measurement); negative = it works against it")
 
 
-def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | None) -> TrainData:
+def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | RowPlan | None) -> TrainData:
     """The training data (default: the model's dataset, train split); labels are required."""
     selection = default_split(selection, loaded.meta, "train")
     prepared = prepare(loaded, selection, batch_size)
     if prepared.data.y is None:
         raise InputError(f"influence needs labelled training data; {selection.data} has no labels")
     spec = {"data": selection.data, "n": selection.n, "indices": selection.indices,
+            "preprocessing": asdict(selection.preprocessing),
+            "normalisation": {"mean": prepared.meta.mean, "std": prepared.meta.std},
             "samples": len(prepared.data), "fingerprint": fingerprint(prepared.inputs, prepared.data.y)}
     return TrainData(prepared, prepared.data.y, spec)
 
@@ -58,18 +61,22 @@ class FitJob:
     config: FitConfig
     out: Path
     overwrite: bool = False
+    batch_size: int | None = None  # --batch-size; None: rows per pass from the memory budget
+    max_memory: str | None = None
 
 
 def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     """Fit factors and write the factors directory; a summary for the CLI."""
     started = time.perf_counter()
     check_destination(job.out, job.overwrite)  # before the work, on every process
+    memory = RowPlan.of(job.batch_size, job.max_memory)
     loaded = job.source.load()
-    data = load_train(loaded, job.train, job.config.batch_size)
-    arguments = fit_arguments(job.config, loaded, data)
+    data = load_train(loaded, job.train, memory)
+    config = replace(job.config, batch_size=influence_rows(memory, loaded, data.prepared))
+    arguments = fit_arguments(config, loaded, data)
     partial = PartialWork.beside(job.out, arguments)
     task = ClassificationTask()
-    factors = fit_factors(loaded.module, task, data.prepared.inputs, data.labels, job.config, partial)
+    factors = fit_factors(loaded.module, task, data.prepared.inputs, data.labels, config, partial)
     summary = {"factors": str(job.out), "strategy": factors.strategy, "fisher": job.config.fisher,
                "modules": {name: list(shape) for name, shape in factors.shapes.items()},
                "samples": data.spec["samples"]}
@@ -77,11 +84,19 @@ def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
         return {**summary, "seconds": round(time.perf_counter() - started, 3)}
     with staged_dir(job.out, job.overwrite) as staging:
         save_factors(staging, factors, arguments)
-        record = run_record("influence fit", argv, asdict(job.config), job.config.seed)
+        record = run_record("influence fit", argv, asdict(config), config.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "data": data.spec,
+                                          "memory": memory.record(),
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
     return {**summary, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def influence_rows(memory: RowPlan, loaded: LoadedModel, prepared: Prepared) -> int:
+    """Rows per pass for influence: a pass also keeps per-example gradients (float32, and float64
+    copies when scoring) of the tracked parameters, bounded here by all the model's parameters."""
+    gradient_bytes = 12 * sum(p.numel() for p in loaded.module.parameters())
+    return memory.rows(loaded.module, prepared.inputs[:1], extra_row_bytes=gradient_bytes)
 
 
 def fit_arguments(config: FitConfig, loaded: LoadedModel, data: TrainData) -> dict[str, Any]:
@@ -108,6 +123,8 @@ class ScoreJob:
     out: Path | None = None
     overwrite: bool = False
     fit: FitConfig = field(default_factory=FitConfig)
+    batch_size: int | None = None  # --batch-size; None: rows per pass from the memory budget
+    max_memory: str | None = None
 
 
 def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
@@ -115,8 +132,10 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     if job.out is not None:
         check_destination(job.out, job.overwrite)  # before the work, on every process
+    memory = RowPlan.of(job.batch_size, job.max_memory)
     loaded = job.source.load()
-    data = load_train(loaded, job.train, job.score.batch_size)
+    data = load_train(loaded, job.train, memory)
+    job = replace(job, score=replace(job.score, batch_size=influence_rows(memory, loaded, data.prepared)))
     factors, fitted = _factors(job, loaded, data)
     task = ClassificationTask(job.measurement)
     influence = Influence(loaded.module, task, factors, job.score)
@@ -124,14 +143,16 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     # rank 0's default, so that every process checkpoints beside the same destination
     out = job.out or Path(distributed.broadcast_object(str(default_run_dir(command.replace(" ", "-"),
                                                                           Path(loaded.path).stem))))
-    arguments = {"command": command, "factors": fitted, "train": data.spec, "score": asdict(job.score),
+    # the rows per pass change no score, so a resumed run may use another memory budget
+    score_arguments = {k: v for k, v in asdict(job.score).items() if k != "batch_size"}
+    arguments = {"command": command, "factors": fitted, "train": data.spec, "score": score_arguments,
                  "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
     partial = PartialWork.beside(out, arguments)
     if job.query is None:
         values = influence.self_influence(data.prepared.inputs, data.labels, partial)
         ranking, queries = self_ranking(values.sum(0), data, job.top_k), None
     else:
-        queries = prepare(loaded, job.query, job.score.batch_size)
+        queries = prepare(loaded, job.query, memory)
         values = influence.pairwise(queries.inputs, queries.targets, data.prepared.inputs, data.labels, partial)
         ranking = query_rankings(values.sum(0), queries, data, job.top_k)
     summary = {"sign": SIGN, "strategy": factors.strategy, "measurement": job.measurement,
@@ -147,6 +168,7 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
         montage = _montage(staging, summary, data, queries, loaded)
         record = run_record(command, argv, arguments, job.fit.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "train": data.spec,
+                                          "memory": memory.record(),
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
     return {"run_dir": str(out), "montage": None if montage is None else str(out / montage), **summary}

@@ -14,6 +14,7 @@ from typing import Any
 
 from xaibench.core.errors import InputError
 from xaibench.core.runs import plain_name
+from xaibench.data.transforms import Preprocessing
 from xaibench.models.meta import MODALITIES, ModelMeta
 
 
@@ -106,6 +107,31 @@ def normalisation(record: dict[str, Any], source: Path, channels: int) -> ModelM
     if any(v == 0 for v in values.get("std", ())):
         raise check.fail("model.meta.std", "non-zero numbers")
     return ModelMeta(**values)
+
+
+def preprocessing(value: Any, source: Path) -> Preprocessing:
+    """A run's recorded ``data.preprocessing`` (none recorded: none), checked as the flags are.
+
+    Raises:
+        InputError: a mistyped field, or values the flags would refuse (an unknown preset, std 0, ...).
+    """
+    where = "data.preprocessing"
+    if value is None:
+        return Preprocessing()
+    check = _Checker(source)
+    value = check.mapping(value, where)
+    fields: dict[str, Any] = {}
+    if value.get("preset") is not None:
+        fields["preset"] = check.text(value["preset"], f"{where}.preset")
+    for key, kind, expected in (("mean", (int, float), "numbers"), ("std", (int, float), "numbers"),
+                                ("resize", int, "integers"), ("center_crop", int, "integers")):
+        if value.get(key) is not None:
+            items = check.of(value[key], list, f"{where}.{key}", f"a list of {expected}")
+            fields[key] = tuple(check.of(v, kind, f"{where}.{key}", f"a list of {expected}") for v in items)
+    try:
+        return Preprocessing(**fields)
+    except InputError as err:
+        raise InputError(f"{source}: {where}: {err}") from None
 
 
 SUMMARY_KEYS = ("title", "model", "data", "methods", "metrics", "results", "ranking", "skipped")

@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 from xaibench.core import runs
 from xaibench.core.errors import InputError
 from xaibench.data.prepare import Prepared, Selection
+from xaibench.data.transforms import Preprocessing
+from xaibench.jobs import record_checks as records
 
 PREFIX = "attributions/"
 
@@ -57,7 +59,8 @@ def reused_attributions(run_dirs: list[Path], sha256: str, prepared: Prepared) -
 
 
 def reused_selection(run_dirs: list[Path], selection: Selection) -> Selection:
-    """The first reused run's data, samples and target, unless the user selected samples."""
+    """The first reused run's data, samples and target, unless the user selected samples; its
+    preprocessing (resize, crop, normalisation) too unless the user gave preprocessing flags."""
     if not run_dirs or selection.n is not None or selection.indices is not None:
         return selection
     record = runs.read_run(run_dirs[0])
@@ -68,7 +71,10 @@ def reused_selection(run_dirs: list[Path], selection: Selection) -> Selection:
     spec = selection.data or asked.get("data") or (
         f"{data['name']}:{data['split']}" if data.get("split") else data["name"])
     target = asked.get("target", "pred") if selection.target == "pred" else selection.target
-    return replace(selection, data=spec, target=target,
+    steps = selection.preprocessing
+    if steps == Preprocessing():
+        steps = records.preprocessing(data.get("preprocessing"), run_dirs[0] / runs.RUN_FILE)
+    return replace(selection, data=spec, target=target, preprocessing=steps,
                    indices=",".join(str(i) for i in data["indices"]))
 
 
@@ -82,7 +88,8 @@ def _check_same_inputs(run_dir: Path, tensors: dict[str, torch.Tensor], prepared
                          f"(--indices {','.join(str(int(i)) for i in tensors['indices'])})")
     same_shape = tensors["inputs"].shape == prepared.inputs.shape
     if not same_shape or not torch.allclose(tensors["inputs"], prepared.inputs, rtol=1e-5, atol=1e-6):
-        raise InputError(f"{run_dir} explains other inputs (another dataset or split?); pass its --data")
+        raise InputError(f"{run_dir} explains other inputs (another dataset or split, or other preprocessing "
+                         "flags?); pass its --data and its --resize, --center-crop, --mean, --std or --normalize")
     if not torch.equal(tensors["targets"].long(), prepared.targets.long()):
         raise InputError(f"{run_dir} explains other target classes; pass the --target it was made with")
 
