@@ -7,7 +7,7 @@ resident memory from ``os.wait4`` (ru_maxrss), side by side in one run, alternat
 - ``unbounded``: the same with ``--batch-size 1000000000``, more rows than any pass has, which takes the
   one-pass paths that the default took before the budget existed (no limit).
 
-    .venv/bin/python benchmarks/memory_budget.py [--repeats 1] [--only evaluate|bee]
+    .venv/bin/python benchmarks/memory_budget.py [--repeats 1] [--only evaluate|bee] [--variant default|unbounded]
 
 Targets (issue 16): the evaluate command (5 methods, 15 metrics, 32 samples) under 2 GB peak RSS with
 default flags and no slower than unbounded; the same for ``bee pretrain`` on shapes.
@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--only", choices=sorted(COMMANDS))
+    parser.add_argument("--variant", choices=("default", "unbounded"), help="run only this variant")
     options = parser.parse_args()
     names = [options.only] if options.only else list(COMMANDS)
     print("| command | variant | seconds | peak RSS (MB) | exit |")
@@ -63,6 +64,8 @@ def main() -> None:
     for name in names:
         for repeat in range(options.repeats):
             for variant, extra in (("default", []), ("unbounded", UNBOUNDED)):
+                if options.variant not in (None, variant):
+                    continue
                 with tempfile.TemporaryDirectory() as folder:
                     seconds, peak, code = measure([*COMMANDS[name], *extra], Path(folder))
                 print(f"| {name} | {variant} | {seconds:.1f} | {peak:.0f} | {code} |", flush=True)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from xaibench.cli import common
 from xaibench.cli.output import Output
 from xaibench.cli.plain_help import PlainCommand, PlainGroup
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 bee_app = typer.Typer(cls=PlainGroup, help="BEE: learn and inspect metric-adapted baseline policies.",
                       no_args_is_help=True)
@@ -67,6 +72,21 @@ def pretrain(
     output.result(summary, human)
 
 
+def chart_destination(out: str | None, fmt: str | None) -> tuple[Path, str]:
+    """The chart's path and format: --out as given (default bee_arms.<format>); the format from --format,
+    else from --out's suffix, else png. A --format that contradicts --out's suffix is a usage error."""
+    from pathlib import Path
+
+    from xaibench.core.errors import InputError
+    from xaibench.report.style import DEFAULT_FORMAT, FORMATS, check_format
+
+    named = Path(out).suffix.lower().lstrip(".") if out else ""
+    chosen = check_format(fmt) if fmt else named if named in FORMATS else DEFAULT_FORMAT
+    if named in FORMATS and named != chosen:
+        raise InputError(f"--out {out} names a .{named} file but --format is {chosen}")
+    return Path(out) if out else Path(f"bee_arms.{chosen}"), chosen
+
+
 @bee_app.command("report", cls=PlainCommand)
 def report(
     model: str = common.MODEL,
@@ -74,7 +94,9 @@ def report(
                                         help="Policy files from bee pretrain (one per metric)."),
     data: str = common.data_option("test"),
     n: int = common.n_option("256", "inputs, whose contexts are charted"),
-    out: str = typer.Option("bee_arms.png", "--out", "-o", metavar="PATH", help="Chart file (PNG) to write."),
+    out: str = typer.Option(None, "--out", "-o", metavar="PATH", show_default="bee_arms.<format>",
+                            help="Chart file to write."),
+    fmt: str = common.format_option("png, or what --out's suffix names"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing chart written by xaibench."),
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
@@ -91,18 +113,18 @@ def report(
     center_crop: str = common.CENTER_CROP,
 ) -> None:
     """Chart the learned baseline distribution of each policy (metric) on held-out data."""
-    from pathlib import Path
 
     from xaibench.core.runs import check_file_destination
     from xaibench.jobs.bee import arm_distributions
     from xaibench.report.arms import is_arm_chart, write_arm_chart
-
-    check_file_destination(Path(out), overwrite, is_arm_chart, "a chart")
+    target, fmt = chart_destination(out, fmt)
+    check_file_destination(target, overwrite, is_arm_chart, "a chart")
     selection = common.selection(data=data, n=n, indices=None, target="pred", modality=modality,
                                  input_shape=input_shape, classes=classes, mean=mean, std=std,
                                  normalize=normalize, resize=resize, center_crop=center_crop)
-    shares = arm_distributions(model, policies, selection, batch_size, seed, trust_model, max_memory)
-    chart = write_arm_chart(shares, Path(out))
+    measured = arm_distributions(model, policies, selection, batch_size, seed, trust_model, max_memory)
+    shares = measured.distributions
+    chart = write_arm_chart(shares, target, model=measured.model, samples=measured.samples, fmt=fmt)
 
     def human(console: object) -> None:
         for metric, families in shares.items():

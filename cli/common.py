@@ -70,6 +70,22 @@ def batch_option() -> Any:
                         "pass (at least 1); replaces the memory budget.")
 
 
+def format_option(default: str | None = "png") -> Any:
+    """``--format png|pdf|svg`` for commands that write figures; a text default means "inherited"."""
+    fixed = default == "png"
+    return typer.Option("png" if fixed else None, "--format", metavar="png|pdf|svg",
+                        show_default=True if fixed else default,
+                        help="File format of the figures: png, or pdf / svg for vector output.")
+
+
+def scale_option(default: str | None = "shared") -> Any:
+    """``--scale shared|sample``: one colour scale for all heatmaps of a run, or one per sample."""
+    fixed = default == "shared"
+    return typer.Option("shared" if fixed else None, "--scale", metavar="shared|sample",
+                        show_default=True if fixed else default,
+                        help="Heatmap colours: one scale for all samples (comparable) or one per sample.")
+
+
 MAX_MEMORY = typer.Option(
     None, "--max-memory", metavar="SIZE", show_default="$XAIBENCH_MAX_MEMORY, else a share of free memory",
     help="Memory for one pass of the model, e.g. 512M or 2G; sets the rows per pass (see run.json).")

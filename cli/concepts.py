@@ -34,6 +34,7 @@ def concepts(
     patch_size: float = typer.Option(0.25, "--patch-size", metavar="FRACTION",
                                      help="Crop side as a fraction of the image side."),
     out: str = common.out_option("runs/concepts-<model>-<class>-<time>"),
+    fmt: str = common.format_option(),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
@@ -65,16 +66,18 @@ def concepts(
                                    normalize=normalize, resize=resize, center_crop=center_crop),
         settings=Settings(method=method, n_concepts=n_concepts, mode=mode, importance=importance,
                           patch_size=patch_size, seed=seed, batch_size=batch_size),
-        out=Path(out) if out else None, overwrite=overwrite, max_memory=max_memory)
+        out=Path(out) if out else None, overwrite=overwrite, max_memory=max_memory, format=fmt)
     with output.progress(f"concepts ({method}, {importance})", None):
         summary = run_concepts(job, ["xaibench", *sys.argv[1:]])
 
     def human(console: Any) -> None:
+        from xaibench.report.style import concept_label
+
         console.print(f"{summary['n_concepts']} {method} concepts of class {summary['class']!r} at "
                       f"{summary['layer']} from {summary['rows']} {mode} rows of {summary['images']} images "
                       f"in {summary['seconds']:.1f} s")
         ranked = sorted(enumerate(summary["global_importance"]), key=lambda item: -item[1])
-        console.print("  importance (" + importance + "): " + ", ".join(f"c{i} {v:.3g}" for i, v in ranked))
+        console.print("  importance (" + importance + "): " + ", ".join(f"{concept_label(i)} {v:.3g}" for i, v in ranked))
         for name, value in summary["metrics"].items():
             arrow = "higher is better" if value["higher_is_better"] else "lower is better"
             shown = "n/a" if value["value"] is None else f"{value['value']:.4g}"

@@ -33,6 +33,8 @@ def evaluate(
     attributions: list[str] = typer.Option(None, "--attributions", metavar="RUN_DIR", help="Reuse the "
                                            "attributions of an explain or evaluate run (repeatable)."),
     out: str = common.out_option("runs/evaluate-<model>-<time>"),
+    scale: str = common.scale_option(),
+    fmt: str = common.format_option(),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
@@ -60,7 +62,7 @@ def evaluate(
         methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), metrics=metrics,
         params=common.parse_named_params(param), reference=reference,
         attributions=tuple(attributions or ()), out=out, overwrite=overwrite, seed=seed,
-        batch_size=batch_size, max_memory=max_memory,
+        batch_size=batch_size, max_memory=max_memory, scale=scale, format=fmt,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),

@@ -26,6 +26,8 @@ def explain(
     layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="the last convolution",
                               help="Layer for layer methods (gradcam), e.g. conv3; xaibench inspect lists them."),
     out: str = common.out_option("runs/explain-<model>-<method>-<time>"),
+    scale: str = common.scale_option(),
+    fmt: str = common.format_option(),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
@@ -54,6 +56,7 @@ def explain(
     config = ExplainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), method=method, params=params,
         out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
+        scale=scale, format=fmt,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),
@@ -63,7 +66,7 @@ def explain(
     summary = {
         "run_dir": str(result.run_dir),
         "heatmaps": str(result.run_dir / "heatmaps"),
-        "grid": str(result.run_dir / "heatmaps" / "grid.png"),
+        "grid": str(result.run_dir / "heatmaps" / f"grid.{fmt}"),
         "method": method,
         "samples": result.samples,
         "seconds": round(result.seconds, 3),

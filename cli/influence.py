@@ -143,6 +143,7 @@ def score(
     damping: str = DAMPING,
     rank: int = RANK,
     out: str = common.out_option("runs/influence-score-<model>-<time>"),
+    fmt: str = common.format_option(),
     overwrite: bool = common.OVERWRITE,
     chunk_size: int = CHUNK,
     batch_size: int = BATCH,
@@ -172,7 +173,7 @@ def score(
         overwrite=overwrite, score=_score_config(damping, rank, batch_size, chunk_size),
         query=common.selection(data=query, n=None if indices else n, indices=indices, target=target,
                                **options),
-        batch_size=batch_size, max_memory=max_memory)
+        batch_size=batch_size, max_memory=max_memory, format=fmt)
     with output.progress("influence score", None):
         summary = run_score(job, ["xaibench", *sys.argv[1:]])
     output.result(summary, lambda console: _print_queries(console, summary))
@@ -192,6 +193,7 @@ def self_influence(
                               help="Examples listed and shown (at least 1)."),
     damping: str = DAMPING,
     out: str = common.out_option("runs/influence-self-<model>-<time>"),
+    fmt: str = common.format_option(),
     overwrite: bool = common.OVERWRITE,
     chunk_size: int = CHUNK,
     seed: int = common.SEED,
@@ -221,7 +223,7 @@ def self_influence(
         train=_train(train, train_n, options), query=None, top_k=top_k, out=_path(out), overwrite=overwrite,
         score=_score_config(damping, None, batch_size, chunk_size),
         fit=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed),
-        batch_size=batch_size, max_memory=max_memory)
+        batch_size=batch_size, max_memory=max_memory, format=fmt)
     with output.progress("influence self", None):
         summary = run_score(job, ["xaibench", *sys.argv[1:]])
 

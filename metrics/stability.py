@@ -32,6 +32,7 @@ from xaibench.attribution.layers import find_layer
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError
 from xaibench.core.lazy import lazy_import
+from xaibench.models.layers import require_hooks
 
 if TYPE_CHECKING:
     import torch
@@ -205,6 +206,7 @@ class RelativeRepresentationStability(RelativeStability):
 
 
 def _representation_modules(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Module]:
+    require_hooks(model)
     if layer is not None:
         return [find_layer(model, layer)[1]]
     return [module for name, module in model.named_modules() if name and not any(module.children())]

@@ -82,3 +82,23 @@ def bootstrap_interval(values: torch.Tensor, generator: torch.Generator, *, resa
     tail = (1 - level) / 2
     low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
     return float(low), float(high)
+
+
+def bootstrap_band(rows: torch.Tensor, generator: torch.Generator, *, resamples: int = 1000,
+                   level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pointwise percentile bootstrap band of the mean curve of ``rows`` (n, K), in float64.
+
+    The rows (samples) are resampled with replacement as in ``bootstrap_interval`` (one (resamples, n)
+    draw, shared by every point, so each resample is a whole mean curve); at each point the band is
+    the 2.5th and 97.5th percentile of the resampled means. Each resampled mean lies between the
+    rows' smallest and largest value at that point, so the band stays inside the metric's range (a
+    probability band inside [0, 1]), which mean +- 1.96 standard errors does not.
+    """
+    rows = rows.double()
+    picks = torch.randint(0, rows.shape[0], (resamples, rows.shape[0]), generator=generator)
+    counts = torch.zeros(resamples, rows.shape[0], dtype=rows.dtype).scatter_add_(
+        1, picks, torch.ones_like(picks, dtype=rows.dtype))
+    means = counts @ rows.cpu() / rows.shape[0]  # (resamples, K): how often each row was drawn
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype), dim=0)
+    return low, high

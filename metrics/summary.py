@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from xaibench.metrics.base import MetricResult
-from xaibench.metrics.stats import bootstrap_interval
+from xaibench.metrics.stats import bootstrap_band, bootstrap_interval
 
 from xaibench.core.lazy import lazy_import
 
@@ -21,7 +21,8 @@ BOOTSTRAP_RESAMPLES = 2000
 def summarise(result: MetricResult, generator: torch.Generator) -> dict[str, Any]:
     """Mean, standard deviation (ddof 1), 95% percentile-bootstrap interval of the mean, counts, the
     per-sample values (null for NaN) and, for curve metrics, the mean curve with a pointwise 95%
-    normal interval (mean +- 1.96 standard errors) over the samples.
+    percentile-bootstrap band over the samples (``bootstrap_band``: inside the metric's range, unlike
+    mean +- 1.96 standard errors, which left [0, 1] for probabilities).
 
     NaN scores (a metric undefined for a sample) and infinite ones (a ratio over a zero change) are left
     out of the statistics and counted in "nan"; JSON gets null for them.
@@ -39,20 +40,20 @@ def summarise(result: MetricResult, generator: torch.Generator) -> dict[str, Any
         "curve": None,
     }
     if result.curve is not None:
-        summary["curve"] = _curve(result.curve.double(), result.curve_x)
+        summary["curve"] = _curve(result.curve.double(), result.curve_x, generator)
     return summary
 
 
-def _curve(curve: torch.Tensor, x: torch.Tensor | None) -> dict[str, list[float | None]]:
+def _curve(curve: torch.Tensor, x: torch.Tensor | None,
+           generator: torch.Generator) -> dict[str, list[float | None]]:
     rows = curve[torch.isfinite(curve).all(dim=1)]
     axis = x.tolist() if x is not None else list(range(curve.shape[1]))
     if rows.shape[0] == 0:
         empty: list[float | None] = [None] * curve.shape[1]
         return {"x": axis, "mean": empty, "low": empty, "high": empty}
-    mean = rows.mean(dim=0)
-    half = 1.96 * rows.std(dim=0) / math.sqrt(rows.shape[0]) if rows.shape[0] > 1 else torch.zeros_like(mean)
-    return {"x": axis, "mean": [_number(v) for v in mean],
-            "low": [_number(v) for v in mean - half], "high": [_number(v) for v in mean + half]}
+    low, high = bootstrap_band(rows, generator, resamples=BOOTSTRAP_RESAMPLES)
+    return {"x": axis, "mean": [_number(v) for v in rows.mean(dim=0)],
+            "low": [_number(v) for v in low], "high": [_number(v) for v in high]}
 
 
 def _number(value: Any) -> float | None:

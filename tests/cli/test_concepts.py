@@ -47,6 +47,30 @@ def test_concepts_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_concepts_format_svg_writes_vector_figures_beside_the_report_pngs(cli_in_process, tmp_path):
+    from xaibench.report.style import is_xaibench_figure
+
+    result = cli_in_process("concepts", CNN, "--class", "3", "-n", "8", "-k", "3", "--importance", "occlusion",
+                            "--format", "svg", "--out", "run")
+    assert result.code == 0, result.stderr
+    run = tmp_path / "run"
+    figures = [p.stem for p in run.glob("*.png")]
+    assert {"montage", "importance", "maps"} <= set(figures)
+    for stem in figures:  # every PNG the report embeds has its svg beside it
+        assert is_xaibench_figure(run / f"{stem}.png") and is_xaibench_figure(run / f"{stem}.svg"), stem
+    assert json.loads((run / "run.json").read_text())["config"]["format"] == "svg"
+    manifest = json.loads((run / "xaibench-manifest.json").read_text())["files"]
+    assert {f"{stem}.svg" for stem in figures} <= set(manifest)
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64," in html and ".svg" not in html
+    assert "](montage.png)" in (run / "report.md").read_text()
+
+    bad = cli_in_process("concepts", CNN, "--class", "3", "-n", "4", "-k", "2", "--format", "tiff",
+                         "--out", "bad")
+    assert bad.code == 2 and "tiff" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_saved_bank_draws_concept_maps_for_new_images(cli, tmp_path):
     from xaibench.concepts.extract import concept_maps, encode_maps
     from xaibench.concepts.split import feature_maps, split_model

@@ -176,7 +176,8 @@ def test_signed_maps_are_drawn_signed_and_reexport_records_the_style(cli, tmp_pa
     assert spec["signed"] is True and spec["style"]["style"] == "overlay"
     assert cli("heatmap", str(out), "--style", "masked", "--alpha", "0.3").code == 0
     spec = json.loads((out / "run.json").read_text())["heatmaps"]
-    assert spec["style"] == {"style": "masked", "cmap": None, "clip": 99.0, "alpha": 0.3}
+    assert spec["style"] == {"style": "masked", "cmap": None, "clip": 99.0, "alpha": 0.3, "scale": "shared",
+                             "format": "png"}
 
 
 def test_default_selection_is_sixteen_samples(cli, tmp_path):

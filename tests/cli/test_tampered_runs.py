@@ -186,6 +186,24 @@ def test_heatmap_refuses_a_malformed_run_json(made, tmp_path, text):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize(("change", "fragment"), [
+    (lambda h: h["style"].update(scale="everything"), "heatmaps.style"),
+    (lambda h: h["style"].update(format="exe"), "heatmaps.style"),
+    (lambda h: h["style"].update(format=["svg"]), "heatmaps.style.format"),
+    (lambda h: h["style"].update(payload=1), "heatmaps.style.payload"),
+    (lambda h: h.update(style="overlay"), "heatmaps.style"),
+    (lambda h: h.update(misclassified=[1, 0, 0]), "heatmaps.misclassified"),
+    (lambda h: h.update(misclassified=[True]), "heatmaps.misclassified"),
+    (lambda h: h.update(value_label={"a": 1}), "heatmaps.value_label"),
+])
+def test_heatmap_refuses_a_forged_style_or_sample_flags(made, tmp_path, change, fragment):
+    run = _copy(made, "explain", tmp_path)
+    _edit_json(run / "run.json", lambda d: change(d["heatmaps"]))
+    before = snapshot(tmp_path)
+    refused(run_main("heatmap", str(run)), "run.json", fragment)
+    assert snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("change", [
     lambda d: d.__setitem__("methods", "saliency"),
     lambda d: d.__setitem__("title", None),

@@ -127,12 +127,27 @@ def test_deletion_partial_last_step_and_patches() -> None:
     # a (1, 2, 4) image in 2x2 patches: left half (w = 3) then right half (w = 1); 3 per step -> 0, 3, 4
     weights = torch.tensor([[[3.0, 3.0, 1.0, 1.0], [3.0, 3.0, 1.0, 1.0]]])
     model, x = SumLogit(weights), torch.full((1, 1, 2, 4), 0.5)
-    patched = compute("deletion", model, x, x * weights, target=0, patch=2, per_step=1)
+    # zero named: images default to the blur substrate (test_deletion_substrate_defaults_by_modality)
+    patched = compute("deletion", model, x, x * weights, target=0, patch=2, per_step=1, substrate="zero")
     torch.testing.assert_close(patched.curve[0], sigmoid([8, 2, 0]), rtol=1e-5, atol=0)
     model, x = SumLogit([4.0, 3.0, 2.0, 1.0]), torch.ones(1, 4)
     partial = compute("deletion", model, x, x * model.weights, target=0, per_step=3)
     torch.testing.assert_close(partial.curve[0], sigmoid([10, 1, 0]), rtol=1e-5, atol=0)
     torch.testing.assert_close(partial.curve_x, torch.tensor([0, 0.75, 1], dtype=torch.float64))
+
+
+def test_deletion_substrate_defaults_by_modality() -> None:
+    """"auto": the blurred image for images (measured in benchmarks/deletion_defaults.py), zero for
+    tabular data and sequences."""
+    model, x = SumLogit(torch.ones(1, 4, 4)), torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    for substrate in ("blur", "zero"):
+        explicit = compute("deletion", model, x, x, target=0, substrate=substrate).curve
+        default = compute("deletion", model, x, x, target=0).curve
+        assert torch.equal(default, explicit) == (substrate == "blur")
+    model, ones = SumLogit([4.0, 3.0, 2.0, 1.0]), torch.ones(1, 4)
+    torch.testing.assert_close(compute("deletion", model, ones, ones, target=0).curve,
+                               compute("deletion", model, ones, ones, target=0, substrate="zero").curve)
+    assert METRICS.get("deletion").Params().substrate == "auto"
 
 
 def test_insertion_exact_curves() -> None:

@@ -62,5 +62,6 @@ def test_summary_statistics() -> None:
     assert finite.min() <= low < summary["mean"] < high <= finite.max()
     band = summary["curve"]
     assert band["x"] == [0.0, 1.0] and band["mean"] == pytest.approx([4.0, 3.0])  # the NaN row is left out
-    half = 1.96 * np.std([1.0, 3.0, 5.0, 7.0], ddof=1) / 2
-    assert band["high"][0] == pytest.approx(4.0 + half) and band["low"][0] == pytest.approx(4.0 - half)
+    # the band is a percentile bootstrap band of the mean curve: inside the finite rows' range
+    assert 1.0 <= band["low"][0] < 4.0 < band["high"][0] <= 7.0
+    assert 0.0 <= band["low"][1] < 3.0 < band["high"][1] <= 6.0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from xaibench.metrics import MetricResult
-from xaibench.metrics.stats import bootstrap_interval
+from xaibench.metrics.stats import bootstrap_band, bootstrap_interval
 from xaibench.metrics.summary import BOOTSTRAP_RESAMPLES, summarise
 
 
@@ -43,3 +43,27 @@ def test_coverage_of_a_known_mean_is_95_percent() -> None:
         low, high = bootstrap_interval(row, generator)
         covered += low <= 0.0 <= high
     assert 930 <= covered <= 970, covered
+
+
+def test_the_curve_band_is_the_pointwise_percentile_interval_of_resampled_mean_curves() -> None:
+    rows = torch.rand(12, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    low, high = bootstrap_band(rows, torch.Generator().manual_seed(4), resamples=500)
+    picks = torch.randint(0, 12, (500, 12), generator=torch.Generator().manual_seed(4))
+    means = rows[picks].mean(dim=1).numpy()  # (500, 5): one mean curve per resample
+    expected = np.percentile(means, [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(low.numpy(), expected[0], rtol=1e-12)
+    np.testing.assert_allclose(high.numpy(), expected[1], rtol=1e-12)
+
+
+def test_the_curve_band_of_probabilities_stays_in_zero_one_where_a_normal_band_does_not() -> None:
+    """Three of 16 samples keep probability 1, the others fall to 0: mean 3/16 with a normal half width
+    of 1.96 * 0.40 / 4 = 0.20, so mean - 1.96 se < 0; the percentile band cannot leave [0, 1]."""
+    rows = torch.zeros(16, 2, dtype=torch.float64)
+    rows[:, 0] = 1.0
+    rows[:3, 1] = 1.0
+    normal_low = rows[:, 1].mean() - 1.96 * rows[:, 1].std() / 4
+    assert normal_low < 0
+    summary = summarise(MetricResult(rows[:, 1], rows, torch.tensor([0.0, 1.0])), torch.Generator().manual_seed(0))
+    band = summary["curve"]
+    assert band["low"][0] == band["high"][0] == 1.0  # every sample at 1: no spread
+    assert 0.0 <= band["low"][1] < 3 / 16 < band["high"][1] <= 1.0

@@ -71,7 +71,7 @@ def test_hooks_are_removed_when_the_forward_fails():
         summarize(_loaded(torch.nn.Sequential(torch.nn.Linear(6, 4))), (5,))
 
 
-def test_torchscript_and_exported_modules_are_listed_without_shapes():
+def test_torchscript_and_batch_fixed_exported_modules_are_listed_without_shapes():
     model, x = make_net("image"), make_inputs("image", n=2)
     expected = sum(p.numel() for p in model.parameters())
     scripted = torch.jit.script(model)
@@ -80,9 +80,12 @@ def test_torchscript_and_exported_modules_are_listed_without_shapes():
         ("Conv2d", None), ("ReLU", None)]
     assert summary["parameters"] == expected
     from xaibench.models.exported import ExportedModule
+    from xaibench.models.exported_layers import unflattened
 
     program = torch.export.export(model, (x,))
-    exported = ExportedModule(program.module(), 2)
+    exported = ExportedModule(unflattened(program), 2)  # runs in chunks of 2: hooks would see the chunks
     summary = summarize(_loaded(exported, fmt="export"), (2, 8, 8))
     assert summary["parameters"] == expected
     assert all(la["output_shape"] is None for la in summary["layers"])
+    assert summary["layers"] == [{**la, "output_shape": None}
+                                 for la in summarize(_loaded(model), (2, 8, 8))["layers"]]

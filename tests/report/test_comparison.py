@@ -244,3 +244,51 @@ def test_many_metrics_turn_the_ranking_into_metric_rows(tmp_path: Path) -> None:
     assert all(name.replace("_", "_<wbr>") in row for name, row in zip(summary["metrics"], rows))
     best_extra = re.findall(r'class="num cell best"[^>]*>([^<]*)<', rows[-1])
     assert best_extra == [fmt(7.0)]  # extra_5: occlusion's 2 + 5, the highest
+
+
+# --- ties, curves, printable heatmaps -------------------------------------------------------------------------
+
+def test_means_within_the_tie_tolerance_share_rank_and_outline(tmp_path: Path) -> None:
+    """integrated_gradients and kernel_shap on breast_cancer_logreg: equal to 3 digits, apart by up to 3e-4
+    relative (the values below are that run's), so neither is ranked above the other."""
+    from xaibench.report.comparison import TIE_RTOL, TIES
+
+    results = {"integrated_gradients": {"deletion": {"mean": 0.3602559185043598},
+                                        "max_sensitivity": {"mean": 0.16602843136338458}},
+               "kernel_shap": {"deletion": {"mean": 0.3602576271106954},
+                               "max_sensitivity": {"mean": 0.16597637111101043}},
+               "saliency": {"deletion": {"mean": 0.763}, "max_sensitivity": {"mean": 0.16597637111101043 * 0.99}}}
+    metrics = {"deletion": {"higher_is_better": False}, "max_sensitivity": {"higher_is_better": False}}
+    by_method = {row["method"]: row for row in rank_methods(results, metrics)}
+    assert by_method["integrated_gradients"]["ranks"] == {"deletion": 1.5, "max_sensitivity": 2.5}
+    assert by_method["kernel_shap"]["ranks"] == {"deletion": 1.5, "max_sensitivity": 2.5}
+    assert by_method["saliency"]["ranks"] == {"deletion": 3.0, "max_sensitivity": 1.0}  # 1% apart: no tie
+    assert TIE_RTOL == 1e-3 and "0.1%" in TIES
+    summary = synthetic_summary()
+    summary["results"]["occlusion"]["deletion"] = stats(0.1 * (1 + TIE_RTOL / 2), True)  # ties 0.1
+    summary["ranking"] = rank_methods(summary["results"], summary["metrics"])
+    page = write_html(summary, tmp_path / "report.html", {}).read_text(encoding="utf-8")
+    best = re.findall(r'<td class="num cell best"[^>]*title="([^"]*)"', page)
+    assert sum(tip.startswith("rank 1.5 of 3") for tip in best) == 2  # both tied deletion cells outlined
+    assert TIES in page
+    markdown = write_markdown(summary, tmp_path / "report.md").read_text(encoding="utf-8")
+    assert TIES in markdown
+
+
+def test_a_chain_of_near_values_does_not_tie_ends_apart_by_more_than_the_tolerance() -> None:
+    step = 0.6e-3  # a ~ b and b ~ c, but a and c differ by 1.2e-3 relative
+    results = {m: {"x": {"mean": 1.0 + i * step}} for i, m in enumerate("abc")}
+    ranking = rank_methods(results, {"x": {"higher_is_better": True}})
+    assert {row["method"]: row["ranks"]["x"] for row in ranking} == {"c": 1.5, "b": 1.5, "a": 3.0}
+
+
+def test_heatmaps_print_as_large_tiles_a_page_per_method_when_many(page: str,
+                                                                   heatmaps: dict[str, list[Path]],
+                                                                   tmp_path: Path) -> None:
+    section = page[page.index('<section id="heatmaps">'):]
+    assert 'class="paged"' in section and section.count('class="heatmap-method"') == 3  # 3 > PRINT_SHARED
+    assert "hover to enlarge" not in page and "img:hover" not in page  # nothing only a mouse can show
+    assert "@media print" in page and ".paged .heatmap-method { break-before: page; }" in page
+    two = {m: heatmaps[m] for m in ("integrated_gradients", "occlusion")}
+    shared = write_html(synthetic_summary(), tmp_path / "r.html", two).read_text(encoding="utf-8")
+    assert 'class="shared"' in shared and 'class="paged"' not in shared

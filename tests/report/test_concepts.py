@@ -15,21 +15,24 @@ import pytest
 
 from xaibench.core.errors import InputError
 from xaibench.report import concepts
-from xaibench.report._canvas import DPI
-from xaibench.report.concept_page import write_concept_report
-from xaibench.report.concepts import (
+from xaibench.report.clusters import (
     cluster_graph,
     cluster_stats,
+    grouping,
+    write_cluster_graph,
+)
+from xaibench.report.concept_page import write_concept_report
+from xaibench.report.concepts import (
     concept_colors,
     importance_order,
     overlay_concepts,
     text_color,
     top_concepts,
-    write_cluster_graph,
     write_concept_maps,
     write_concept_montage,
     write_importance_chart,
 )
+from xaibench.report.style import DPI
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 K = 3
@@ -46,18 +49,42 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("k", [1, 3, 10, 15, 40, 70])
 def test_concept_colors_are_k_distinct_hex_colours(k: int) -> None:
-    colors = concept_colors(k)
+    colors = concept_colors(np.random.default_rng(k).random(k))
     assert len(colors) == len(set(colors)) == k
     assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colors)
 
 
-def test_concept_colors_start_with_tab10() -> None:
-    assert concept_colors(3) == ["#1f77b4", "#ff7f0e", "#2ca02c"]
+def test_concept_colors_follow_the_importance_rank() -> None:
+    """The most important concept gets the palette's first colour, whatever its index."""
+    assert concept_colors(np.array([0.1, 0.9, 0.5])) == ["#009e73", "#0072b2", "#d55e00"]
+
+
+def delta_e_2000(colors: list[str], over_gray: float | None = None) -> np.ndarray:
+    """Pairwise CIEDE2000 distances of hex colours (k, k), optionally as blended at the concept maps'
+    opacity over a gray of that level."""
+    from matplotlib.colors import to_rgb
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    rgb = np.array([to_rgb(c) for c in colors])
+    if over_gray is not None:
+        rgb = (1 - concepts.MAP_ALPHA) * over_gray + concepts.MAP_ALPHA * rgb
+    lab = rgb2lab(rgb[None])[0]
+    return deltaE_ciede2000(lab[:, None, :], lab[None, :, :])
+
+
+@pytest.mark.parametrize("k", [2, 4, 8, 10])
+def test_the_first_ten_concept_colours_are_pairwise_distinguishable(k: int) -> None:
+    """CIEDE2000 >= 20 as drawn and >= 14 blended over mid-gray (tab10, used before, had 16.2 and 11.8:
+    its orange and red concepts were hard to tell apart in the maps)."""
+    colors = concept_colors(np.arange(k, 0, -1.0))
+    off_diagonal = ~np.eye(k, dtype=bool)
+    assert delta_e_2000(colors)[off_diagonal].min() >= 20
+    assert delta_e_2000(colors, over_gray=0.5)[off_diagonal].min() >= 14
 
 
 def test_text_colours_are_darkened_to_half_luminance_only_when_lighter() -> None:
     assert text_color("#ffffff") == "#808080"
-    assert text_color("#1f77b4") == "#1f77b4"  # tab10 blue, luminance 0.41: kept
+    assert text_color("#0072b2") == "#0072b2"  # Okabe-Ito blue, luminance 0.35: kept
 
 
 def test_importance_order_is_decreasing_with_ties_by_index_and_nan_last() -> None:
@@ -139,7 +166,7 @@ def summary(klass: str = "<b>&") -> dict[str, Any]:
     _, stats = cluster_graph(local, np.array([True, False, True, True]), seed=0)
     return {"model": "models/shapes_cnn.pt", "layer": "features.6", "class": klass, "method": "nmf",
             "mode": "patches", "importance": "sobol", "n_concepts": K, "images": 4, "rows": 100,
-            "seconds": 1.5,
+            "seconds": 1.5, "seed": 7, "versions": {"python": "3.11.7", "xaibench": "0.1.0"},
             "global_importance": [0.1, 0.7, 0.4],
             "metrics": {"relative_l2": {"value": 0.25, "higher_is_better": False,
                                         "description": "reconstruction | error", "ci95": [0.2, 0.3]},
@@ -153,16 +180,16 @@ def figures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Every figure drawn once from small random inputs (3 concepts, 4 crops, 4 images)."""
     out, rng = tmp_path_factory.mktemp("concepts") / "figures", np.random.default_rng(0)
     out.mkdir()
-    local = rng.random((4, K))
-    embedding, stats = cluster_graph(local, np.array([True, False, True, True]), seed=0)
+    local, correct = rng.random((4, K)), np.array([True, False, True, True])
+    embedding, _ = cluster_graph(local, correct, seed=0)
     importance = np.array([0.1, 0.7, 0.4])
     return {
         "montage": write_concept_montage(out / "montage.png", rng.random((K, 4, 8, 8, 3)), rng.random((K, 4)),
                                          importance),
-        "importance": write_importance_chart(out / "importance.png", importance, importance - 0.05,
-                                             importance + 0.1),
-        "maps": write_concept_maps(out / "maps.png", rng.random((4, 8, 8)), rng.random((4, K, 8, 8)), top=2),
-        "clusters": write_cluster_graph(out / "clusters.png", embedding, top_concepts(local, 1)[:, 0], stats),
+        "importance": write_importance_chart(out / "importance.png", importance),
+        "maps": write_concept_maps(out / "maps.png", rng.random((4, 8, 8)), rng.random((4, K, 8, 8)), importance,
+                                   top=2),
+        "clusters": write_cluster_graph(out / "clusters.png", embedding, local, correct, importance),
     }
 
 
@@ -177,7 +204,7 @@ def test_figures_are_pngs_of_the_laid_out_size(figures: dict[str, Path]) -> None
 def test_concept_maps_show_at_most_sixteen_images(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     path = write_concept_maps(tmp_path / "maps.png", rng.random((20, 6, 6, 3)), rng.random((20, 2, 6, 6)),
-                              top=1, local_importance=rng.random((20, 2)))
+                              np.array([0.5, 0.2]), top=1, local_importance=rng.random((20, 2)))
     cell = concepts.MAP_TILE + 2 * concepts.LINE + concepts.GAP  # image, its name and one concept line
     assert png_size(path)[1] == int((4 * cell + concepts.HEADER) * DPI)  # 4 rows of 4
 
@@ -186,9 +213,11 @@ def test_figures_reject_shapes_that_do_not_fit(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         write_concept_montage(tmp_path / "m.png", np.zeros((3, 2, 4, 4)), np.zeros((3, 3)), np.zeros(3))
     with pytest.raises(InputError):
-        write_importance_chart(tmp_path / "i.png", np.ones(3), low=np.zeros(3))
+        write_importance_chart(tmp_path / "i.png", np.ones((3, 2)))
     with pytest.raises(InputError):
-        write_concept_maps(tmp_path / "c.png", np.zeros((2, 4, 4)), np.zeros((2, 3, 5, 5)))
+        write_concept_maps(tmp_path / "c.png", np.zeros((2, 4, 4)), np.zeros((2, 3, 5, 5)), np.ones(3))
+    with pytest.raises(InputError):  # an importance per concept
+        write_concept_maps(tmp_path / "c.png", np.zeros((2, 4, 4)), np.zeros((2, 3, 4, 4)), np.ones(2))
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +240,7 @@ def test_html_is_self_contained_and_embeds_every_figure(report: tuple[str, str])
 def test_html_escapes_names(report: tuple[str, str]) -> None:
     page = report[0]
     assert "<b>&" not in page
-    assert "class &lt;b&gt;&amp;</title>" in page and "<dd>&lt;b&gt;&amp;</dd>" in page
+    assert "class &lt;b&gt;&amp; in shapes_cnn</title>" in page and "<dd>&lt;b&gt;&amp;</dd>" in page
 
 
 def test_html_tables_list_concepts_by_importance_and_the_metrics(report: tuple[str, str]) -> None:
@@ -229,8 +258,10 @@ def test_html_tables_list_concepts_by_importance_and_the_metrics(report: tuple[s
 
 def test_markdown_has_the_facts_tables_and_relative_links(report: tuple[str, str]) -> None:
     lines = report[1].splitlines()
-    assert lines[0] == r"# Concepts of models/shapes_cnn.pt · features.6 · class \<b>\&"
+    assert lines[0] == r"# Concepts of class \<b>\& in shapes_cnn"  # the model by name, not its path
+    assert "- Model: models/shapes_cnn.pt" in lines and "- Layer: features.6" in lines
     assert "- Data: 4 images, 100 activation rows" in lines
+    assert "- Seed: 7" in lines and "- Versions: python 3.11.7, xaibench 0.1.0" in lines
     assert "![montage](figures/montage.png)" in lines
     assert "| concept 1 | 0.7 | 1 | 25% | 0% |" in lines
     assert "| relative_l2 | 0.25 | [0.2, 0.3] | ↓ lower is better |" in lines
@@ -252,3 +283,58 @@ def test_importing_the_module_loads_neither_torch_matplotlib_nor_sklearn() -> No
     code = ("import sys, xaibench.report.concepts, xaibench.report.concept_page; "
             "assert not {'torch._C', 'matplotlib', 'sklearn'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- importance on a scale where every bar shows; the cluster graph when one concept tops every image -------
+
+@pytest.mark.parametrize("values", [[0.965, 0.0224, 0.000293, 2.82e-05], [0.5, -0.02, 0.0, 3e-4]])
+def test_importance_figure_prints_every_value_and_every_nonzero_bar_shows(values: list[float]) -> None:
+    """The circle run's importances span five decades: on a linear axis the last three bars are under a
+    pixel wide; here each non-zero bar is at least 20 pixels and each value is printed, by importance."""
+    fig = concepts.importance_figure(np.array(values))
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    ordered = sorted(values, reverse=True)
+    assert [t.get_text().strip() for t in ax.texts] == [concepts.fmt(v) for v in ordered]
+    widths = [bar.get_window_extent().width for bar in ax.patches]
+    assert all(w >= 20 for w, v in zip(widths, ordered) if v != 0), widths
+    assert ax.get_xscale() == ("log" if min(values) > 0 else "symlog")
+
+
+def test_importance_scale_starts_a_decade_below_the_smallest_value() -> None:
+    assert concepts.importance_scale(np.array([0.9, 2.8e-5])) == ("log", pytest.approx(1e-6))
+    assert concepts.importance_scale(np.array([0.9, -0.02, 0.0, 3e-4])) == ("symlog", pytest.approx(1e-4))
+    assert concepts.importance_scale(np.zeros(2)) == ("symlog", 1.0)
+
+
+def test_one_top_concept_for_every_image_colours_the_graph_by_the_second(tmp_path: Path) -> None:
+    local = np.array([[0.9, 0.1, 0.0], [0.8, 0.0, 0.2], [0.7, 0.2, 0.1], [0.9, 0.0, 0.05]])
+    rank, group = grouping(local)
+    assert rank == 1 and group.tolist() == [1, 2, 1, 2]
+    correct = np.array([True, True, False, True])
+    embedding, stats = cluster_graph(local, correct, seed=0)
+    assert write_cluster_graph(tmp_path / "c.png", embedding, local, correct, local.mean(0)) == tmp_path / "c.png"
+    page, _ = write_concept_report(tmp_path, {**summary("cat"), "images": 4, "clusters": stats},
+                                   {"clusters": tmp_path / "c.png"})
+    text = page.read_text(encoding="utf-8")
+    assert "Concept 0 is the most important concept of all 4 images (reliability 75%" in text
+    assert "its second concept" in text
+
+
+def test_a_graph_of_identical_rankings_is_left_out_with_the_reason(tmp_path: Path) -> None:
+    local = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]])
+    assert grouping(local) is None
+    embedding, stats = cluster_graph(local, np.ones(3, dtype=bool), seed=0)
+    assert write_cluster_graph(tmp_path / "c.png", embedding, local, np.ones(3, dtype=bool), local.mean(0)) is None
+    assert not (tmp_path / "c.png").exists()
+    page, md = write_concept_report(tmp_path, {**summary("cat"), "images": 3, "clusters": stats}, {})
+    reason = ("Not drawn: concept 0 is the most important concept of all 3 images (reliability 100%: the "
+              "model&#x27;s accuracy on them), and every image ranks the concepts alike")
+    assert reason in page.read_text(encoding="utf-8")
+    assert "Not drawn: concept 0 is the most important concept of all 3 images" in md.read_text(encoding="utf-8")
+
+
+def test_captions_describe_only_what_is_drawn(report: tuple[str, str]) -> None:
+    for text in report:
+        assert "whisker" not in text  # the importance chart has no intervals
+        assert "logarithmic" in text and "value printed" in text

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.report.figure_checks import recording
 from xaibench.core.errors import InputError, UnknownNameError
 from xaibench.report import HeatmapStyle, _canvas, choose_cmap, color_limits, heatmaps, plots, render_heatmaps
 from xaibench.report.colors import (
@@ -53,7 +54,7 @@ def render(tmp_path: Path, modality: str, n: int = 3, *, signed: bool = True, **
 
 def test_signed_maps_get_a_diverging_map_and_unsigned_a_sequential_one() -> None:
     assert choose_cmap(signed=True) == "RdBu_r"
-    assert choose_cmap(signed=False) == "inferno"
+    assert choose_cmap(signed=False) == "cividis"
     assert choose_cmap(signed=True, cmap="PiYG") == "PiYG"
     assert HeatmapStyle(cmap="viridis").cmap_for(False) == "viridis"
 
@@ -163,12 +164,14 @@ def test_captions_wrap_at_separators_and_grids_say_when_truncated() -> None:
     ({"clip": float("nan")}, "clip must be a percentile in (0, 100], got nan"),
     ({"alpha": -0.1}, "alpha must be in [0, 1], got -0.1"),
     ({"alpha": 1.5}, "alpha must be in [0, 1], got 1.5"),
+    ({"scale": "shard"}, "unknown colour scale 'shard'; did you mean 'shared'?"),
+    ({"format": "jpg"}, "unknown figure format 'jpg'; did you mean 'png'?"),
 ])
 def test_bad_style_values_raise_input_error(kwargs: dict, message: str) -> None:
     with pytest.raises(InputError) as info:
         HeatmapStyle(**kwargs)
     assert str(info.value) == message
-    if "style" in kwargs or "cmap" in kwargs:
+    if {"style", "cmap", "scale", "format"} & set(kwargs):
         assert isinstance(info.value, UnknownNameError)
 
 
@@ -199,11 +202,14 @@ def test_inconsistent_arguments_raise_input_error(tmp_path: Path, change: dict, 
 
 # --- rendering -------------------------------------------------------------------------------------------
 
+CAPTIONS = [f"#{i}  label 1 · pred 1 (0.90) · target 1" for i in range(3)]
+
+
 @pytest.mark.parametrize(("modality", "style", "sample_size", "grid_size"), [
-    ("image", "overlay", heatmaps.IMAGE_SIZE, heatmaps.image_grid_size(3)),
-    ("image", "heatmap", heatmaps.IMAGE_SIZE, heatmaps.image_grid_size(3)),
-    ("image", "masked", heatmaps.IMAGE_SIZE, heatmaps.image_grid_size(3)),
-    ("tabular", "overlay", plots.TABULAR_SIZE, plots.tabular_grid_size(3, 30)),
+    ("image", "overlay", heatmaps.IMAGE_SIZE, heatmaps.image_grid_size(3, CAPTIONS)[:2]),
+    ("image", "heatmap", heatmaps.IMAGE_SIZE, heatmaps.image_grid_size(3, CAPTIONS)[:2]),
+    ("image", "masked", heatmaps.IMAGE_SIZE, heatmaps.image_grid_size(3, CAPTIONS)[:2]),
+    ("tabular", "overlay", plots.TABULAR_SIZE, plots.tabular_grid_size(3, 30, CAPTIONS, [f"x{i}" for i in range(30)])),
     ("sequence", "overlay", plots.SEQUENCE_SIZE, plots.sequence_grid_size(3)),
 ])
 def test_each_modality_writes_one_png_per_sample_and_a_grid(
@@ -220,44 +226,74 @@ def test_each_modality_writes_one_png_per_sample_and_a_grid(
 def test_grid_is_truncated_to_max_tiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_canvas, "MAX_TILES", 2)
     paths = render(tmp_path, "image", signed=False)
-    assert png_size(paths[-1]) == pixels(heatmaps.image_grid_size(2))
-    tabular = render(tmp_path / "tab", "tabular", feature_names=[f"f{i}" for i in range(30)])
-    assert png_size(tabular[-1]) == pixels(plots.tabular_grid_size(2, 30))
+    assert png_size(paths[-1]) == pixels(heatmaps.image_grid_size(2, CAPTIONS[:2])[:2])
+    names = [f"f{i}" for i in range(30)]
+    tabular = render(tmp_path / "tab", "tabular", feature_names=names)
+    assert png_size(tabular[-1]) == pixels(plots.tabular_grid_size(2, 30, CAPTIONS[:2], names))
 
 
-def map_pixel(path: Path) -> np.ndarray:
-    """RGB at the centre of the right (map) panel of a per-sample image PNG."""
+def map_pixel(path: Path, saved) -> np.ndarray:
+    """RGB at the centre of the right (map) panel of a per-sample image PNG (its axes' box as saved)."""
     import matplotlib.image
 
     rgba = matplotlib.image.imread(path)
-    x = (3.35 + heatmaps.PANEL / 2) * _canvas.DPI
-    y = (heatmaps.IMAGE_SIZE[1] - 0.15 - heatmaps.PANEL / 2) * _canvas.DPI
-    return rgba[round(y), round(x), :3]
+    x0, y0, x1, y1 = saved.axes[1]
+    return rgba[round(saved.size[1] - (y0 + y1) / 2), round((x0 + x1) / 2), :3]
 
 
 @pytest.mark.parametrize(("signed", "style", "value", "expected"), [
-    # A constant map saturates: the top colour of RdBu_r (signed) or inferno (unsigned).
+    # A constant map saturates: the top colour of RdBu_r (signed) or cividis (unsigned).
     (True, "heatmap", 1.0, "RdBu_r"),
     (True, "heatmap", -1.0, "RdBu_r"),
-    (False, "heatmap", 1.0, "inferno"),
-    # Overlay on a black input: the top colour at opacity alpha over black.
+    (False, "heatmap", 1.0, "cividis"),
+    # Overlay on a black input, lightened to heatmaps.LIGHTEN grey: the top colour at opacity alpha.
     (True, "overlay", 1.0, "RdBu_r"),
 ])
 def test_rendered_map_uses_the_chosen_colour_map(
-    tmp_path: Path, signed: bool, style: str, value: float, expected: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signed: bool, style: str, value: float, expected: str
 ) -> None:
     import matplotlib
 
     alpha = 0.25
-    paths = render_heatmaps(
-        np.full((1, 1, 16, 16), value), np.zeros((1, 1, 16, 16)), modality="image", signed=signed,
-        out_dir=tmp_path, stems=["s"], captions=["c"], value_range=(0.0, 1.0),
-        style=HeatmapStyle(style=style, alpha=alpha),
-    )
+    with recording(monkeypatch) as saved:
+        paths = render_heatmaps(
+            np.full((1, 1, 16, 16), value), np.zeros((1, 1, 16, 16)), modality="image", signed=signed,
+            out_dir=tmp_path, stems=["s"], captions=["c"], value_range=(0.0, 1.0),
+            style=HeatmapStyle(style=style, alpha=alpha),
+        )
     colour = np.array(matplotlib.colormaps[expected](0.0 if value < 0 else 1.0)[:3])
     if style == "overlay":
-        colour = alpha * colour
-    np.testing.assert_allclose(map_pixel(paths[0]), colour, atol=1.5 / 255)
+        colour = alpha * colour + (1 - alpha) * heatmaps.LIGHTEN
+    np.testing.assert_allclose(map_pixel(paths[0], saved[0]), colour, atol=1.5 / 255)
+
+
+def test_overlay_shows_the_input_in_colour_where_the_map_is_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    red = np.zeros((1, 3, 16, 16))
+    red[:, 0] = 1.0
+    with recording(monkeypatch) as saved:
+        paths = render_heatmaps(np.zeros((1, 3, 16, 16)), red, modality="image", signed=True, out_dir=tmp_path,
+                                stems=["s"], captions=["c"], value_range=(0.0, 1.0))
+    light = heatmaps.LIGHTEN
+    np.testing.assert_allclose(map_pixel(paths[0], saved[0]), [1.0, light, light], atol=1.5 / 255)
+
+
+def test_shared_scale_keeps_a_weak_map_faint_and_sample_scale_saturates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib
+
+    maps = np.stack([np.full((1, 16, 16), 1.0), np.full((1, 16, 16), 0.5)])
+    top = np.array(matplotlib.colormaps["RdBu_r"](1.0)[:3])
+    half = np.array(matplotlib.colormaps["RdBu_r"](0.75)[:3])
+    for scale, expected in (("shared", half), ("sample", top)):
+        with recording(monkeypatch) as saved:
+            paths = render_heatmaps(
+                maps, np.zeros((2, 1, 16, 16)), modality="image",
+                signed=True, out_dir=tmp_path / scale, stems=["a", "b"], captions=["a", "b"], value_range=(0.0, 1.0),
+                style=HeatmapStyle(style="heatmap", scale=scale))
+        np.testing.assert_allclose(map_pixel(paths[1], saved[1]), expected, atol=1.5 / 255)
 
 
 def test_importing_the_package_does_not_import_matplotlib_and_rendering_avoids_pyplot(tmp_path: Path) -> None:

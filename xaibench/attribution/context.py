@@ -18,6 +18,7 @@ from xaibench.attribution.layers import find_layer
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import IncompatibleError, InputError
 from xaibench.core.lazy import lazy_import
+from xaibench.models.layers import is_layer, named_layers, require_hooks
 
 if TYPE_CHECKING:
     import torch
@@ -32,12 +33,14 @@ def context_layer(model: torch.nn.Module, name: str | None) -> tuple[str, torch.
     ``nn.Linear`` when ``name`` is None, else (name, module, False) for that layer's output.
 
     Raises:
-        IncompatibleError: when ``name`` is None and the model has no linear layer.
+        IncompatibleError: when the model's layers cannot run hooks, or ``name`` is None and the model
+            has no linear layer.
     """
+    require_hooks(model)
     if name is not None:
         found, module = find_layer(model, name)
         return found, module, False
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    linears = [(n, m) for n, m in named_layers(model) if is_layer(m, torch.nn.Linear)]
     if not linears:
         raise IncompatibleError("the model has no linear layer to take the context from; pass a layer")
     found, module = linears[-1]

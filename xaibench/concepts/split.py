@@ -27,6 +27,7 @@ from torch import nn
 from xaibench.attribution.layer_path import layer_activations
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.models.layers import is_layer, named_layers, require_hooks
 
 MODES = ("patches", "holistic", "pooled")
 DEFAULT_CROP_ROWS = 256  # crops per chunk without a batch size: one call over all crops was 1.3x slower
@@ -44,12 +45,12 @@ class Split:
 def default_layer(model: nn.Module) -> str:
     """The last convolutional block's output: the last activation module after the last convolution,
     or that convolution itself when none follows it."""
-    named = [(n, m) for n, m in model.named_modules() if n]
-    convs = [i for i, (_, m) in enumerate(named) if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    named = named_layers(model)
+    convs = [i for i, (_, m) in enumerate(named) if is_layer(m, nn.Conv1d, nn.Conv2d)]
     if not convs:
         raise InputError("the model has no convolution; pass --layer")
-    after = [n for n, m in named[convs[-1] + 1:] if isinstance(m, (nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU,
-                                                                   nn.ELU, nn.Tanh, nn.Sigmoid))]
+    after = [n for n, m in named[convs[-1] + 1:] if is_layer(m, nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU,
+                                                             nn.ELU, nn.Tanh, nn.Sigmoid)]
     return after[-1] if after else named[convs[-1]][0]
 
 
@@ -58,6 +59,7 @@ def split_model(model: nn.Module, layer: str, probe: torch.Tensor) -> Split:
 
     Raises:
         UnknownNameError: no layer of that name.
+        IncompatibleError: the split needs hooks, which the model's layers cannot run.
         InputError: h(g(x)) does not reproduce the model (a skip connection across the layer).
     """
     named = dict(model.named_modules())
@@ -69,6 +71,7 @@ def split_model(model: nn.Module, layer: str, probe: torch.Tensor) -> Split:
         head, tail = nn.Sequential(*[m for _, m in children[:cut]]), nn.Sequential(*[m for _, m in children[cut:]])
         split = Split(layer, head, tail)
     else:
+        require_hooks(model)
         split = Split(layer, lambda x: layer_activations(model, named[layer], x, None),
                       _injected(model, named[layer], tuple(probe.shape[1:])))
     with torch.no_grad():

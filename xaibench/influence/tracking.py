@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaibench.core.errors import InputError
+from xaibench.models.layers import require_hooks
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
 
@@ -43,7 +44,9 @@ def select_modules(model: nn.Module, patterns: str | list[str] | None = None) ->
 
     Raises:
         InputError: a pattern matches nothing trackable, or names a module of another type.
+        IncompatibleError: the model's layers cannot run hooks (``require_hooks``).
     """
+    require_hooks(model)
     named = dict(model.named_modules())
     if patterns is None:
         chosen = {name: m for name, m in named.items() if isinstance(m, SUPPORTED)}

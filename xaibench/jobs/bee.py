@@ -78,9 +78,18 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+@dataclass(frozen=True)
+class ArmShares:
+    """What ``bee report`` charts: per metric (policy), each family's mean choice probability, in the
+    policy's arm order, and the inputs and model file they were measured on."""
+
+    distributions: dict[str, dict[str, float]]
+    samples: int
+    model: str
+
+
 def arm_distributions(model: str, policies: list[str], selection: Selection, batch_size: int | None,
-                      seed: int, trust_model: bool = False,
-                      max_memory: str | None = None) -> dict[str, dict[str, float]]:
+                      seed: int, trust_model: bool = False, max_memory: str | None = None) -> ArmShares:
     """Per policy file: the mean probability of each arm over the contexts of the selected data."""
     memory = RowPlan.of(batch_size, max_memory)
     loaded = load_model(model, trust_model=trust_model)
@@ -96,7 +105,7 @@ def arm_distributions(model: str, policies: list[str], selection: Selection, bat
                          policy.dim, batch_size)
         shares = policy.choice_probabilities(contexts, torch.Generator().manual_seed(seed)).mean(0)
         out[f"{meta.get('metric', Path(path).stem)}"] = dict(zip(policy.arms, (float(p) for p in shares)))
-    return out
+    return ArmShares(out, len(prepared.data), Path(str(loaded.path)).stem)
 
 
 def _prepared(loaded: LoadedModel, selection: Selection, split: str, memory: RowPlan) -> Prepared:

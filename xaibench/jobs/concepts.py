@@ -2,7 +2,9 @@
 
 The run holds bank.safetensors (dictionary W, offset b, the fitted rows' codes, per-image codes and
 local importances), concepts.json (settings, global importance, metrics, cluster statistics),
-run.json, the figures (montage.png, importance.png, maps.png, clusters.png) and report.html / report.md.
+run.json, the figures (montage.png, importance.png, maps.png, clusters.png unless every image ranks the
+concepts alike; with ``format`` pdf or svg, the same figures in that format beside them) and report.html /
+report.md, which embed and link the PNGs.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from xaibench.concepts.split import default_layer, split_model
 from xaibench.core import distributed
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.memory import RowPlan
-from xaibench.core.runs import default_run_dir, run_record, staged_dir, write_json
+from xaibench.core.runs import default_run_dir, run_record, staged_dir, versions, write_json
 from xaibench.data.prepare import Prepared, Selection, default_split, denormalise, prepare
 from xaibench.metrics.base import METRICS
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report.colors import to_display
+from xaibench.report.style import check_format, figure_file
 
 DEFAULT_IMAGES = 64
 MONTAGE_CROPS = 8
@@ -52,6 +55,7 @@ class ConceptJob:
     out: Path | None = None
     overwrite: bool = False
     max_memory: str | None = None
+    format: str = "png"  # figure files besides the PNGs the report embeds: png, pdf or svg
 
 
 def class_images(loaded: LoadedModel, job: ConceptJob, memory: RowPlan) -> tuple[Prepared, int]:
@@ -86,6 +90,7 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     the metrics, draws the figures and writes the run, the others return the summary without metrics.
     """
     started = time.perf_counter()
+    fmt = check_format(job.format)  # a usage error before the work
     memory = RowPlan.of(job.settings.batch_size, job.max_memory)
     loaded = job.source.load()
     images, index = class_images(loaded, job, memory)
@@ -98,7 +103,7 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     summary = {
         "model": loaded.path, "layer": layer, "class": images.meta.class_names[index], **asdict(job.settings),
         "images": len(images.data), "rows": int(found.activations.shape[0]),
-        "global_importance": [float(v) for v in found.importance],
+        "global_importance": [float(v) for v in found.importance], "versions": versions(),
     }
     if not distributed.world().main:  # rank 0 computes the metrics, draws the figures and writes the run
         return {"run_dir": str(out), **summary}
@@ -107,9 +112,9 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
         save_file(_tensors(found), str(staging / "bank.safetensors"),
                   metadata={"method": job.settings.method, "layer": layer})
         summary["seconds"] = round(time.perf_counter() - started, 3)  # extraction and metrics
-        summary["clusters"] = _figures(staging, found, split, images, settings, summary)
+        summary["clusters"] = _figures(staging, found, split, images, settings, summary, fmt)
         write_json(staging / "concepts.json", summary)
-        config = {**asdict(job.settings), "class": job.class_spec, "layer": layer,
+        config = {**asdict(job.settings), "class": job.class_spec, "layer": layer, "format": fmt,
                   "selection": asdict(job.selection)}
         record = run_record("concepts", argv, config, job.settings.seed)
         write_json(staging / "run.json", {**record, "model": {"path": loaded.path, "sha256": loaded.sha256,
@@ -165,26 +170,35 @@ def _display(images: torch.Tensor, prepared: Prepared) -> np.ndarray:
 
 
 def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, settings: Settings,
-             summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Draw the figures and the report; returns the cluster statistics."""
-    from xaibench.report import concept_page
+             summary: dict[str, Any], fmt: str = "png") -> list[dict[str, Any]]:
+    """Draw the figures (PNGs for the report and, when ``fmt`` is pdf or svg, the same figures in that
+    format beside them) and the report; returns the cluster statistics."""
+    from xaibench.report import clusters, concept_page
     from xaibench.report import concepts as draw
+
+    def drawn(stem: str, write: Any, *args: Any, **kwargs: Any) -> Path | None:
+        png = write(figure_file(folder, stem, "png"), *args, **kwargs)
+        if png is not None and fmt != "png":
+            write(figure_file(folder, stem, fmt), *args, **kwargs)
+        return png
 
     figures = {}
     if found.maps.ndim == 4:
         order, codes = top_crops(crop_codes(split, images.inputs, found, settings), MONTAGE_CROPS)
         shown = _display(crop_images(images.inputs, order, settings.patch_size).flatten(0, 1), images)
-        figures["montage"] = draw.write_concept_montage(folder / "montage.png",
-                                                        shown.reshape(*order.shape, *shown.shape[1:]),
-                                                        codes.numpy(), found.importance.numpy())
+        figures["montage"] = drawn("montage", draw.write_concept_montage,
+                                   shown.reshape(*order.shape, *shown.shape[1:]), codes.numpy(),
+                                   found.importance.numpy())
         code_maps = upsampled(found.image_codes, tuple(images.inputs.shape[2:]))
-        figures["maps"] = draw.write_concept_maps(folder / "maps.png", _display(images.inputs, images),
-                                                  code_maps.clamp(min=0).numpy(),
-                                                  local_importance=found.local.numpy())
-    figures["importance"] = draw.write_importance_chart(folder / "importance.png", found.importance.numpy())
+        figures["maps"] = drawn("maps", draw.write_concept_maps, _display(images.inputs, images),
+                                code_maps.clamp(min=0).numpy(), found.importance.numpy(),
+                                local_importance=found.local.numpy())
+    figures["importance"] = drawn("importance", draw.write_importance_chart, found.importance.numpy())
     correct = (images.predictions == images.targets).numpy()
-    embedding, stats = draw.cluster_graph(found.local.numpy(), correct, settings.seed)
-    figures["clusters"] = draw.write_cluster_graph(folder / "clusters.png", embedding,
-                                                   found.local.numpy().argmax(1), stats)
+    embedding, stats = clusters.cluster_graph(found.local.numpy(), correct, settings.seed)
+    graph = drawn("clusters", clusters.write_cluster_graph, embedding, found.local.numpy(), correct,
+                  found.importance.numpy())
+    if graph is not None:  # None: every image ranks the concepts alike, and the report says so
+        figures["clusters"] = graph
     concept_page.write_concept_report(folder, {**summary, "clusters": stats}, figures)
     return stats

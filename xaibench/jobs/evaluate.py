@@ -65,6 +65,8 @@ class EvaluateConfig:
     seed: int = 0
     batch_size: int | None = None
     max_memory: str | None = None
+    scale: str = "shared"  # heatmap colours: one scale per method for all its samples, or per "sample"
+    format: str = "png"  # heatmap files besides the PNGs the report embeds: png, pdf or svg
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ Progress = Callable[[str, int], Any]
 def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | None = None) -> EvaluateResult:
     """Run ``config`` and write its run directory; ``on_progress(label, total)`` gives a progress context."""
     started = time.perf_counter()
+    style = HeatmapStyle(scale=config.scale, format=config.format)  # a bad value fails before the work
     reused_runs = [Path(p) for p in config.attributions]
     plan = make_plan(config.methods, config.metrics, config.params, config.reference, reused_runs)
     out = Path(config.out) if config.out else runs.default_run_dir(
@@ -111,7 +114,7 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         return EvaluateResult(out, summary, time.perf_counter() - started)
     with runs.staged_dir(out, config.overwrite) as staging:
         tic = time.perf_counter()
-        heatmaps = _heatmaps(plan, prepared, attributions, loaded.path, staging)
+        heatmaps = _heatmaps(plan, prepared, attributions, loaded.path, staging, style)
         timings["heatmaps"] = time.perf_counter() - tic
         _write_tensors(staging, prepared, attributions)
         attached = [file for name, noted in details.items()
@@ -236,17 +239,22 @@ def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any
 
 
 def _heatmaps(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tensor], model_path: str,
-              staging: Path) -> dict[str, list[Path]]:
-    """The first few samples' heatmaps per method, under heatmaps/<method>/."""
+              staging: Path, style: HeatmapStyle = HeatmapStyle()) -> dict[str, list[Path]]:
+    """The first few samples' heatmaps per method, under heatmaps/<method>/: PNGs for the report and,
+    when ``style.format`` is pdf or svg, the same figures in that format beside them."""
     shown = min(HEATMAP_SAMPLES, len(prepared.data))
     raw = prepared.data.x[:shown]
     files: dict[str, list[Path]] = {}
     for name in plan.methods:
         maps = attributions[name][:shown]
-        spec = heatmap_spec(prepared, attributions[name], METHODS.get(name), model_path)
+        spec = heatmap_spec(prepared, attributions[name], METHODS.get(name), model_path, style)
+        flags = spec["misclassified"]
         spec.update(stems=spec["stems"][:shown], captions=spec["captions"][:shown],
-                    signed=bool((maps < 0).any()))
-        rendered = render_run_heatmaps(spec, maps, raw, staging / runs.HEATMAPS_DIR / name, HeatmapStyle())
+                    signed=bool((maps < 0).any()), misclassified=None if flags is None else flags[:shown])
+        folder = staging / runs.HEATMAPS_DIR / name
+        rendered = render_run_heatmaps(spec, maps, raw, folder, replace(style, format="png"))
+        if style.format != "png":
+            render_run_heatmaps(spec, maps, raw, folder, style)
         files[name] = [p for p in rendered if p.name != "grid.png"]
     return files
 

@@ -37,6 +37,13 @@ class ExplainConfig:
     seed: int = 0
     batch_size: int | None = None
     max_memory: str | None = None
+    scale: str = "shared"  # heatmap colour scale: "shared" by all samples or one per "sample"
+    format: str = "png"  # heatmap files: png, pdf or svg
+
+    @property
+    def heatmap_style(self) -> HeatmapStyle:
+        """The heatmaps' style (validated: a bad scale or format fails before the model loads)."""
+        return HeatmapStyle(scale=self.scale, format=self.format)
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     started = time.perf_counter()
     method = METHODS.get(config.method)()
     parse_params(method.Params, config.params, owner=f"method {method.name!r}")  # fail before loading
+    style = config.heatmap_style
     out = Path(config.out) if config.out else runs.default_run_dir(
         "explain", config.source.stem, method.name)
     runs.check_destination(out, config.overwrite)
@@ -77,9 +85,8 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
         return ExplainResult(out, [], len(prepared.data), time.perf_counter() - started)
     with runs.staged_dir(out, config.overwrite) as staging:
         tic = time.perf_counter()
-        spec = heatmap_spec(prepared, attributions, method, loaded.path)
-        heatmaps = render_run_heatmaps(spec, attributions, prepared.data.x, staging / runs.HEATMAPS_DIR,
-                                       HeatmapStyle())
+        spec = heatmap_spec(prepared, attributions, method, loaded.path, style)
+        heatmaps = render_run_heatmaps(spec, attributions, prepared.data.x, staging / runs.HEATMAPS_DIR, style)
         timings["heatmaps"] = time.perf_counter() - tic
         _write_attributions(staging, prepared, attributions, method.name)
         attached = write_attached(staging, details.files)
@@ -144,9 +151,10 @@ def _captions(prepared: Prepared) -> list[str]:
 
 
 def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any,
-                 model_path: str) -> dict[str, Any]:
+                 model_path: str, style: HeatmapStyle = HeatmapStyle()) -> dict[str, Any]:
     """What run.json keeps so that ``xaibench heatmap`` can re-render without the model."""
     meta = prepared.meta
+    labels = prepared.data.y
     return {
         "modality": meta.modality,
         "signed": bool((attributions < 0).any()),  # by the values: saliency with abs=false is signed
@@ -155,8 +163,18 @@ def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any,
         "feature_names": list(meta.feature_names) if meta.feature_names else None,
         "value_range": list(meta.value_range) if meta.value_range else None,
         "title": f"{method.name} · {Path(model_path).stem}",
-        "style": asdict(HeatmapStyle()),
+        "misclassified": None if labels is None else (labels != prepared.predictions).tolist(),
+        "value_label": value_label(prepared),
+        "style": asdict(style),
     }
+
+
+def value_label(prepared: Prepared) -> str:
+    """What the inputs' values are, for tabular and sequence plots: built-in data that its registry
+    entry describes as standardised is in z-scores, anything else in the data's own units."""
+    name = prepared.data.name
+    described = getattr(DATASETS.get(name), "description", "") if name in DATASETS else ""
+    return "standardised value (z-score)" if "standardised" in described else "input value"
 
 
 def render_run_heatmaps(spec: dict[str, Any], attributions: torch.Tensor, raw_inputs: torch.Tensor,
@@ -167,7 +185,8 @@ def render_run_heatmaps(spec: dict[str, Any], attributions: torch.Tensor, raw_in
         attributions.numpy(), raw_inputs.numpy(), modality=spec["modality"], signed=spec["signed"],
         out_dir=out_dir, stems=spec["stems"], captions=spec["captions"],
         feature_names=spec.get("feature_names"), value_range=tuple(value_range) if value_range else None,
-        style=style, title=spec.get("title", ""),
+        style=style, title=spec.get("title", ""), misclassified=spec.get("misclassified"),
+        value_label=spec.get("value_label") or "input value",
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -18,8 +18,9 @@ from xaibench.report import HeatmapStyle
 
 
 def reexport(run_dir: Path, style: HeatmapStyle, out: Path | None = None,
-             overwrite: bool = False) -> list[Path]:
-    """Render ``run_dir``'s attributions with ``style``.
+             overwrite: bool = False, inherit: tuple[str, ...] = ()) -> list[Path]:
+    """Render ``run_dir``'s attributions with ``style``; the fields named in ``inherit`` (such as
+    "scale", "format") are taken from the style the run recorded instead.
 
     By default the run's own heatmaps/ folder is replaced (and run.json records the style); ``out``
     names a new folder outside the run instead, replaced only with ``overwrite`` and only if xaibench
@@ -38,6 +39,8 @@ def reexport(run_dir: Path, style: HeatmapStyle, out: Path | None = None,
     target = own if out is None else out
     tensors = _load_tensors(run_dir)
     spec = records.heatmap_spec(record, run_dir / runs.RUN_FILE, tensors["attributions"].shape[0])
+    recorded = records.heatmap_style(spec, run_dir / runs.RUN_FILE)
+    style = replace(style, **{name: getattr(recorded, name) for name in inherit})
     inputs = tensors["inputs"]
     raw = denormalise(inputs, records.normalisation(record, run_dir / runs.RUN_FILE, inputs.shape[1]))
     replacing_own = target.resolve() == own.resolve()

@@ -36,6 +36,7 @@ from xaibench.influence.storage import (
 from xaibench.influence.task import ClassificationTask
 from xaibench.jobs.influence_ranking import TrainData, query_rankings, self_ranking
 from xaibench.models import LoadedModel, ModelSource
+from xaibench.report.style import check_format, figure_file
 
 SIGN = ("positive = the training example helps the query's prediction (a gradient step on it lowers the "
         "query's measurement); negative = it works against it")
@@ -125,11 +126,13 @@ class ScoreJob:
     fit: FitConfig = field(default_factory=FitConfig)
     batch_size: int | None = None  # --batch-size; None: rows per pass from the memory budget
     max_memory: str | None = None
+    format: str = "png"  # the montage's file format: png, pdf or svg
 
 
 def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     """Pairwise or self-influence scores, rankings and montage, written as a run directory."""
     started = time.perf_counter()
+    check_format(job.format)  # a usage error before the work
     if job.out is not None:
         check_destination(job.out, job.overwrite)  # before the work, on every process
     memory = RowPlan.of(job.batch_size, job.max_memory)
@@ -165,7 +168,7 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
                    **{f"modules/{name}": part.contiguous() for name, part in zip(factors.shapes, values)}}
         save_file(tensors, str(staging / "scores.safetensors"))
         write_json(staging / "influence.json", summary)
-        montage = _montage(staging, summary, data, queries, loaded)
+        montage = _montage(staging, summary, data, queries, job.format)
         record = run_record(command, argv, arguments, job.fit.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "train": data.spec,
                                           "memory": memory.record(),
@@ -184,14 +187,15 @@ def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData) -> tuple[Facto
 
 
 def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Prepared | None,
-             loaded: LoadedModel) -> str | None:
-    """montage.png for image models (None otherwise)."""
+             fmt: str) -> str | None:
+    """montage.<fmt> for image models (None otherwise)."""
     if data.prepared.meta.modality != "image":
         return None
     from xaibench.report.montage import write_influence_montage, write_self_montage
 
+    path = figure_file(folder, "montage", fmt)
     if queries is None:
-        write_self_montage(folder / "montage.png", summary, data.prepared)
+        write_self_montage(path, summary, data.prepared)
     else:
-        write_influence_montage(folder / "montage.png", summary, queries, data.prepared)
-    return "montage.png"
+        write_influence_montage(path, summary, queries, data.prepared)
+    return path.name

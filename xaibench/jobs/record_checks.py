@@ -9,6 +9,7 @@ plain name (``runs.plain_name``), and a violation is one ``InputError`` naming t
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from xaibench.core.errors import InputError
 from xaibench.core.runs import plain_name
 from xaibench.data.transforms import Preprocessing
 from xaibench.models.meta import MODALITIES, ModelMeta
+from xaibench.report import HeatmapStyle
 
 
 class _Checker:
@@ -88,7 +90,41 @@ def heatmap_spec(record: dict[str, Any], source: Path, samples: int) -> dict[str
         if not low < high:
             raise check.fail("heatmaps.value_range", "[low, high] with low < high")
     check.text(spec.get("title", ""), "heatmaps.title")
+    flags = spec.get("misclassified")
+    if flags is not None:
+        check.of(flags, list, "heatmaps.misclassified", f"a list of {samples} true/false values")
+        if len(flags) != samples or not all(isinstance(flag, bool) for flag in flags):
+            raise check.fail("heatmaps.misclassified", f"a list of {samples} true/false values")
+    check.text(spec.get("value_label") or "", "heatmaps.value_label")
+    heatmap_style(spec, source)
     return spec
+
+
+def heatmap_style(spec: dict[str, Any], source: Path) -> HeatmapStyle:
+    """The style recorded in a run.json "heatmaps" entry (the default style when none is recorded).
+
+    Raises:
+        InputError: the entry is not an object, names an unknown field, or holds a value the style
+            refuses (an unknown scale, format, colour map; a clip or alpha out of range).
+    """
+    check = _Checker(source)
+    recorded = check.mapping(spec.get("style") or {}, "heatmaps.style")
+    known = {f.name for f in fields(HeatmapStyle)}
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise check.fail(f"heatmaps.style.{unknown[0][:40]}", f"one of the style fields ({', '.join(sorted(known))})")
+    for name in ("style", "scale", "format"):
+        if name in recorded:
+            check.text(recorded[name], f"heatmaps.style.{name}")
+    if recorded.get("cmap") is not None:
+        check.text(recorded["cmap"], "heatmaps.style.cmap")
+    for name in ("clip", "alpha"):
+        if name in recorded:
+            check.number(recorded[name], f"heatmaps.style.{name}", optional=False)
+    try:
+        return HeatmapStyle(**recorded)
+    except InputError as err:
+        raise InputError(f"{source}: heatmaps.style: {err}") from None
 
 
 def normalisation(record: dict[str, Any], source: Path, channels: int) -> ModelMeta:

@@ -276,13 +276,13 @@ def _load_torchscript(request: LoadRequest, payload: Any) -> tuple[nn.Module, Mo
 @MODEL_FORMATS.register("export", safe=False, risk="is a torch.export program",
                         extensions=(".pt2",), description="torch.export program (torch.export.save)")
 def _load_export(request: LoadRequest, payload: Any) -> tuple[nn.Module, ModelMeta]:
-    from xaibench.models.exported import ExportedModule, fixed_batch_size
+    from xaibench.models.exported import exported_module
 
     try:
         program = torch.export.load(request.path)
     except Exception as error:  # torch raises many types (RuntimeError, KeyError, AssertionError)
         raise _unreadable(request.path, "a torch.export program") from error
-    return ExportedModule(program.module(), fixed_batch_size(program)), ModelMeta()
+    return exported_module(program), ModelMeta()
 
 
 @MODEL_FORMATS.register("pickle", safe=False, risk="is a pickled Python object",

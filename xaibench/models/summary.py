@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.lazy import lazy_import
+from xaibench.models.layers import hook_refusal, layer_type
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +26,8 @@ def summarize(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -
 
     Output shapes come from forward hooks on the leaf modules during one forward pass of a zero
     sample of ``input_shape`` (default: ``meta.input_shape``), so they start with the batch axis, 1.
-    TorchScript and exported programs do not call Python hooks, so their layers are listed with
+    Layer names and types are those every layer method sees (``xaibench.models.layers``). Where hooks
+    cannot run (TorchScript; an exported program fixed to one batch size) layers are listed with
     ``output_shape`` None, as are all layers when no input shape is known.
 
     Returns:
@@ -39,10 +41,10 @@ def summarize(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -
     shape = input_shape if input_shape is not None else loaded.meta.input_shape
     leaves = [(name, m) for name, m in module.named_modules() if next(m.children(), None) is None]
     shapes: dict[str, Shape | None] = {}
-    if shape is not None and _runs_python_hooks(module):
+    if shape is not None and hook_refusal(module) is None:
         shapes = _output_shapes(module, leaves, tuple(shape))
     layers = [
-        {"name": name, "type": getattr(m, "original_name", type(m).__name__),
+        {"name": name, "type": layer_type(m),
          "output_shape": shapes.get(name), "params": sum(p.numel() for p in m.parameters(recurse=False))}
         for name, m in leaves
     ]
@@ -55,12 +57,6 @@ def summarize(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -
         "parameters": sum(p.numel() for p in parameters),
         "trainable": sum(p.numel() for p in parameters if p.requires_grad),
     }
-
-
-def _runs_python_hooks(module: nn.Module) -> bool:
-    from xaibench.models.exported import ExportedModule
-
-    return not any(isinstance(m, (torch.jit.ScriptModule, ExportedModule)) for m in module.modules())
 
 
 def _output_shapes(module: nn.Module, leaves: list[tuple[str, nn.Module]],

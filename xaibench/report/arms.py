@@ -1,55 +1,64 @@
 """The chart of ``xaibench bee report``: how often a learned policy picks each baseline family, per metric
-(the BEE paper's RQ6: different metrics prefer different baselines)."""
+(the BEE paper's RQ6: different metrics prefer different baselines). Families appear in the order the
+CLI prints them, the legend stands beside the bars, and the title names the model and the input count."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xaibench import __version__
+from xaibench.report import style
 
-CHART_DPI = 110
-SOFTWARE = "xaibench"  # the PNG's Software text chunk: what proves a chart is ours to replace
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+BAR_WIDTH = 0.8  # of the space between two metrics, shared by that metric's bars
 
 
 def is_arm_chart(path: Path) -> bool:
-    """Whether ``path`` is a PNG that xaibench wrote (its Software chunk names xaibench)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.format == "PNG" and str(image.info.get("Software", "")).startswith(SOFTWARE)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
-        return False
+    """Whether ``path`` is a chart that xaibench wrote (PNG, PDF or SVG metadata naming xaibench)."""
+    return style.is_xaibench_figure(path)
 
 
-def write_arm_chart(distributions: dict[str, dict[str, float]], path: Path) -> Path:
-    """Grouped bars, one group per metric (policy), one bar per family; written atomically as PNG.
+def family_order(distributions: dict[str, dict[str, float]]) -> list[str]:
+    """The families in the order the policies list them (the order the CLI prints), first seen first."""
+    return list(dict.fromkeys(family for shares in distributions.values() for family in shares))
 
-    Args:
-        distributions: metric -> family -> mean choice probability over the data's contexts.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
-    families = sorted({family for shares in distributions.values() for family in shares})
+@style.with_style
+def arm_figure(distributions: dict[str, dict[str, float]], model: str = "", samples: int | None = None) -> Figure:
+    """Grouped bars, one group per metric (policy), one bar per family, the legend beside the plot."""
+    families = family_order(distributions)
     metrics = list(distributions)
-    width = 0.8 / max(len(families), 1)
-    fig = Figure(figsize=(max(4.0, 1.4 * len(metrics) + 2.0), 3.2), dpi=CHART_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    width = BAR_WIDTH / max(len(families), 1)
+    fig = style.new_figure(min(style.TEXT_WIDTH, 2.4 + 1.1 * len(metrics)) + 1.3, 3.0, layout="constrained")
     ax = fig.add_subplot()
     for i, family in enumerate(families):
         heights = [distributions[m].get(family, 0.0) for m in metrics]
         positions = [j + (i - (len(families) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(positions, heights, width=width, label=family, color=f"C{i % 10}")
-    ax.set_xticks(range(len(metrics)), metrics)
+        ax.bar(positions, heights, width=width, label=style.family_label(family), color=style.color(i),
+               edgecolor="white", linewidth=0.5)
+    ax.set_xticks(range(len(metrics)), [style.metric_label(m) for m in metrics])
+    ax.set_xlabel("policy trained for metric")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("probability of choosing the family")
-    ax.set_title("Learned baseline distribution per metric")
-    ax.legend(fontsize=8, ncols=min(len(families), 5), loc="upper center", frameon=False)
-    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_ylabel("probability of choosing\nthe baseline family")
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    ax.legend(title="baseline family", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              frameon=False)
+    facts = " · ".join(part for part in (model, f"{samples} inputs" if samples is not None else "") if part)
+    title = "Learned baseline distribution per metric" + (f"\n{facts}" if facts else "")
+    fig.suptitle(style.fit_text(title, fig.get_size_inches()[0] - 0.2))
+    return fig
+
+
+def write_arm_chart(distributions: dict[str, dict[str, float]], path: Path, *, model: str = "",
+                    samples: int | None = None, fmt: str | None = None) -> Path:
+    """Draw ``arm_figure`` and write it atomically to ``path`` (format: ``fmt``, else the suffix).
+
+    Args:
+        distributions: metric -> family -> mean choice probability over the data's contexts.
+        model: the model's name for the title; samples: how many inputs the shares average over.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", metadata={"Software": f"{SOFTWARE} {__version__}"})
-    os.replace(tmp, path)
-    return path
+    return style.save(arm_figure(distributions, model, samples), path, fmt)

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xaibench.report import style
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-CHART_DPI = 110
-PANEL = (2.75, 2.3)  # inches per metric panel of a category figure
+CHART_DPI = style.DPI
+PANEL = (2.0, 1.7)  # inches per metric panel of a category figure
 PANEL_COLS = 4  # panels per row: four fit the report's 1200 px content width at CHART_DPI
-CURVE_SIZE = (5.3, 3.3)  # inches: two curves side by side in the report
-BAND_ALPHA = 0.18
 MISSING = "—"  # a value that does not exist, in tables
 NO_BAR = "n/a"  # the same in a bar chart, where a dash would read as a bar of height 0
 RANK_COLORS = ((198, 239, 206), (250, 250, 250), (255, 214, 210))  # cell tints: best, middle, worst rank
@@ -70,13 +70,19 @@ table.ranking tr.total td { font-weight: 700; border-bottom: 2px solid var(--lin
 .legend { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 0 0 4px; font-size: 13px; }
 img.chart { display: block; max-width: 100%; height: auto; }
 .curves { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 12px; }
-table.heatmaps td, table.heatmaps th { text-align: center; vertical-align: middle; }
-table.heatmaps td:first-child, table.heatmaps th:first-child { text-align: left; white-space: nowrap; }
-table.heatmaps img { width: 100%; max-width: 320px; height: auto; display: block; margin: 0 auto;
-  position: relative; transition: transform .15s; }
-table.heatmaps img:hover { transform: scale(2.6); z-index: 4; box-shadow: 0 6px 24px rgba(0,0,0,.25); }
-table.heatmaps td:nth-child(2) img { transform-origin: left center; }
-table.heatmaps td:nth-last-child(-n+2) img { transform-origin: right center; }
+.curves { display: grid; gap: 14px; }
+.tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 10px; }
+.tiles figure { margin: 0; } .tiles img { display: block; width: 100%; height: auto; }
+.tiles figcaption { font-size: 12px; color: var(--muted); }
+.heatmap-method h3 { text-transform: none; }
+@media print {
+  body { background: #fff; font-size: 11px; } nav { display: none; } main { max-width: none; padding: 0; }
+  section { border: 0; box-shadow: none; padding: 0; margin-top: 12px; }
+  .scroll { max-height: none; overflow: visible; } thead th { position: static; }
+  img.chart, figure, tr { break-inside: avoid; }
+  .tiles { grid-template-columns: 1fr 1fr; }
+  .heatmap-method { break-inside: avoid; } .paged .heatmap-method { break-before: page; }
+}
 pre { background: #f6f8fa; padding: 10px; border-radius: 6px; overflow: auto; font-size: 12px; }
 """
 
@@ -108,11 +114,14 @@ def interval(stats: dict[str, Any] | None) -> str:
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
-    """A hex colour per method by its position: tab10, or tab20 when there are more than 10 methods."""
+    """A hex colour per method by its position: the style's colour-blind-safe palette (Okabe-Ito),
+    tab20 beyond its length; curves add a line style and a marker per method (``curves``)."""
+    if len(methods) <= len(style.PALETTE):
+        return {method: style.color(i) for i, method in enumerate(methods)}
     import matplotlib
     from matplotlib.colors import to_hex
 
-    cmap = matplotlib.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    cmap = matplotlib.colormaps["tab20"]
     return {method: to_hex(cmap(i % cmap.N)) for i, method in enumerate(methods)}
 
 
@@ -134,7 +143,13 @@ def as_float(value: Any) -> float:
 
 
 def category_chart(summary: dict[str, Any], metrics: list[str], colors: dict[str, str]) -> str:
-    """Small multiples for one category: a panel per metric with a bar per method, as a data URI.
+    """``category_figure`` as a PNG data URI."""
+    return _to_uri(category_figure(summary, metrics, colors))
+
+
+@style.with_style
+def category_figure(summary: dict[str, Any], metrics: list[str], colors: dict[str, str]) -> Figure:
+    """Small multiples for one category: a panel per metric with a bar per method.
 
     Bars are the means over samples, whiskers the 95% intervals; a method without a mean gets "n/a".
     The methods' legend is left to the page (the colours are the same in every chart).
@@ -152,7 +167,7 @@ def category_chart(summary: dict[str, Any], metrics: list[str], colors: dict[str
         _bar_panel(ax, summary, name, colors)
     for ax in axes[len(metrics):]:
         ax.remove()
-    return _to_uri(fig)
+    return fig
 
 
 def _bar_panel(ax: Axes, summary: dict[str, Any], name: str, colors: dict[str, str]) -> None:
@@ -170,33 +185,20 @@ def _bar_panel(ax: Axes, summary: dict[str, Any], name: str, colors: dict[str, s
     ax.errorbar(x[whiskers], means[whiskers], yerr=spread, fmt="none", ecolor="0.25", elinewidth=1,
                 capsize=3)
     for i in np.flatnonzero(~shown):
-        ax.text(i, 0.0, NO_BAR, ha="center", va="bottom", color="0.45", fontsize=8)
+        ax.text(i, 0.0, NO_BAR, ha="center", va="bottom", color="0.45", fontsize=style.SMALL)
     ax.axhline(0.0, color="0.55", linewidth=0.8)
     ax.set_xticks([])
     ax.set_xlim(-0.6, len(methods) - 0.4)
-    ax.set_title(f"{name} {arrow(summary['metrics'][name]['higher_is_better'])}", fontsize=9)
+    ax.set_title(style.metric_label(name, summary["metrics"][name]["higher_is_better"]), fontsize=style.FONT)
     _tidy(ax)
 
 
 def curve_chart(summary: dict[str, Any], name: str, colors: dict[str, str]) -> str:
-    """One metric's curves: a line per method (mean over samples) in its 95% band, as a data URI."""
-    info = summary["metrics"][name]
-    fig = _figure(*CURVE_SIZE)
-    ax = fig.add_subplot()
-    for method in summary["methods"]:
-        curve = (summary["results"].get(method, {}).get(name) or {}).get("curve")
-        if not curve:
-            continue
-        x, mean, low, high = (np.array([as_float(v) for v in curve[k]]) for k in ("x", "mean", "low", "high"))
-        ax.fill_between(x, low, high, color=colors[method], alpha=BAND_ALPHA, linewidth=0)
-        ax.plot(x, mean, color=colors[method], linewidth=1.8, label=method)
-    ax.set_title(f"{name} {arrow(info['higher_is_better'])}", fontsize=10)
-    ax.set_xlabel(info.get("curve_label") or "step", fontsize=9)
-    ax.set_ylabel("mean over samples (band: 95%)", fontsize=9)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, frameon=False)
-    _tidy(ax)
-    return _to_uri(fig)
+    """One metric's curves as a data URI: all methods' means, then a panel per method with its 95%
+    percentile-bootstrap band (``curves.curve_figure``)."""
+    from xaibench.report.curves import curve_figure
+
+    return _to_uri(curve_figure(summary, name, colors))
 
 
 def _tidy(ax: Axes) -> None:
@@ -209,12 +211,7 @@ def _tidy(ax: Axes) -> None:
 
 def _figure(width: float, height: float) -> Figure:
     """A constrained-layout figure of ``width`` x ``height`` inches with its own Agg canvas."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=CHART_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    return style.new_figure(width, height, layout="constrained")
 
 
 def _to_uri(fig: Figure) -> str:

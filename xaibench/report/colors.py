@@ -17,10 +17,10 @@ from numbers import Real
 import numpy as np
 
 from xaibench.core.errors import InputError, UnknownNameError
+from xaibench.report.style import DIVERGING_CMAP, FORMATS, SEQUENTIAL_CMAP
 
 STYLES = ("overlay", "heatmap", "masked")
-DIVERGING_CMAP = "RdBu_r"
-SEQUENTIAL_CMAP = "inferno"
+SCALES = ("shared", "sample")  # one colour scale for all samples, or one per sample
 LUMINANCE = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 weights for RGB -> grayscale
 
 
@@ -29,18 +29,24 @@ class HeatmapStyle:
     """How attribution maps are drawn; validated on construction.
 
     Attributes:
-        style: "overlay" (map over the grayscale input), "heatmap" (map alone) or "masked"
+        style: "overlay" (map over the input in its own colours), "heatmap" (map alone) or "masked"
             (input times the normalised |map|).
         cmap: a matplotlib colour map name; None picks a diverging map for signed attributions
             and a sequential one for unsigned attributions.
-        clip: percentile of |attribution| (per sample) at which colours saturate, in (0, 100].
-        alpha: opacity of the map over the input in the overlay style, in [0, 1].
+        clip: percentile of |attribution| at which colours saturate, in (0, 100]: of all samples
+            together (scale "shared") or of each sample (scale "sample").
+        alpha: opacity of the overlay where colours saturate, in [0, 1]; smaller |attribution| fades
+            in proportion, so that pixels without attribution show the input unchanged.
+        scale: "shared" (one colour scale for every sample: maps can be compared) or "sample".
+        format: the figure files' format: png, pdf or svg.
     """
 
     style: str = "overlay"
     cmap: str | None = None
     clip: float = 99.0
-    alpha: float = 0.5
+    alpha: float = 0.8
+    scale: str = "shared"
+    format: str = "png"
 
     def __post_init__(self) -> None:
         if self.style not in STYLES:
@@ -49,6 +55,10 @@ class HeatmapStyle:
             raise InputError(f"clip must be a percentile in (0, 100], got {self.clip!r}")
         if not isinstance(self.alpha, Real) or not 0 <= self.alpha <= 1:
             raise InputError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        if self.scale not in SCALES:
+            raise UnknownNameError.for_name("colour scale", self.scale, list(SCALES))
+        if self.format not in FORMATS:
+            raise UnknownNameError.for_name("figure format", self.format, list(FORMATS))
         if self.cmap is not None:
             _check_cmap(self.cmap)
 
@@ -101,30 +111,65 @@ def color_limits(a: np.ndarray, signed: bool, clip: float) -> tuple[float, float
     return (-vmax, vmax) if signed else (0.0, vmax)
 
 
-def normalised_magnitude(a: np.ndarray, clip: float) -> np.ndarray:
-    """|a| / saturation(a, clip), clipped to [0, 1]; NaN counts as 0."""
+def normalised_magnitude(a: np.ndarray, clip: float, vmax: float | None = None) -> np.ndarray:
+    """|a| / vmax, clipped to [0, 1]; NaN counts as 0. ``vmax`` defaults to ``saturation(a, clip)``."""
     mag = np.nan_to_num(np.abs(np.asarray(a, dtype=np.float64)), nan=0.0)
-    return np.clip(mag / saturation(a, clip), 0.0, 1.0)
+    return np.clip(mag / (saturation(a, clip) if vmax is None else vmax), 0.0, 1.0)
 
 
-def relative_map(a: np.ndarray, signed: bool, clip: float) -> np.ndarray:
-    """``a`` divided by its saturation value and clipped to [-1, 1] (signed) or [0, 1] (unsigned).
+def relative_map(a: np.ndarray, signed: bool, clip: float, vmax: float | None = None) -> np.ndarray:
+    """``a`` divided by ``vmax`` and clipped to [-1, 1] (signed) or [0, 1] (unsigned).
 
-    Used where many maps share one colour bar (grids), each scaled on its own.
+    ``vmax`` defaults to ``a``'s own saturation value (each map scaled on its own); a shared ``vmax``
+    puts many maps on one scale.
     """
-    rel = np.asarray(a, dtype=np.float64) / saturation(a, clip)
+    rel = np.asarray(a, dtype=np.float64) / (saturation(a, clip) if vmax is None else vmax)
     return np.clip(rel, -1.0 if signed else 0.0, 1.0)
 
 
-def masked_image(image: np.ndarray, relevance: np.ndarray, clip: float) -> np.ndarray:
-    """The display image times ``normalised_magnitude(relevance, clip)`` (broadcast over RGB).
+def sample_saturations(maps: np.ndarray, clip: float, scale: str) -> np.ndarray:
+    """(N,) saturation values: each map's own (scale "sample") or, for "shared", that of all maps
+    together, repeated."""
+    if scale == "shared":
+        return np.full(len(maps), saturation(maps, clip))
+    return np.array([saturation(m, clip) for m in maps])
+
+
+def overlay_rgba(rel: np.ndarray, cmap: str, signed: bool, alpha: float | None) -> np.ndarray:
+    """(H, W, 4) colours of a relative map in [-1, 1] (signed) or [0, 1], each pixel's opacity
+    ``alpha * |rel|`` (the input shows through unchanged where the attribution is 0), or opaque when
+    ``alpha`` is None."""
+    import matplotlib
+
+    position = (rel + 1.0) / 2.0 if signed else rel
+    rgba = matplotlib.colormaps[cmap](np.clip(position, 0.0, 1.0))
+    if alpha is not None:
+        rgba[..., 3] = alpha * np.abs(rel)
+    return rgba
+
+
+def pixel_map(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A (C, H, W) attribution as one (H, W) map, and whether channels were summed.
+
+    A map copied to every channel (Grad-CAM upsampled to the input) is taken once, not summed:
+    summing would multiply it by C and the colour bar would claim a sum that was never taken.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.shape[0] == 1 or np.array_equal(a, np.broadcast_to(a[:1], a.shape)):
+        return a[0], False
+    return a.sum(axis=0), True
+
+
+def masked_image(image: np.ndarray, relevance: np.ndarray, clip: float, vmax: float | None = None) -> np.ndarray:
+    """The display image times ``normalised_magnitude(relevance, clip, vmax)`` (broadcast over RGB).
 
     Args:
         image: (H, W) or (H, W, 3) display values in [0, 1].
         relevance: (H, W) map.
         clip: saturation percentile; pixels at or above it keep their full value.
+        vmax: the saturation value; None uses the map's own.
     """
-    weight = normalised_magnitude(relevance, clip)
+    weight = normalised_magnitude(relevance, clip, vmax)
     return image * (weight[..., None] if image.ndim == 3 else weight)
 
 

@@ -12,7 +12,6 @@ import html
 import json
 import math
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +22,13 @@ from xaibench.report.charts import CSS, MISSING, arrow, as_float, fmt, interval,
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 GRID_FILE = "grid.png"  # what render_heatmaps writes beside the per-sample PNGs
-MAX_HEATMAPS = 6  # per method in the HTML heatmap grid
+MAX_HEATMAPS = 6  # per method in the HTML heatmap section
+PRINT_SHARED = 2  # up to this many methods share printed pages; with more, a page per method
+# Means this close count as ties (same rank, all outlined when best): the methods' means differ by less
+# than the report prints (3 significant digits) and far less than their bootstrap intervals; measured:
+# integrated_gradients and kernel_shap on breast_cancer_logreg differ by up to 3e-4 relative.
+TIE_RTOL, TIE_ATOL = 1e-3, 1e-12
+TIES = f"means within {TIE_RTOL:.1%} of each other (relative) are ties and share the average of their ranks"
 Summary = dict[str, Any]  # the run summary, as metrics.json holds it
 Heatmaps = dict[str, list[Path]]  # method -> its heatmap PNGs
 
@@ -39,9 +44,9 @@ def rank_methods(
 
     Returns:
         ``{"method", "mean_rank", "ranks": {metric: rank}}`` per method, best (lowest mean rank) first,
-        ties by name. Rank 1 is the best mean; tied means share the average of the ranks they span; a
-        method with a null mean for a metric gets no rank for it, and ``mean_rank`` is None (listed
-        last) for a method without any rank.
+        ties by name. Rank 1 is the best mean; means within ``TIE_RTOL`` of each other (``tied``) share
+        the average of the ranks they span; a method with a null mean for a metric gets no rank for
+        it, and ``mean_rank`` is None (listed last) for a method without any rank.
     """
     ranks: dict[str, dict[str, float]] = {method: {} for method in results}
     for name, info in metrics.items():
@@ -54,14 +59,27 @@ def rank_methods(
     return sorted(rows, key=lambda row: (row["mean_rank"] is None, row["mean_rank"] or 0.0, row["method"]))
 
 
+def tied(a: float, b: float) -> bool:
+    """Whether two metric means count as a tie: within ``TIE_RTOL`` relative (``TIE_ATOL`` near 0)."""
+    return math.isclose(a, b, rel_tol=TIE_RTOL, abs_tol=TIE_ATOL)
+
+
 def _average_ranks(values: dict[str, float], higher_is_better: bool) -> dict[str, float]:
-    """Rank 1 for the best value; values tied over positions p..p+c-1 all get p + (c-1)/2."""
-    ordered = sorted(values.values(), reverse=higher_is_better)
-    counts = Counter(ordered)
-    first: dict[float, int] = {}
-    for position, value in enumerate(ordered, start=1):
-        first.setdefault(value, position)
-    return {key: first[value] + (counts[value] - 1) / 2 for key, value in values.items()}
+    """Rank 1 for the best value; a tie block over positions p..p+c-1 all get p + (c-1)/2.
+
+    Values are taken best first; a block holds the values ``tied`` to its first (best) value, so a
+    block never spans more than ``TIE_RTOL`` and the result does not depend on the input order.
+    """
+    ordered = sorted(values, key=lambda key: (-values[key] if higher_is_better else values[key], key))
+    ranks: dict[str, float] = {}
+    start = 0
+    while start < len(ordered):
+        stop = start + 1
+        while stop < len(ordered) and tied(values[ordered[start]], values[ordered[stop]]):
+            stop += 1
+        ranks.update({key: start + 1 + (stop - start - 1) / 2 for key in ordered[start:stop]})
+        start = stop
+    return ranks
 
 
 def categories(summary: Summary) -> dict[str, list[str]]:
@@ -153,8 +171,8 @@ def _md_ranking(summary: Summary) -> list[str]:
     rows = [[_md(r["method"]), fmt(r["mean_rank"]), *(mean_std(_stats(summary, r["method"], n)) for n in names)]
             for r in ranking_order(summary)]
     table = _md_table(["method", "mean rank", *(_md_metric_header(summary, n) for n in names)], rows)
-    return [*table, "", "Cells: mean ± std over samples; ↑ higher is better, ↓ lower is better; "
-                        "mean rank over the metrics (1 = best)."]
+    return [*table, "", ("Cells: mean ± std over samples; ↑ higher is better, ↓ lower is better; "
+                         f"mean rank over the metrics (1 = best); {TIES}.")]
 
 
 def _md_category(summary: Summary, names: list[str]) -> list[str]:
@@ -240,13 +258,11 @@ def _section(key: str, title: str, body: str) -> str:
     return f'<section id="{key}">\n<h2>{_esc(title)}</h2>\n{body}\n</section>'
 
 
-def _table(head: list[str], rows: list[str], cls: str = "", scroll: bool = True) -> str:
-    """A framed table from header labels (HTML) and ready ``<tr>`` rows.
-
-    ``scroll``: scroll inside the frame, the header staying in view; off where hover zoom must not be clipped.
-    """
+def _table(head: list[str], rows: list[str], cls: str = "") -> str:
+    """A framed table from header labels (HTML) and ready ``<tr>`` rows, scrolling inside its frame
+    with the header in view."""
     header = "".join(cell if cell.startswith("<th") else f"<th>{cell}</th>" for cell in head)
-    return (f'<div class="frame{" scroll" if scroll else ""}"><table class="{cls}"><thead><tr>{header}</tr>'
+    return (f'<div class="frame scroll"><table class="{cls}"><thead><tr>{header}</tr>'
             f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
@@ -283,9 +299,9 @@ def _html_ranking(summary: Summary, colors: dict[str, str]) -> str:
                 for position, row in enumerate(rows, start=1)]
         table = _table(head, body, "ranking")
     note = ('<p class="note">Cells: mean over samples (hover for std, 95% interval and counts), tinted by '
-            "rank from green (best) to red (worst); the best value per metric is outlined. ↑ higher is "
-            "better, ↓ lower is better. Mean rank: mean of the per-metric ranks (1 = best, ties share "
-            "the average rank).</p>")
+            "rank from green (best) to red (worst); the best value per metric is outlined, every one of "
+            "them when several tie. ↑ higher is better, ↓ lower is better. Mean rank: mean of the "
+            f"per-metric ranks (1 = best); {_esc(TIES)}.</p>")
     return _section("ranking", "Ranking", table + note)
 
 
@@ -348,30 +364,40 @@ def _html_curves(summary: Summary, colors: dict[str, str]) -> str:
              if any((_stats(summary, m, n) or {}).get("curve") for m in summary["methods"])]
     images = "".join(f'<img class="chart" alt="{_esc(name)} curve" '
                      f'src="{charts.curve_chart(summary, name, colors)}">' for name in names)
-    body = f'<div class="curves">{images}</div>' if names else '<p class="muted">No metric has a curve.</p>'
-    return _section("curves", "Curves", body)
+    if not names:
+        return _section("curves", "Curves", '<p class="muted">No metric has a curve.</p>')
+    note = ('<p class="note">Left: every method\'s mean curve over the samples (its own colour, line style '
+            "and marker); right: a panel per method with its 95% percentile-bootstrap band of the mean, "
+            "which stays inside the metric's range (grey: the other methods' means).</p>")
+    return _section("curves", "Curves", f'<div class="curves">{images}</div>{note}')
 
 
 def _html_heatmaps(heatmaps: Heatmaps, colors: dict[str, str]) -> str:
-    """A row per method and a column per sample: the same samples in each column, matched by file name."""
+    """A block per method with its first samples as large tiles, the same samples in the same order in
+    every block (matched by file name); printed, each block is kept on one page, and with more than
+    ``PRINT_SHARED`` methods each starts a page of its own."""
     shown = {method: _samples(paths)[:MAX_HEATMAPS] for method, paths in heatmaps.items()}
     stems = list(dict.fromkeys(p.stem for paths in shown.values() for p in paths))[:MAX_HEATMAPS]
     if not stems:
         return _section("heatmaps", "Heatmaps", '<p class="muted">No heatmaps.</p>')
-    rows = []
+    blocks = []
     for method, paths in shown.items():
         by_stem = {p.stem: p for p in paths}
-        cells = "".join(_heatmap_cell(method, s, by_stem.get(s)) for s in stems)
-        rows.append(f"<tr><td>{_swatch(method, colors)}</td>{cells}</tr>")
-    note = f'<p class="note">The first {MAX_HEATMAPS} samples of each method; hover to enlarge.</p>'
-    table = _table(["method", *(_esc(s) for s in stems)], rows, "heatmaps", scroll=False)
-    return _section("heatmaps", "Heatmaps", table + note)
+        tiles = "".join(_heatmap_tile(method, s, by_stem.get(s)) for s in stems)
+        blocks.append(f'<div class="heatmap-method"><h3>{_swatch(method, colors)}</h3>'
+                      f'<div class="tiles">{tiles}</div></div>')
+    paged = len(shown) > PRINT_SHARED
+    note = (f'<p class="note">The first {len(stems)} samples of each method, in the same order for every '
+            f"method{'; printed, each method starts a page' if paged else ''}.</p>")
+    body = f'<div class="{"paged" if paged else "shared"}">{"".join(blocks)}</div>'
+    return _section("heatmaps", "Heatmaps", note + body)
 
 
-def _heatmap_cell(method: str, stem: str, path: Path | None) -> str:
+def _heatmap_tile(method: str, stem: str, path: Path | None) -> str:
     if path is None:
-        return f'<td class="muted">{MISSING}</td>'
-    return f'<td><img alt="{_esc(method)} {_esc(stem)}" src="{charts.png_uri(path.read_bytes())}"></td>'
+        return f'<figure class="muted">{MISSING}<figcaption>{_esc(stem)}: none</figcaption></figure>'
+    return (f'<figure><img alt="{_esc(method)} {_esc(stem)}" src="{charts.png_uri(path.read_bytes())}">'
+            f"<figcaption>{_esc(stem)}</figcaption></figure>")
 
 
 def _html_skipped(summary: Summary) -> str:

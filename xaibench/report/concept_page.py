@@ -5,9 +5,10 @@ CSS and the figures as data URIs (no script, nothing fetched), like the comparis
 sheet it shares; report.md links the figures by relative path.
 
 The summary keys read here (all required):
-  model, layer, class, method, mode, importance  str (class: its name or index; importance: the
-                                                  IMPORTANCES estimator's name)
-  n_concepts, images, rows                        int (rows: the activation rows factorised)
+  model, layer, class, method, mode, importance  str (model: the model file's path; class: its name or
+                                                  index; importance: the IMPORTANCES estimator's name)
+  n_concepts, images, rows, seed                  int (rows: the activation rows factorised)
+  versions                                        name -> version (python, torch, captum, xaibench)
   seconds                                         float, the run's wall time
   global_importance                               list of n_concepts floats
   metrics       name -> {"value": float | None, "higher_is_better": bool, "description": str,
@@ -27,19 +28,22 @@ from urllib.parse import quote
 
 from xaibench.core.errors import InputError
 from xaibench.report.charts import CSS, MISSING, arrow, fmt, interval, png_uri
+from xaibench.report.clusters import embedding_name
 from xaibench.report.comparison import write_atomic
 from xaibench.report.concepts import concept_colors, importance_order
+from xaibench.report.style import concept_label
 
 HTML_FILE, MARKDOWN_FILE = "report.html", "report.md"
 FIGURES = {  # name -> (section title, what the figure shows)
-    "importance": ("Concept importance", ("Global importance of each concept for the class; whiskers: "
-                                          "its interval where the estimator gives one.")),
+    "importance": ("Concept importance", ("Global importance of each concept for the class, its value printed "
+                                          "at each bar; the axis is logarithmic (symmetric-logarithmic "
+                                          "when a value is not positive) so that every bar shows.")),
     "montage": ("Concepts", "Each concept's most activating crops, rows by decreasing importance."),
     "maps": ("Concept maps", "Where each image's top concepts lie, in the concepts' colours."),
     "clusters": ("Strategic cluster graph", (
-        "Each image's concept-importance vector embedded in 2-D (t-SNE; PCA below 5 images), coloured by "
-        "its most important concept. Prevalence: share of images whose top concept it is; reliability: "
-        "the model's accuracy on them.")),
+        "Each image's concept-importance vector embedded in 2-D ({embedding}), coloured by its most "
+        "important concept. Prevalence: share of images whose top concept it is; reliability: the model's "
+        "accuracy on them.")),
 }
 EXTRA_CSS = ("figure { margin: 0; } figure img { display: block; max-width: 100%; height: auto; }\n"
              "figure + .frame { margin-top: 14px; } section .frame { overflow: auto; }\n")
@@ -72,18 +76,40 @@ def write_concept_report(out_dir: Path, summary: Summary, figures: dict[str, Pat
 
 
 def title(summary: Summary) -> str:
-    """The report's title: model, layer and class."""
-    return f"Concepts of {summary['model']} · {summary['layer']} · class {summary['class']}"
+    """The report's title: the model's name (its file's stem) and the class."""
+    return f"Concepts of class {summary['class']} in {Path(str(summary['model'])).stem}"
 
 
 def facts(summary: Summary) -> list[tuple[str, str]]:
     """(label, plain text) of the run's overview."""
+    versions = ", ".join(f"{name} {version}" for name, version in summary["versions"].items())
     return [("Model", str(summary["model"])), ("Layer", str(summary["layer"])),
             ("Class", str(summary["class"])), ("Decomposition", str(summary["method"])),
             ("Mode", str(summary["mode"])), ("Importance", str(summary["importance"])),
             ("Concepts", str(summary["n_concepts"])),
             ("Data", f"{summary['images']} images, {summary['rows']} activation rows"),
-            ("Time", f"{fmt(summary['seconds'])} s")]
+            ("Seed", str(summary["seed"])), ("Versions", versions), ("Time", f"{fmt(summary['seconds'])} s")]
+
+
+def caption(summary: Summary, name: str, drawn: bool) -> str:
+    """What figure ``name`` shows or, for a cluster graph left out, why it was not drawn."""
+    text = FIGURES[name][1]
+    if name != "clusters":
+        return text
+    tops = [s for s in summary["clusters"] if s["images"]]
+    if len(tops) > 1:
+        return text.format(embedding=embedding_name(summary["images"]))
+    shared = (f"{concept_label(tops[0]['concept'])} is the most important concept of all {tops[0]['images']} "
+              f"images (reliability {_share(tops[0]['reliability'])}: the model's accuracy on them)")
+    if drawn:
+        return (f"{shared[0].upper()}{shared[1:]}, so the graph colours each image by the first importance rank "
+                f"at which the images differ (its second concept, say); points embedded in 2-D "
+                f"({embedding_name(summary['images'])}).")
+    return f"Not drawn: {shared}, and every image ranks the concepts alike, so the graph would show one group."
+
+
+def _share(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.0%}"
 
 
 def concept_rows(summary: Summary) -> list[tuple[int, list[str]]]:
@@ -94,9 +120,8 @@ def concept_rows(summary: Summary) -> list[tuple[int, list[str]]]:
     for concept in importance_order(importance).tolist():
         s = stats.get(concept, {})
         prevalence, reliability = s.get("prevalence"), s.get("reliability")
-        rows.append((concept, [fmt(importance[concept]), str(s.get("images", MISSING)),
-                               MISSING if prevalence is None else f"{prevalence:.0%}",
-                               MISSING if reliability is None else f"{reliability:.0%}"]))
+        rows.append((concept, [fmt(importance[concept]), str(s.get("images", MISSING)), _share(prevalence),
+                               _share(reliability)]))
     return rows
 
 
@@ -130,9 +155,11 @@ def _table(head: list[str], rows: list[list[str]], numeric: range = range(0)) ->
 
 def html_page(summary: Summary, figures: dict[str, Path]) -> str:
     """The whole report.html."""
-    colors = concept_colors(len(summary["global_importance"]))
+    colors = concept_colors(summary["global_importance"])
     extra = {"clusters": _html_concepts(summary, colors)}
-    sections = [_html_facts(summary), *(_html_figure(n, figures.get(n), extra.get(n, "")) for n in FIGURES),
+    sections = [_html_facts(summary),
+                *(_html_figure(n, figures.get(n), caption(summary, n, n in figures), extra.get(n, ""))
+                  for n in FIGURES),
                 _html_metrics(summary), _html_glossary(summary)]
     links = [("importance", "Importance"), ("montage", "Concepts"), ("maps", "Maps"),
              ("clusters", "Clusters"), ("metrics", "Metrics"), ("glossary", "Glossary")]
@@ -148,18 +175,19 @@ def _html_facts(summary: Summary) -> str:
     return f'<h1>{_esc(title(summary))}</h1>\n<section id="run"><dl class="facts">{rows}</dl></section>'
 
 
-def _html_figure(name: str, path: Path | None, extra: str) -> str:
-    """A figure's section: the PNG as a data URI and its caption (or a note that it is missing), then
-    ``extra`` HTML."""
-    heading, caption = FIGURES[name]
+def _html_figure(name: str, path: Path | None, text: str, extra: str) -> str:
+    """A figure's section: the PNG as a data URI and its caption ``text`` (or, missing, a note: ``text``
+    when it says why, else that it was not drawn), then ``extra`` HTML."""
+    heading = FIGURES[name][0]
     if path is None:
-        return _section(name, heading, f'<p class="muted">Not drawn in this run.</p>{extra}')
+        note = text if text.startswith("Not drawn") else "Not drawn in this run."
+        return _section(name, heading, f'<p class="muted">{_esc(note)}</p>{extra}')
     return _section(name, heading, f'<figure><img alt="{_esc(name)}" src="{png_uri(path.read_bytes())}">'
-                                   f'<figcaption class="note">{_esc(caption)}</figcaption></figure>{extra}')
+                                   f'<figcaption class="note">{_esc(text)}</figcaption></figure>{extra}')
 
 
 def _html_concepts(summary: Summary, colors: list[str]) -> str:
-    rows = [[f'<span class="swatch" style="background:{colors[c]}"></span>concept {c}', *map(_esc, cells)]
+    rows = [[f'<span class="swatch" style="background:{colors[c]}"></span>{concept_label(c)}', *map(_esc, cells)]
             for c, cells in concept_rows(summary)]
     note = '<p class="note">Concepts by decreasing global importance.</p>'
     return _table(CONCEPT_HEAD, rows, range(1, 5)) + note
@@ -199,12 +227,13 @@ def markdown(summary: Summary, figures: dict[str, Path], folder: Path) -> str:
     """The whole report.md; figure links relative to ``folder``."""
     lines = [f"# {_md_text(title(summary))}", "",
              *(f"- {label}: {_md_text(value)}" for label, value in facts(summary))]
-    for name, (heading, caption) in FIGURES.items():
-        path = figures.get(name)
+    for name, (heading, _) in FIGURES.items():
+        path, text = figures.get(name), caption(summary, name, name in figures)
         link = f"![{name}]({quote(Path(os.path.relpath(path, folder)).as_posix())})" if path else "Not drawn."
-        lines += ["", f"## {heading}", "", link, "", caption]
+        shown = [_md_text(text)] if text.startswith("Not drawn") else [link, "", _md_text(text)]
+        lines += ["", f"## {heading}", "", *shown]
         if name == "clusters":
-            rows = [[f"concept {c}", *cells] for c, cells in concept_rows(summary)]
+            rows = [[concept_label(c), *cells] for c, cells in concept_rows(summary)]
             lines += ["", *_md_table(CONCEPT_HEAD, rows)]
     metrics = summary["metrics"].items()
     rows = [[name, fmt(info["value"]), interval(info), _direction(info["higher_is_better"])]

@@ -1,59 +1,68 @@
-"""The figures of ``xaibench concepts``: concept montages, importance bars, concept maps, cluster graph.
+"""The figures of ``xaibench concepts``: concept montages, importance bars and concept maps.
 
 Fel et al. (NeurIPS 2023, "A Holistic Approach to Unifying Automatic Concept Extraction and Concept
 Importance Estimation") and CRAFT (Fel et al., CVPR 2023) show a concept as its most activating crops,
-its importance for the class as a bar, where it lies in an image as an attribution map, and the
-"strategic cluster graph": each image's vector of concept importances embedded in 2-D and coloured by
-its most important concept, with each concept's prevalence (share of images where it is the top
-concept) and reliability (the model's accuracy on those images).
+its importance for the class as a bar and where it lies in an image as an attribution map; the
+strategic cluster graph is drawn in ``xaibench.report.clusters``.
 
 Everything takes plain numpy arrays (the job converts tensors) and draws with matplotlib's object-oriented
-API on Agg canvases, imported lazily; scikit-learn is imported only by ``cluster_graph``. Concept i has
-the colour ``concept_colors(k)[i]`` in every figure and table. The HTML and markdown report is built in
-``xaibench.report.concept_page`` (``write_concept_report``), which uses this module's colours.
+API on Agg canvases in the shared figure style (``xaibench.report.style``), imported lazily. A concept's
+colour follows its rank by global importance (``concept_colors``), the same in every figure and table of
+a run; the palette is chosen so that the first ten stay apart, also for colour-blind readers and when
+blended over the gray images of the concept maps. The HTML and markdown report is built in
+``xaibench.report.concept_page`` (``write_concept_report``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from xaibench.core.errors import InputError
-from xaibench.report._canvas import DPI, add_axes, grid_shape, new_figure, save
-from xaibench.report.charts import MISSING, fmt
+from xaibench.report import style
+from xaibench.report._canvas import add_axes, grid_shape
+from xaibench.report.charts import fmt
 from xaibench.report.colors import LUMINANCE, interpolation_for
+from xaibench.report.style import DPI, concept_label, with_style
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["cluster_graph", "cluster_stats", "concept_colors", "importance_order", "overlay_concepts",
-           "text_color", "top_concepts", "write_cluster_graph", "write_concept_maps", "write_concept_montage",
-           "write_importance_chart"]
+__all__ = ["concept_colors", "importance_figure", "importance_order", "importance_scale", "overlay_concepts",
+           "text_color", "top_concepts", "write_concept_maps", "write_concept_montage", "write_importance_chart"]
 
 TILE, GAP, CAPTION, LABEL, HEADER = 0.95, 0.08, 0.2, 0.3, 0.45  # montage, inches
 MAP_TILE, MAP_COLS, LINE = 1.8, 4, 0.17  # concept maps, inches (LINE: one caption line)
 MAX_MAPS = 16  # images shown in the concept maps
 MAP_ALPHA = 0.6  # opacity of a concept where its normalised code is 1
 MAP_CLIP = 99.0  # percentile of an image's code map at which its opacity saturates
-TSNE_MIN = 5  # below this many images the cluster graph uses PCA
 TEXT_LUMINANCE = 0.5  # text in a concept's colour is darkened to at most this luminance
-Stats = list[dict[str, Any]]  # per concept: concept, images, prevalence, reliability
+# Concept colours by importance rank: Okabe & Ito's colours without gray (the maps are gray), then three
+# picked greedily for the largest smallest CIEDE2000 distance to those before. Over the first ten the
+# smallest pairwise distance is 20.9 as drawn, 14.6 blended at 60% over mid-gray (the maps) and 11.6
+# under simulated deuteranopia or protanopia (Machado et al. 2009); tab10, used before, gave 16.2,
+# 11.8 and 1.3. tests/report/test_concepts.py checks the first two.
+CONCEPT_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#F0E442", "#56B4E9", "#CC79A7", "#E69F00", "#881111",
+                   "#990066", "#AACC99")
 
 
-def concept_colors(k: int) -> list[str]:
-    """k distinct hex colours, concept i's being item i: tab10 up to 10, tab20 up to 20, then tab20,
-    tab20b and tab20c (60), beyond that hues evenly spaced around the HSV circle."""
-    import matplotlib
-    from matplotlib.colors import to_hex
+def concept_colors(importance: np.ndarray) -> list[str]:
+    """A hex colour per concept (item i for concept i) by its rank in ``importance_order(importance)``:
+    the most important concept gets ``CONCEPT_PALETTE[0]``, so the concepts that matter most get the
+    colours that are easiest to tell apart; ranks beyond the palette get evenly spaced hues."""
+    from matplotlib.colors import hsv_to_rgb, to_hex
 
-    if k > 60:
-        cmap = matplotlib.colormaps["hsv"]
-        return [to_hex(cmap(i / k)) for i in range(k)]
-    names = ["tab10"] if k <= 10 else ["tab20"] if k <= 20 else ["tab20", "tab20b", "tab20c"]
-    palette = [to_hex(color) for name in names for color in matplotlib.colormaps[name].colors]
-    return palette[:k]
+    order = importance_order(importance)
+    extra = len(order) - len(CONCEPT_PALETTE)
+    palette = [c.lower() for c in CONCEPT_PALETTE] + [to_hex(hsv_to_rgb((j / extra, 0.5, 0.75)))
+                                                      for j in range(max(extra, 0))]
+    colors = [""] * len(order)
+    for rank, concept in enumerate(order):
+        colors[concept] = palette[rank]
+    return colors
 
 
 def text_color(color: str) -> str:
@@ -79,7 +88,7 @@ def top_concepts(scores: np.ndarray, top: int) -> np.ndarray:
 
 
 def _label(concept: int, importance: float) -> str:
-    return f"concept {concept} · importance {fmt(importance)}"
+    return f"{concept_label(concept)} · importance {fmt(importance)}"
 
 
 def _show(ax: Axes, image: np.ndarray, panel_in: float, color: str | None = None) -> None:
@@ -101,16 +110,18 @@ def _check_images(name: str, images: np.ndarray, lead: int) -> None:
         raise InputError(f"{name} must have {lead} leading dims then (H, W) or (H, W, 3), got {images.shape}")
 
 
+@with_style
 def write_concept_montage(path: Path, patches: np.ndarray, scores: np.ndarray,
                           importance: np.ndarray) -> Path:
     """A row per concept of its most activating crops, rows by decreasing global importance.
 
     Args:
-        path: the PNG to write.
+        path: the file to write; its suffix (.png, .pdf or .svg) sets the format.
         patches: (k, m, H, W, 3) or (k, m, H, W) display images in [0, 1]; concept i's m crops, most
             activating first.
         scores: (k, m) the crops' code values for their concept, printed under each crop.
-        importance: (k,) global importance; orders the rows (``importance_order``) and labels them.
+        importance: (k,) global importance; orders the rows (``importance_order``), labels and colours
+            them.
 
     Returns:
         ``path``.
@@ -122,9 +133,9 @@ def write_concept_montage(path: Path, patches: np.ndarray, scores: np.ndarray,
     if k == 0 or m == 0 or scores.shape != (k, m) or importance.shape != (k,):
         raise InputError(f"need patches (k, m, ...), scores (k, m) and importance (k,) with k, m > 0: got "
                          f"{patches.shape}, {scores.shape}, {importance.shape}")
-    colors, row_h = concept_colors(k), LABEL + TILE + CAPTION + GAP
+    colors, row_h = concept_colors(importance), LABEL + TILE + CAPTION + GAP
     width = max(4.0, GAP + m * (TILE + GAP))
-    fig = new_figure(width, k * row_h + HEADER)
+    fig = style.new_figure(width, k * row_h + HEADER)
     for row, concept in enumerate(importance_order(importance)):
         bottom = (k - 1 - row) * row_h + GAP
         fig.text(GAP / width, (bottom + CAPTION + TILE + 0.08) / fig.get_size_inches()[1],
@@ -139,56 +150,74 @@ def write_concept_montage(path: Path, patches: np.ndarray, scores: np.ndarray,
     fig.text(GAP / width, 1 - 0.12 / fig.get_size_inches()[1],
              f"Most activating crops of each concept (top {m}; number: code value).\n"
              "Rows by decreasing global importance.", fontsize=8, va="top", color="0.2")
-    return save(fig, Path(path))
+    return style.save(fig, Path(path))
 
 
-def write_importance_chart(path: Path, importance: np.ndarray, low: np.ndarray | None = None,
-                           high: np.ndarray | None = None) -> Path:
-    """Horizontal bars of the global importance per concept, most important on top, in concept colours.
+def write_importance_chart(path: Path, importance: np.ndarray) -> Path:
+    """Write ``importance_figure(importance)`` to ``path`` (png, pdf or svg by its suffix) and return it."""
+    return style.save(importance_figure(importance), Path(path))
+
+
+@with_style
+def importance_figure(importance: np.ndarray) -> Figure:
+    """Horizontal bars of the global importance per concept, most important on top, in concept colours,
+    each with its value printed at its end.
+
+    Importances often span several decades (a dominant concept near 1, the rest near 1e-4), so the axis
+    is logarithmic, the bars starting a decade below the smallest value, and every bar shows; with a
+    value at or below 0 (gradient estimators can give them) it is symmetric-logarithmic, linear within
+    the smallest non-zero magnitude (``importance_scale``).
 
     Args:
-        path: the PNG to write.
         importance: (k,) global importance of each concept for the class.
-        low, high: (k,) an interval per concept drawn as whiskers (both or neither); NaN: no whisker.
-
-    Returns:
-        ``path``.
     """
     values = np.asarray(importance, dtype=np.float64)
     k = values.shape[0] if values.ndim == 1 else 0
-    if k == 0 or (low is None) != (high is None):
-        raise InputError(f"need importance (k,) with k > 0 and low, high both or neither; got {values.shape}")
-    order, colors = importance_order(values), concept_colors(k)
-    fig = new_figure(6.4, 0.7 + 0.3 * k)
-    fig.set_layout_engine("constrained")
+    if k == 0:
+        raise InputError(f"need importance (k,) with k > 0; got {values.shape}")
+    order, colors = importance_order(values), concept_colors(values)
+    fig = style.new_figure(style.TEXT_WIDTH, 0.85 + 0.26 * k, layout="constrained")
     ax = fig.add_subplot()
-    y, shown = np.arange(k), values[order]
-    ax.barh(y, np.nan_to_num(shown), height=0.7, color=[colors[c] for c in order])
-    if low is not None and high is not None:
-        bounds = (np.asarray(b, dtype=np.float64)[order] for b in (low, high))
-        _whiskers(ax, y, shown, *bounds)
-    ax.set_yticks(y, [f"concept {c}" for c in order], fontsize=8)
+    y, shown = np.arange(k), np.nan_to_num(values[order])
+    scale, threshold = importance_scale(values)
+    base = threshold if scale == "log" else 0.0  # where the bars start
+    ax.barh(y, shown - base, left=base, height=0.7, color=[colors[c] for c in order])
+    for row, value in zip(y, shown):
+        ax.text(value if value != 0 else base, row, f" {fmt(value)} ", va="center",
+                ha="right" if value < 0 else "left", fontsize=style.SMALL, color=style.NEUTRAL)
+    ax.set_yticks(y, [concept_label(c) for c in order])
     for tick, c in zip(ax.get_yticklabels(), order):
         tick.set_color(text_color(colors[c]))
     ax.invert_yaxis()
-    ax.axvline(0.0, color="0.55", linewidth=0.8)
-    ax.set_xlabel("global importance", fontsize=9)
+    if scale == "log":
+        ax.set_xscale("log")
+        ax.set_xlim(base, np.nanmax(values) * 6)  # room for the printed values
+        ax.set_xlabel("global importance (log scale)")
+    else:
+        ax.set_xscale("symlog", linthresh=threshold)
+        ax.axvline(0.0, color="0.55", linewidth=0.8)
+        ax.set_xlabel(f"global importance (symmetric log scale, linear within ±{fmt(threshold)})")
+        ax.margins(x=0.25)
     ax.grid(axis="x", color="0.9", linewidth=0.8)
     ax.set_axisbelow(True)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.tick_params(axis="x", labelsize=8)
-    return save(fig, Path(path))
+    return fig
 
 
-def _whiskers(ax: Axes, y: np.ndarray, values: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-    """Interval whiskers around the bars (clipped at 0: an interval need not contain its estimate)."""
-    ok = np.isfinite(values) & np.isfinite(low) & np.isfinite(high)
-    spread = np.maximum(0.0, np.vstack([values - low, high - values])[:, ok])
-    ax.errorbar(values[ok], y[ok], xerr=spread, fmt="none", ecolor="0.25", elinewidth=1, capsize=3)
+def importance_scale(values: np.ndarray) -> tuple[str, float]:
+    """("log", where the bars start: the power of ten a decade below the smallest value) when every
+    finite value is positive, so the shortest bar spans at least a decade; else ("symlog", its linear
+    threshold: the power of ten at or below the smallest non-zero magnitude, 1 when all are zero), the
+    bars starting at 0, so every non-zero bar spans at least the linear region."""
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite > 0).all():
+        return "log", float(10.0 ** (np.floor(np.log10(finite.min())) - 1))
+    nonzero = np.abs(finite[finite != 0])
+    return "symlog", float(10.0 ** np.floor(np.log10(nonzero.min()))) if nonzero.size else 1.0
 
 
-def write_concept_maps(path: Path, images: np.ndarray, code_maps: np.ndarray, top: int = 3,
-                       local_importance: np.ndarray | None = None) -> Path:
+@with_style
+def write_concept_maps(path: Path, images: np.ndarray, code_maps: np.ndarray, importance: np.ndarray,
+                       top: int = 3, local_importance: np.ndarray | None = None) -> Path:
     """Each image (in gray) with its top concepts overlaid as translucent regions in their colours.
 
     The top concepts of an image are those with the highest ``local_importance`` when it is given (what
@@ -198,9 +227,10 @@ def write_concept_maps(path: Path, images: np.ndarray, code_maps: np.ndarray, to
     the most important concept is painted last, on top. The first ``MAX_MAPS`` images are shown.
 
     Args:
-        path: the PNG to write.
+        path: the file to write; its suffix (.png, .pdf or .svg) sets the format.
         images: (N, H, W, 3) or (N, H, W) display images in [0, 1].
         code_maps: (N, k, H, W) non-negative code maps, upsampled to the image size.
+        importance: (k,) global importance: the concepts' colours (``concept_colors``).
         top: how many concepts per image.
         local_importance: (N, k) per-image concept importance, or None to rank by summed code.
 
@@ -214,13 +244,13 @@ def write_concept_maps(path: Path, images: np.ndarray, code_maps: np.ndarray, to
         raise InputError(f"need images (N, H, W[, 3]), code_maps (N, k, H, W) of the same N, H, W and "
                          f"top >= 1: got {images.shape}, {maps.shape}, top={top}")
     scores = maps.sum(axis=(2, 3)) if local_importance is None else np.asarray(local_importance, np.float64)
-    if scores.shape != (n, k):
-        raise InputError(f"local_importance must be (N, k) = {(n, k)}, got {scores.shape}")
-    shown, top = min(n, MAX_MAPS), min(top, k)
+    if scores.shape != (n, k) or np.shape(importance) != (k,):
+        raise InputError(f"local_importance must be (N, k) = {(n, k)} and importance (k,), got "
+                         f"{scores.shape} and {np.shape(importance)}")
+    shown, top, colors = min(n, MAX_MAPS), min(top, k), concept_colors(importance)
     ranked = top_concepts(scores[:shown], top)
-    overlays = overlay_concepts(images[:shown], maps[:shown], ranked, concept_colors(k))
-    _draw_maps(Path(path), overlays, ranked, scores[:shown], n, local_importance is not None)
-    return Path(path)
+    overlays = overlay_concepts(images[:shown], maps[:shown], ranked, colors)
+    return _draw_maps(Path(path), overlays, ranked, scores[:shown], n, local_importance is not None, colors)
 
 
 def overlay_concepts(images: np.ndarray, maps: np.ndarray, ranked: np.ndarray,
@@ -243,14 +273,13 @@ def overlay_concepts(images: np.ndarray, maps: np.ndarray, ranked: np.ndarray,
 
 
 def _draw_maps(path: Path, overlays: np.ndarray, ranked: np.ndarray, scores: np.ndarray, total: int,
-               by_importance: bool) -> None:
+               by_importance: bool, colors: list[str]) -> Path:
     """The overlays in a grid, each captioned with its concepts (coloured) and their scores."""
     shown, top = ranked.shape
-    colors = concept_colors(int(scores.shape[1]))
     rows, cols = grid_shape(shown, MAP_COLS)
     cell_h = MAP_TILE + (top + 1) * LINE + GAP
     width = cols * (MAP_TILE + 2 * GAP) + GAP
-    fig = new_figure(max(width, 4.0), rows * cell_h + HEADER)
+    fig = style.new_figure(max(width, 4.0), rows * cell_h + HEADER)
     height = fig.get_size_inches()[1]
     for i in range(shown):
         row, col = divmod(i, cols)
@@ -260,103 +289,11 @@ def _draw_maps(path: Path, overlays: np.ndarray, ranked: np.ndarray, scores: np.
                  f"image {i}", fontsize=7, va="top", color="0.3")
         for t, concept in enumerate(ranked[i]):
             fig.text(left / fig.get_size_inches()[0], (bottom + (top - t) * LINE - 0.04) / height,
-                     f"■ concept {concept} · {fmt(scores[i, concept])}", fontsize=7, va="top",
+                     f"■ {concept_label(concept)} · {fmt(scores[i, concept])}", fontsize=7, va="top",
                      color=text_color(colors[concept]), fontweight="bold")
     basis = "local importance" if by_importance else "summed code"
     note = f"first {shown} of {total} images" if shown < total else f"{total} images"
     fig.text(GAP / fig.get_size_inches()[0], 1 - 0.1 / height,
              f"Top {top} concepts per image by {basis} ({note}),\nopacity: the concept's normalised code.",
              fontsize=8, va="top", color="0.2")
-    save(fig, path)
-
-
-def cluster_graph(local_importance: np.ndarray, correct: np.ndarray, seed: int) -> tuple[np.ndarray, Stats]:
-    """The strategic cluster graph's 2-D embedding and per-concept prevalence and reliability.
-
-    Each image's concept-importance vector is embedded with scikit-learn's t-SNE (perplexity
-    min(30, (N - 1) / 3), at least 2, which must stay below N; PCA initialisation) or, with fewer than
-    ``TSNE_MIN`` images, with PCA; deterministic for the seed; NaN importances count as 0 there.
-    Fel et al. (NeurIPS 2023), the strategic cluster graph.
-
-    Args:
-        local_importance: (N, k) importance of each concept for each image.
-        correct: (N,) whether the model's prediction on the image is right.
-        seed: the embedding's random state.
-
-    Returns:
-        (embedding (N, 2), stats): stats has one dict per concept, in concept order, with "concept",
-        "images" (how many images have it as their top concept), "prevalence" (that count / N) and
-        "reliability" (the accuracy on those images; None when there are none).
-    """
-    scores = np.asarray(local_importance, dtype=np.float64)
-    correct = np.asarray(correct, dtype=bool)
-    if scores.ndim != 2 or min(scores.shape) == 0 or correct.shape != scores.shape[:1]:
-        raise InputError(f"need local_importance (N, k) and correct (N,): {scores.shape}, {correct.shape}")
-    embedding = _embed(np.nan_to_num(scores, nan=0.0), seed)
-    return embedding, cluster_stats(top_concepts(scores, 1)[:, 0], correct, scores.shape[1])
-
-
-def cluster_stats(top_concept: np.ndarray, correct: np.ndarray, k: int) -> Stats:
-    """Per concept: images where it is the top concept, their share, and the accuracy on them."""
-    counts = np.bincount(top_concept, minlength=k)
-    hits = np.bincount(top_concept, weights=correct.astype(np.float64), minlength=k)
-    return [{"concept": i, "images": int(counts[i]), "prevalence": float(counts[i] / len(top_concept)),
-             "reliability": float(hits[i] / counts[i]) if counts[i] else None} for i in range(k)]
-
-
-def _embed(scores: np.ndarray, seed: int) -> np.ndarray:
-    """(N, 2): t-SNE of the rows, PCA below ``TSNE_MIN`` rows; zero-padded where fewer dims exist."""
-    n, k = scores.shape
-    if n >= TSNE_MIN:
-        from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
-
-        perplexity = max(2.0, min(30.0, (n - 1) / 3))
-        # One OpenMP thread: the same summation order whatever the core count, and far faster for the
-        # few hundred points of a report than threads contending for busy cores (20 s -> 2 s for 400).
-        with threadpool_limits(limits=1, user_api="openmp"):
-            return TSNE(2, perplexity=perplexity, init="pca", learning_rate="auto",
-                        random_state=seed).fit_transform(scores)
-    from sklearn.decomposition import PCA
-
-    dims = min(2, n, k)
-    embedding = np.zeros((n, 2))
-    if n > 1:
-        embedding[:, :dims] = PCA(dims, svd_solver="full", random_state=seed).fit_transform(scores)
-    return embedding
-
-
-def write_cluster_graph(path: Path, embedding: np.ndarray, top_concept: np.ndarray, stats: Stats) -> Path:
-    """A scatter of the embedded images coloured by their top concept; the legend gives each concept's
-    prevalence and reliability (``cluster_graph``'s stats).
-
-    Args:
-        path: the PNG to write.
-        embedding: (N, 2) from ``cluster_graph``.
-        top_concept: (N,) each image's top concept (``top_concepts(local_importance, 1)[:, 0]``).
-        stats: ``cluster_graph``'s per-concept stats (one per concept, in concept order).
-
-    Returns:
-        ``path``.
-    """
-    embedding, top_concept = np.asarray(embedding, dtype=np.float64), np.asarray(top_concept, dtype=int)
-    if embedding.shape != (len(top_concept), 2):
-        raise InputError(f"need embedding (N, 2), top_concept (N,): {embedding.shape}, {top_concept.shape}")
-    colors = concept_colors(len(stats))
-    fig = new_figure(7.2, 4.6)
-    ax = add_axes(fig, 0.15, 0.15, 4.2, 4.1)
-    for s in (s for s in stats if s["images"]):
-        mask = top_concept == s["concept"]
-        reliability = MISSING if s["reliability"] is None else f"{s['reliability']:.0%}"
-        ax.scatter(embedding[mask, 0], embedding[mask, 1], s=28, color=colors[s["concept"]],
-                   edgecolors="white", linewidths=0.5,
-                   label=f"concept {s['concept']} · {s['prevalence']:.0%} · {reliability}")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title("Images by their concept-importance vectors (2-D embedding)", fontsize=9)
-    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.03, 1.0), fontsize=7.5, frameon=False,
-                       title="top concept · prevalence · reliability", title_fontsize=7.5, alignment="left")
-    absent = [str(s["concept"]) for s in stats if not s["images"]]
-    if absent:
-        legend.set_title(f"{legend.get_title().get_text()}\n(never top: concept {', '.join(absent)})")
-    return save(fig, Path(path))
+    return style.save(fig, path)

@@ -2,36 +2,49 @@
 
 Tabular: features ranked by |attribution| (as in Lundberg & Lee, 2017, "A Unified Approach to
 Interpreting Model Predictions", NeurIPS, whose force/bar plots order features by magnitude), each bar
-labelled "name = input value". Sequences: the signal drawn over its relevance as a coloured band.
-The image style (overlay / heatmap / masked) does not apply here; colour map, clip and alpha do.
+labelled "name = input value", the axis saying what the values are (standardised scores for the bundled
+data). Sequences: the signal drawn over its relevance as a coloured band. The image style (overlay /
+heatmap / masked) does not apply here; colour map, clip, alpha, scale and format do.
 """
 
 from __future__ import annotations
 
-import textwrap
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xaibench.report._canvas import RenderJob, add_axes, grid_shape, grid_title, new_figure, save
-from xaibench.report.colors import color_limits, feature_order, relative_map
+from xaibench.report import style
+from xaibench.report._canvas import (
+    CHAR_WIDTH,
+    RenderJob,
+    flag_caption,
+    grid_shape,
+    grid_title,
+    label_figure,
+    mark_frame,
+    save,
+    scale_note,
+    whole_pixels,
+    wrap_caption,
+)
+from xaibench.report.colors import color_limits, feature_order, relative_map, sample_saturations
+from xaibench.report.style import styled
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
     from matplotlib.lines import Line2D
 
 TOP_BARS = 20  # bars per tabular sample
 TOP_COLUMNS = 30  # features in the tabular grid
-TABULAR_SIZE = (7.2, 5.4)  # inches
-SEQUENCE_SIZE = (7.2, 3.2)
-SEQUENCE_TILE = (3.4, 1.3)
-CELL = (0.25, 0.225)  # inches per tabular grid cell (feature, sample): whole pixels at 120 dpi
-MATRIX_AT = (3.3, 1.9)  # inches: room for sample captions on the left, feature names below
-LINE_COLORS = ("black", "#1b7837", "#762a83", "#8c510a", "#01665e", "#c51b7d")
-
+TABULAR_SIZE = (style.TEXT_WIDTH, 4.8)  # inches
+SEQUENCE_SIZE = (style.TEXT_WIDTH, 2.9)
+SEQUENCE_TILE = (3.1, 1.25)  # inches per small plot of the sequence grid, caption included
+CELL = (0.2, 0.3)  # inches per tabular grid cell (feature, sample): a two-line row label fits
+ROW_CHARS = 48  # tabular grid row labels wrap at this many characters
+LINE_COLORS = ("black", *style.PALETTE)
 
 def feature_labels(names: list[str], values: np.ndarray) -> list[str]:
     """'name = value' with the value to 3 significant digits."""
@@ -46,13 +59,15 @@ def bar_limits(values: np.ndarray) -> tuple[float, float]:
 
 
 def render_tabular(job: RenderJob) -> list[Path]:
-    """One horizontal bar chart per sample and a samples x features matrix as ``grid.png``."""
+    """One horizontal bar chart per sample and a samples x features matrix as the grid."""
     n_features = job.inputs.shape[1]
     names = job.feature_names or [f"x{i}" for i in range(n_features)]
-    chart = _BarChart(job, min(TOP_BARS, n_features))
-    paths = [chart.draw(a, x, names, caption, job.out_dir / f"{stem}.png")
-             for a, x, caption, stem in zip(job.attributions, job.inputs, job.captions, job.stems)]
-    return [*paths, _tabular_grid(job, names)]
+    with styled():
+        chart = _BarChart(job, min(TOP_BARS, n_features))
+        paths = [chart.draw(a, x, names, flag_caption(job, i, job.captions[i]), job.file(job.stems[i]),
+                            job.wrong(i))
+                 for i, (a, x) in enumerate(zip(job.attributions, job.inputs))]
+        return [*paths, _tabular_grid(job, names)]
 
 
 class _BarChart:
@@ -61,8 +76,8 @@ class _BarChart:
     def __init__(self, job: RenderJob, bars: int) -> None:
         import matplotlib
 
-        self.job, self.fig = job, new_figure(*TABULAR_SIZE)
-        self.ax = add_axes(self.fig, 2.9, 0.75, 4.0, 4.25)
+        self.job, self.fig = job, style.new_figure(*TABULAR_SIZE, layout="constrained")
+        self.ax = self.fig.subplots()
         cmap = matplotlib.colormaps[job.cmap]
         # Signed: the two ends of the diverging map (red positive, blue negative for RdBu_r).
         self.colors = (cmap(0.85), cmap(0.15)) if job.signed else (cmap(0.6), cmap(0.6))
@@ -70,13 +85,14 @@ class _BarChart:
         self.ax.invert_yaxis()  # largest |attribution| on top
         self.ax.axvline(0.0, color="0.3", linewidth=0.8)
         self.ax.set_xlabel("attribution")
+        self.ax.set_ylabel(f"feature = {job.value_label}")
         self.ax.grid(axis="x", color="0.9")
         self.ax.set_axisbelow(True)
-        self.ax.tick_params(axis="y", labelsize=8)
-        self.note = self.fig.text(0.5, 0.02, "", ha="center", fontsize=8, color="0.35")
-        self.suptitle = self.fig.suptitle("", fontsize=11)
+        self.note = self.fig.supxlabel(" ", fontsize=style.SMALL, color=style.MUTED)
+        self.suptitle = self.fig.suptitle("")
 
-    def draw(self, a: np.ndarray, x: np.ndarray, names: list[str], caption: str, path: Path) -> Path:
+    def draw(self, a: np.ndarray, x: np.ndarray, names: list[str], caption: str, path: Path,
+             wrong: bool = False) -> Path:
         """Show one sample's top features and save it to ``path``."""
         order = feature_order(a, len(self.bars))
         for bar, value in zip(self.bars, a[order]):
@@ -85,49 +101,64 @@ class _BarChart:
         self.ax.set_yticks(np.arange(len(order)), feature_labels([names[i] for i in order], x[order]))
         self.ax.set_xlim(*bar_limits(a[order]))
         left_out = len(a) - len(order)
-        note = f"{left_out} more features with smaller |attribution| not shown" if left_out else ""
+        note = f"{left_out} more features with smaller |attribution| not shown" if left_out else " "
         self.note.set_text(note)
-        self.suptitle.set_text(caption)
+        self.suptitle.set_text(style.fit_text(caption, TABULAR_SIZE[0] - 0.2))
+        self.suptitle.set_color(style.MARK if wrong else "black")
         return save(self.fig, path)
 
 
-def tabular_grid_size(n: int, k: int) -> tuple[float, float]:
-    """The tabular grid's size in inches for ``n`` rows (samples) and ``k`` columns (features)."""
-    return MATRIX_AT[0] + CELL[0] * k + 1.1, MATRIX_AT[1] + CELL[1] * n + 0.7
+def tabular_grid_size(n: int, k: int, captions: list[str] | None = None,
+                      names: list[str] | None = None) -> tuple[float, float]:
+    """The tabular grid's size in inches for ``n`` rows (samples) and ``k`` columns (features): room
+    for the wrapped row labels on the left and the slanted feature names below."""
+    label = max((len(line) for c in captions or [] for line in wrap_caption(c, ROW_CHARS).split("\n")),
+                default=ROW_CHARS) * CHAR_WIDTH
+    slant = max((len(name) for name in names or []), default=12) * CHAR_WIDTH * math.sin(math.radians(50))
+    return whole_pixels(label + CELL[0] * k + 1.4), whole_pixels(CELL[1] * n + slant + 1.0)
 
 
 def _tabular_grid(job: RenderJob, names: list[str]) -> Path:
-    """Samples x top features by mean |attribution|, one colour scale for the whole matrix."""
+    """Samples x top features by mean |attribution|, on one colour scale (or one per row)."""
     n = job.shown
     a = job.attributions[:n]
     cols = feature_order(a, TOP_COLUMNS)
-    width, height = tabular_grid_size(n, len(cols))
-    fig = new_figure(width, height)
-    ax = add_axes(fig, *MATRIX_AT, CELL[0] * len(cols), CELL[1] * n)
-    vmin, vmax = color_limits(a[:, cols], job.signed, job.style.clip)
-    image = ax.imshow(a[:, cols], cmap=job.cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
-    ax.set_xticks(np.arange(len(cols)), [names[i] for i in cols], rotation=60, ha="right",
-                  rotation_mode="anchor", fontsize=7)
-    ax.set_yticks(np.arange(n), [textwrap.shorten(c, 48) for c in job.captions[:n]], fontsize=7)
-    bar_height = min(CELL[1] * n, 3.0)
-    cax = add_axes(fig, width - 0.95, MATRIX_AT[1] + CELL[1] * n - bar_height, 0.15, bar_height)
-    bar = fig.colorbar(image, cax=cax, extend="both" if job.signed else "max")
-    bar.ax.set_title(f"attribution\n(clip p{job.style.clip:g})", fontsize=7)
-    bar.ax.tick_params(labelsize=7)
-    left_out = len(cols) < len(names)
-    more = f", top {len(cols)} of {len(names)} features by mean |attribution|" if left_out else ""
-    fig.suptitle(grid_title(job.title, n, len(job.stems)) + more, fontsize=10)
-    return save(fig, job.out_dir / "grid.png")
+    captions = [f"✗ {job.captions[i]}" if job.wrong(i) else job.captions[i] for i in range(n)]
+    fig = style.new_figure(*tabular_grid_size(n, len(cols), captions, [names[i] for i in cols]),
+                           layout="constrained")
+    ax = fig.subplots()
+    shared = job.style.scale == "shared"
+    values = a[:, cols]
+    if not shared:
+        values = np.stack([relative_map(row, job.signed, job.style.clip) for row in values])
+    vmin, vmax = color_limits(values, job.signed, job.style.clip) if shared else (-float(job.signed), 1.0)
+    image = ax.imshow(values, cmap=job.cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+    ax.set_xticks(np.arange(len(cols)), [names[i] for i in cols], rotation=50, ha="right",
+                  rotation_mode="anchor")
+    ax.set_yticks(np.arange(n), [wrap_caption(c, ROW_CHARS) for c in captions])
+    for i, tick in enumerate(ax.get_yticklabels()):
+        tick.set_color(style.MARK if job.wrong(i) else "black")
+    ax.spines[["top", "right"]].set_visible(True)
+    bar = fig.colorbar(image, ax=ax, extend="both" if job.signed else "max", shrink=min(1.0, 12 / max(n, 1)),
+                       aspect=20)
+    bar.set_label("attribution" if shared else f"attribution ÷ row's p{job.style.clip:g}")
+    more = f"; top {len(cols)} of {len(names)} features by mean |attribution|" if len(cols) < len(names) else ""
+    marks = (f"; ✗: misclassified ({sum(job.wrong(i) for i in range(n))} of {n})"
+             if job.misclassified is not None else "")
+    label_figure(fig, grid_title(job.title, n, len(job.stems)), scale_note(job) + more + marks)
+    return save(fig, job.file("grid"))
 
 
 def render_sequences(job: RenderJob) -> list[Path]:
-    """One signal-over-relevance plot per sample and stacked small plots as ``grid.png``."""
+    """One signal-over-relevance plot per sample and stacked small plots as the grid."""
     channels = job.inputs.shape[1]
     names = job.feature_names or [f"ch{i}" for i in range(channels)]
-    plot = _SequencePlot(job, names)
-    paths = [plot.draw(a, x, caption, job.out_dir / f"{stem}.png")
-             for a, x, caption, stem in zip(job.attributions, job.inputs, job.captions, job.stems)]
-    return [*paths, _sequence_grid(job, names)]
+    relevance = job.attributions.sum(axis=1)
+    vmax = sample_saturations(relevance, job.style.clip, job.style.scale)
+    with styled():
+        plot = _SequencePlot(job, names)
+        paths = [plot.draw(i, relevance[i], float(vmax[i])) for i in range(len(relevance))]
+        return [*paths, _sequence_grid(job, names, relevance, vmax)]
 
 
 def _band_and_lines(
@@ -154,67 +185,82 @@ def _fit_band(ax: Axes, band: AxesImage, x: np.ndarray) -> None:
     band.set_extent((-0.5, x.shape[1] - 0.5, lo - pad, hi + pad))
 
 
+def _sequence_value_name(names: list[str]) -> str:
+    return f"attribution, sum over {len(names)} channels" if len(names) > 1 else "attribution"
+
+
 class _SequencePlot:
     """One figure reused for every sample: new line data, band data, colour limits and title."""
 
     def __init__(self, job: RenderJob, names: list[str]) -> None:
-        self.job, self.fig = job, new_figure(*SEQUENCE_SIZE)
-        self.ax = add_axes(self.fig, 0.75, 0.55, 5.45, 2.25)
+        self.job, self.fig = job, style.new_figure(*SEQUENCE_SIZE, layout="constrained")
+        self.ax = self.fig.subplots()
         self.band, self.lines = _band_and_lines(self.ax, job, job.inputs[0], names)
         self.ax.set_xlabel("position")
-        if len(names) > 1:
-            self.ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
-        bar = self.fig.colorbar(self.band, cax=add_axes(self.fig, 6.4, 0.55, 0.15, 2.25),
-                                extend="both" if job.signed else "max")
-        bar.set_label("attribution" + (", sum over channels" if len(names) > 1 else ""), fontsize=8)
-        self.suptitle = self.fig.suptitle("", fontsize=11)
+        self.ax.set_ylabel(job.value_label)
+        if len(names) > 1:  # above the plot, where it hides no data
+            self.ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=min(len(names), 6),
+                           frameon=False, borderaxespad=0.2)
+        bar = self.fig.colorbar(self.band, ax=self.ax, extend="both" if job.signed else "max", aspect=15)
+        bar.set_label(_sequence_value_name(names))
+        self.fig.supxlabel(scale_note(job), fontsize=style.SMALL, color=style.MUTED)
+        self.suptitle = self.fig.suptitle("")
 
-    def draw(self, a: np.ndarray, x: np.ndarray, caption: str, path: Path) -> Path:
-        """Show one sample and save it to ``path``."""
+    def draw(self, i: int, relevance: np.ndarray, vmax: float) -> Path:
+        """Show sample ``i`` (colours saturating at ``vmax``) and save it."""
+        job, x = self.job, self.job.inputs[i]
         for line, channel in zip(self.lines, x):
             line.set_ydata(channel)
-        relevance = a.sum(axis=0)
         self.band.set_data(relevance[None, :])
-        self.band.set_clim(*color_limits(relevance, self.job.signed, self.job.style.clip))
+        self.band.set_clim(-vmax if job.signed else 0.0, vmax)
         _fit_band(self.ax, self.band, x)
-        self.suptitle.set_text(caption)
-        return save(self.fig, path)
+        self.suptitle.set_text(style.fit_text(flag_caption(job, i, job.captions[i]), SEQUENCE_SIZE[0] - 0.2))
+        self.suptitle.set_color(style.MARK if job.wrong(i) else "black")
+        mark_frame(self.ax, job.wrong(i))
+        return save(self.fig, job.file(job.stems[i]))
 
 
 def sequence_grid_size(n: int) -> tuple[float, float]:
     """The sequence grid's size in inches for ``n`` shown samples."""
     rows, cols = grid_shape(n, _sequence_cols(n))
-    return cols * SEQUENCE_TILE[0] + 1.1, rows * SEQUENCE_TILE[1] + 0.6
+    return cols * SEQUENCE_TILE[0] + 1.2, rows * SEQUENCE_TILE[1] + 1.0
 
 
 def _sequence_cols(n: int) -> int:
     return 1 if n <= 8 else 2 if n <= 24 else 4
 
 
-def _sequence_grid(job: RenderJob, names: list[str]) -> Path:
-    """Small stacked plots, each band scaled on its own, sharing one colour bar."""
+def _sequence_grid(job: RenderJob, names: list[str], relevance: np.ndarray, vmax: np.ndarray) -> Path:
+    """Small stacked plots on one colour scale (or one per plot) sharing one colour bar."""
     n = job.shown
     rows, cols = grid_shape(n, _sequence_cols(n))
-    fig = new_figure(*sequence_grid_size(n))
-    for i in range(n):
-        r, c = divmod(i, cols)
-        ax = add_axes(fig, 0.25 + c * SEQUENCE_TILE[0], 0.15 + (rows - 1 - r) * SEQUENCE_TILE[1],
-                      SEQUENCE_TILE[0] - 0.2, SEQUENCE_TILE[1] - 0.35)
-        band, _ = _band_and_lines(ax, job, job.inputs[i], names)
-        band.set_data(relative_map(job.attributions[i].sum(axis=0), job.signed, job.style.clip)[None, :])
-        band.set_clim(-1.0 if job.signed else 0.0, 1.0)
+    fig = style.new_figure(*sequence_grid_size(n), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    shared, signed = job.style.scale == "shared", job.signed
+    limit = float(vmax[0]) if shared else 1.0
+    chars = int((SEQUENCE_TILE[0] - 0.1) / CHAR_WIDTH)
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.set_visible(False)
+            continue
+        band, lines = _band_and_lines(ax, job, job.inputs[i], names)
+        band.set_data((relevance[i] if shared else relative_map(relevance[i], signed, job.style.clip))[None, :])
+        band.set_clim(-limit if signed else 0.0, limit)
         _fit_band(ax, band, job.inputs[i])
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(textwrap.shorten(job.captions[i], 60), fontsize=7, pad=2)
-    _grid_colorbar(fig, band, job, cols * SEQUENCE_TILE[0] + 0.3, rows * SEQUENCE_TILE[1] + 0.15)
-    fig.suptitle(grid_title(job.title, n, len(job.stems)), fontsize=10)
-    return save(fig, job.out_dir / "grid.png")
-
-
-def _grid_colorbar(fig: Figure, mappable: AxesImage, job: RenderJob, left: float, top: float) -> None:
-    """A colour bar for per-sample scaled maps, hanging from ``top`` at ``left`` (inches)."""
-    height = min(2.0, top - 0.3)
-    bar = fig.colorbar(mappable, cax=add_axes(fig, left, top - height, 0.15, height))
-    bar.set_label(f"attribution / p{job.style.clip:g} of |attribution|, per plot", fontsize=7)
-    bar.ax.tick_params(labelsize=7)
+        ax.set_title(wrap_caption(flag_caption(job, i, job.captions[i]), chars), fontsize=style.SMALL, pad=2,
+                     color=style.MARK if job.wrong(i) else "black")
+        mark_frame(ax, job.wrong(i))
+    bar = fig.colorbar(band, ax=list(axes[:n]), extend="both" if signed else "max",
+                       shrink=min(1.0, 3.0 / rows), aspect=20)
+    bar.set_label(_sequence_value_name(names) if shared else
+                  f"{_sequence_value_name(names)} ÷ plot's p{job.style.clip:g}", fontsize=style.SMALL)
+    bar.ax.tick_params(labelsize=style.SMALL)
+    if len(names) > 1:
+        fig.legend(handles=lines, loc="outside upper center", ncols=min(len(names), 6), frameon=False)
+    note = scale_note(job)
+    if job.misclassified is not None:
+        note += f"\ndashed frame and ✗: misclassified ({sum(job.wrong(i) for i in range(n))} of {n})"
+    label_figure(fig, grid_title(job.title, n, len(job.stems)), note)
+    return save(fig, job.file("grid"))
