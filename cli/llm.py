@@ -41,6 +41,8 @@ def llm_explain(
     indices: str = common.INDICES,
     target: str = common.TARGET,
     out: str = common.out_option("runs/explain-<model>-llm-<time>"),
+    scale: str = common.scale_option(),
+    fmt: str = common.format_option(),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
@@ -73,6 +75,7 @@ def llm_explain(
     config = ExplainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), method="llm", params=params,
         out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
+        scale=scale, format=fmt,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),

@@ -148,3 +148,15 @@ def test_metrics_help_promises_only_the_columns_it_prints():
     assert "--json adds requirements and parameters" in text, text
     header = run_main("metrics", env=WIDE).stdout.split()[:4]
     assert header == ["name", "category", "direction", "description"], header
+
+
+FIGURE_COMMANDS = {"explain", "evaluate", "heatmap", "concepts", "bee report", "influence score",
+                   "influence self", "llm-explain"}
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=IDS)
+def test_every_command_that_draws_figures_takes_a_format(path, command):
+    options = {p.opts[0] for p in command.params}
+    assert ("--format" in options) == (" ".join(path) in FIGURE_COMMANDS), path
+    if "--format" in options:
+        assert "[default: " in _row(_help(*path), "--format")
