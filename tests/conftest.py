@@ -6,9 +6,16 @@ sees the same weights.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
+
+# One memory budget for every command the tests run, whatever this machine's free memory: the rows per
+# pass (which group the re-explained copies of stochastic methods) must not change between two runs
+# that a test compares. tests/test_memory.py checks the default budget itself.
+os.environ.setdefault("XAIBENCH_MAX_MEMORY", "512M")
 
 SHAPES = {"image": (2, 8, 8), "sequence": (2, 16), "tabular": (6,)}
 CLASSES = 3
