@@ -1,10 +1,11 @@
 """A researcher's own CNN in every format, on their own image folder, through the installed entry point.
 
-Nothing is trained: a small CNN is built here, saved as a state_dict and a safetensors file beside the
-module that defines it (``--arch``), as TorchScript, as a torch.export program and as a pickled module,
-and run on an image folder that holds two of its ten classes (``3/`` and ``7/``) at 48x48 while the model
-takes 32x32 (``--resize 32``); ``--classes 10`` names its classes 0..9. Labels and targets must be the model's class indices 3 and 7, never the
-folders' positions 0 and 1.
+Nothing is trained: a small CNN is built here and saved as a state_dict beside the module that defines
+it (``--arch ownnet:make``, found in the current folder), as TorchScript, as a torch.export program and
+as a pickled module (safetensors with ``--arch`` is tested in test_explain.py). It runs on an image
+folder that holds two of its ten classes (``3/`` and ``7/``) at 48x48 while the model takes 32x32
+(``--resize 32``); ``--classes 10`` names its classes 0..9. Labels and targets must be the model's class
+indices 3 and 7, never the folders' positions 0 and 1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from tests.cli.conftest import run_cli
 
@@ -49,7 +50,7 @@ LABELS = [3, 3, 3, 7, 7, 7]
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The module file, the model in five formats and the image folder, in one folder."""
+    """The module file, the model in four formats and the image folder, in one folder."""
     folder = tmp_path_factory.mktemp("own")
     (folder / "ownnet.py").write_text(MODULE)
     sys.path.insert(0, str(folder))
@@ -57,7 +58,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = importlib.import_module("ownnet").make().eval()
         example = torch.rand(2, 3, 32, 32)
         torch.save(model.state_dict(), folder / "weights.pt")
-        save_file(model.state_dict(), str(folder / "weights.safetensors"))
         torch.jit.script(model).save(str(folder / "scripted.pt"))
         program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(program, str(folder / "exported.pt2"))
@@ -74,7 +74,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 FORMATS = {
     "state_dict": ["weights.pt", "--arch", "ownnet:make"],
-    "safetensors": ["weights.safetensors", "--arch", "ownnet.py:make"],
     "torchscript": ["scripted.pt", "--trust-model"],
     "export": ["exported.pt2", "--trust-model"],
     "pickle": ["pickled.pt", "--trust-model"],
