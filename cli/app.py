@@ -88,13 +88,14 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None, debug: bool) -> None:
-    from xaibench.core.distributed import launched, session
+    from xaibench.core.distributed import launched, on_cuda, session
     from xaibench.core.errors import XaibenchError
 
     try:
         if launched():  # under torchrun: join the process group for the command
-            _check_distributed(sys.argv[1:] if argv is None else argv)
-            with session():
+            args = sys.argv[1:] if argv is None else argv
+            _check_distributed(args)
+            with session(cuda=on_cuda(args)):
                 code = _invoke(argv)
         else:
             code = _invoke(argv)

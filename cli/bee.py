@@ -35,6 +35,8 @@ def pretrain(
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
+    dtype: str = common.DTYPE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -55,7 +57,7 @@ def pretrain(
     config = PretrainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), metric=metric,
         params=common.parse_params(param), out=out, overwrite=overwrite, seed=seed, batch_size=batch_size,
-        max_memory=max_memory,
+        max_memory=max_memory, device=device, dtype=dtype,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),
@@ -101,6 +103,7 @@ def report(
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     modality: str = common.MODALITY,
@@ -122,7 +125,7 @@ def report(
     selection = common.selection(data=data, n=n, indices=None, target="pred", modality=modality,
                                  input_shape=input_shape, classes=classes, mean=mean, std=std,
                                  normalize=normalize, resize=resize, center_crop=center_crop)
-    measured = arm_distributions(model, policies, selection, batch_size, seed, trust_model, max_memory)
+    measured = arm_distributions(model, policies, selection, batch_size, seed, trust_model, max_memory, device)
     shares = measured.distributions
     chart = write_arm_chart(shares, target, model=measured.model, samples=measured.samples, fmt=fmt)
 

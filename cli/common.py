@@ -86,6 +86,11 @@ def scale_option(default: str | None = "shared") -> Any:
                         help="Heatmap colours: one scale for all samples (comparable) or one per sample.")
 
 
+DEVICE = typer.Option("auto", "--device", metavar="auto|cpu|cuda|cuda:N|mps",
+                      help="Where the model runs: auto takes a CUDA GPU, else Apple's MPS, else the CPU.")
+DTYPE = typer.Option("float32", "--dtype", metavar="float32|bfloat16|float16",
+                     help="Precision of the model's passes: bfloat16 or float16 run them under autocast (faster on "
+                     "GPUs); refused for methods and metrics whose results need float32.")
 MAX_MEMORY = typer.Option(
     None, "--max-memory", metavar="SIZE", show_default="$XAIBENCH_MAX_MEMORY, else a share of free memory",
     help="Memory for one pass of the model, e.g. 512M or 2G; sets the rows per pass (see run.json).")

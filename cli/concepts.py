@@ -39,6 +39,7 @@ def concepts(
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -66,7 +67,7 @@ def concepts(
                                    normalize=normalize, resize=resize, center_crop=center_crop),
         settings=Settings(method=method, n_concepts=n_concepts, mode=mode, importance=importance,
                           patch_size=patch_size, seed=seed, batch_size=batch_size),
-        out=Path(out) if out else None, overwrite=overwrite, max_memory=max_memory, format=fmt)
+        out=Path(out) if out else None, overwrite=overwrite, max_memory=max_memory, device=device, format=fmt)
     with output.progress(f"concepts ({method}, {importance})", None):
         summary = run_concepts(job, ["xaibench", *sys.argv[1:]])
 

@@ -32,6 +32,8 @@ def explain(
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
+    dtype: str = common.DTYPE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -56,7 +58,7 @@ def explain(
     config = ExplainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), method=method, params=params,
         out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
-        scale=scale, format=fmt,
+        device=device, dtype=dtype, scale=scale, format=fmt,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),

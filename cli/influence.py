@@ -86,6 +86,7 @@ def fit(
     seed: int = common.SEED,
     batch_size: int = BATCH,
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -111,7 +112,7 @@ def fit(
     job = FitJob(source=source, train=_train(train, train_n, options), overwrite=overwrite,
                  config=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed),
                  out=Path(out) if out else Path("factors") / f"{source.stem}-{strategy}",
-                 batch_size=batch_size, max_memory=max_memory)
+                 batch_size=batch_size, max_memory=max_memory, device=device)
     with output.progress(f"influence fit ({strategy})", None):
         summary = run_fit(job, ["xaibench", *sys.argv[1:]])
 
@@ -148,6 +149,7 @@ def score(
     chunk_size: int = CHUNK,
     batch_size: int = BATCH,
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -173,7 +175,7 @@ def score(
         overwrite=overwrite, score=_score_config(damping, rank, batch_size, chunk_size),
         query=common.selection(data=query, n=None if indices else n, indices=indices, target=target,
                                **options),
-        batch_size=batch_size, max_memory=max_memory, format=fmt)
+        batch_size=batch_size, max_memory=max_memory, format=fmt, device=device)
     with output.progress("influence score", None):
         summary = run_score(job, ["xaibench", *sys.argv[1:]])
     output.result(summary, lambda console: _print_queries(console, summary))
@@ -199,6 +201,7 @@ def self_influence(
     seed: int = common.SEED,
     batch_size: int = BATCH,
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -223,7 +226,7 @@ def self_influence(
         train=_train(train, train_n, options), query=None, top_k=top_k, out=_path(out), overwrite=overwrite,
         score=_score_config(damping, None, batch_size, chunk_size),
         fit=_fit_config(strategy, fisher, modules, batch_size, chunk_size, seed),
-        batch_size=batch_size, max_memory=max_memory, format=fmt)
+        batch_size=batch_size, max_memory=max_memory, format=fmt, device=device)
     with output.progress("influence self", None):
         summary = run_score(job, ["xaibench", *sys.argv[1:]])
 

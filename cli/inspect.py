@@ -18,13 +18,15 @@ def inspect(
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
     input_shape: str = common.INPUT_SHAPE,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
 ) -> None:
     """Show what a model file holds: format, metadata, layers and parameter count."""
+    from xaibench.core.devices import resolve_device
     from xaibench.models import load_model, summarize
 
     loaded = load_model(model, trust_model=trust_model, arch=arch,
-                        arch_kwargs=common.parse_arch_args(arch_arg))
+                        arch_kwargs=common.parse_arch_args(arch_arg), device=resolve_device(device))
     summary = summarize(loaded, common.parse_shape(input_shape))
     summary = {"path": loaded.path, "sha256": loaded.sha256, **summary}
     Output(json_mode).result(summary, lambda console: _print(console, summary))

@@ -47,6 +47,7 @@ def llm_explain(
     seed: int = common.SEED,
     batch_size: int = common.batch_option(),
     max_memory: str = common.MAX_MEMORY,
+    device: str = common.DEVICE,
     json_mode: bool = common.JSON,
     trust_model: bool = common.TRUST,
     arch: str = common.ARCH,
@@ -74,7 +75,7 @@ def llm_explain(
         n = 1
     config = ExplainConfig(
         source=common.model_source(model, trust_model, arch, arch_arg), method="llm", params=params,
-        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
+        out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory, device=device,
         scale=scale, format=fmt,
         selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,

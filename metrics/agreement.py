@@ -168,7 +168,7 @@ class PairwiseRankAgreement(Metric):
         second = batch.reference.flatten(1).abs().double()
         n_features = first.shape[1]
         if n_features < 2:
-            return MetricResult(scores=torch.full((batch.n,), float("nan"), dtype=torch.float64))
+            return MetricResult(scores=torch.full((batch.n,), float("nan"), dtype=torch.float64, device="cpu"))
         return MetricResult(scores=pairs_ordered_alike(first, second) / (n_features * (n_features - 1) / 2))
 
 

@@ -46,6 +46,7 @@ class Completeness(Metric):
     """
 
     category = "axiomatic"
+    float32_only = True  # an exact identity: low-precision passes cannot meet it (xaibench.core.precision)
     higher_is_better = True
     description = "whether the attribution sums to f(x) - f(baseline) (Sundararajan et al. 2017)"
 
@@ -88,6 +89,7 @@ class NonSensitivity(Metric):
     """
 
     category = "axiomatic"
+    float32_only = True  # an exact identity: low-precision passes cannot meet it (xaibench.core.precision)
     higher_is_better = False
     description = "features where zero attribution and zero effect on the output disagree (Nguyen 2020)"
 
@@ -124,7 +126,7 @@ def single_group_logits(batch: MetricInputs, fill: torch.Tensor, ids: torch.Tens
     least one group per block), keeping memory bounded even when a sample has more groups than
     ``batch_size``.
     """
-    out = torch.empty((batch.n, n_groups), dtype=torch.float32)
+    out = torch.empty((batch.n, n_groups), dtype=torch.float32, device="cpu")
     per_block = n_groups if batch.batch_size is None else max(1, batch.batch_size // batch.n)
     spatial = (1,) * (ids.ndim - 1)
     for groups in row_slices(n_groups, per_block):
@@ -160,6 +162,7 @@ class InputInvariance(Metric):
     """
 
     category = "axiomatic"
+    float32_only = True  # an exact identity: low-precision passes cannot meet it (xaibench.core.precision)
     higher_is_better = True
     needs_explainer = True
     description = "whether the explanation survives an input shift that the model absorbs (Kindermans 2019)"

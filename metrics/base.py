@@ -117,6 +117,7 @@ class Metric:
     curve_label: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     concept: ClassVar[bool] = False
+    float32_only: ClassVar[bool] = False  # refused under --dtype bfloat16/float16 (xaibench.core.precision)
 
     @dataclasses.dataclass(frozen=True)
     class Params:

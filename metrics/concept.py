@@ -241,12 +241,12 @@ class Stability(ConceptMetric):
             raise InputError(f"stability needs n_bootstrap >= 1, got {params.n_bootstrap}")
         refit = inputs.refit or DECOMPOSITIONS.get(inputs.decomposition)().fit
         n = inputs.activations.shape[0]
-        picks = torch.randint(0, n, (params.n_bootstrap, n), generator=generator)
+        picks = torch.randint(0, n, (params.n_bootstrap, n), generator=generator, device="cpu")
         scores = [matched_similarity(inputs.bank.dictionary,
                                      refit(inputs.activations[rows.to(inputs.activations.device)],
                                            inputs.bank.k, inputs.seed + 1 + i).bank.dictionary)
                   for i, rows in enumerate(picks)]
-        return MetricResult(scores=torch.tensor(scores, dtype=torch.float64))
+        return MetricResult(scores=torch.tensor(scores, dtype=torch.float64, device="cpu"))
 
 
 def matched_similarity(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -257,7 +257,7 @@ def matched_similarity(reference: torch.Tensor, other: torch.Tensor) -> float:
     unit = torch.nn.functional.normalize
     distance = 1 - unit(reference.double().cpu(), dim=1) @ unit(other.double().cpu(), dim=1).T
     rows, cols = linear_sum_assignment(distance.numpy())
-    return 1.0 - float(distance[torch.as_tensor(rows), torch.as_tensor(cols)].mean())
+    return 1.0 - float(distance[torch.as_tensor(rows, device="cpu"), torch.as_tensor(cols, device="cpu")].mean())
 
 
 @METRICS.register("fid")
@@ -352,7 +352,7 @@ def _concept_curve(inputs: ConceptInputs, output: str, *, insert: bool) -> Metri
     k = ranks.shape[1]
     removed = ranks[:, None, :] < torch.arange(k + 1, device=ranks.device)[None, :, None]  # (N, k + 1, k)
     curve = masked_scores(inputs, removed if insert else ~removed, output)
-    return MetricResult(normalised_auc(curve), curve, torch.arange(k + 1, dtype=torch.float64) / k)
+    return MetricResult(normalised_auc(curve), curve, torch.arange(k + 1, dtype=torch.float64, device="cpu") / k)
 
 
 def importance_ranks(importances: torch.Tensor) -> torch.Tensor:
@@ -394,7 +394,7 @@ class CMuFidelity(ConceptMetric):
                              f"{params.n_subsets} and {params.subset_fraction}")
         n, k = inputs.importances.shape
         size = max(1, round(params.subset_fraction * k))
-        draws = torch.rand((n, params.n_subsets, k), generator=generator).to(inputs.importances.device)
+        draws = torch.rand((n, params.n_subsets, k), generator=generator, device="cpu").to(inputs.importances.device)
         zeroed = torch.zeros_like(draws, dtype=torch.bool).scatter_(2, draws.topk(size, dim=2).indices, True)
         keep = torch.cat([torch.ones_like(zeroed[:, :1]), ~zeroed], dim=1)  # the unperturbed codes first
         scores = masked_scores(inputs, keep, params.output)
@@ -414,7 +414,7 @@ def masked_scores(inputs: ConceptInputs, keep: torch.Tensor, output: str) -> tor
         raise UnknownNameError.for_name("output", output, list(OUTPUTS))
     codes = inputs.image_codes
     n, copies, k = keep.shape
-    out = torch.empty((n, copies), dtype=torch.float64)
+    out = torch.empty((n, copies), dtype=torch.float64, device="cpu")
     for samples in sample_chunks(n, copies, inputs.batch_size):
         masks = keep[samples].to(codes).view(-1, copies, *([1] * (codes.ndim - 2)), k)
         rows = (codes[samples].unsqueeze(1) * masks).flatten(0, 1)

@@ -114,7 +114,7 @@ def random_subsets(generators: Sequence[torch.Generator], runs: int, n_groups: i
     replacement (the ``size`` smallest of U(0, 1) keys, drawn as ``rand((runs, G))``)."""
     keys = draw_uniform(generators, (runs, n_groups), torch.float64)
     picks = keys.topk(size, dim=-1, largest=False, sorted=False).indices  # a set: no full sort
-    return torch.zeros(keys.shape, dtype=torch.bool).scatter_(-1, picks, True)
+    return torch.zeros(keys.shape, dtype=torch.bool, device=keys.device).scatter_(-1, picks, True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,7 @@ class SubsetRemoval:
     def correlation(self, runs: int, size: int) -> torch.Tensor:
         """Per sample, the Pearson correlation over ``runs`` random subsets of ``size`` groups between
         the subset's relevance and the score drop f(x) - f(x~), (N,)."""
-        sums = torch.empty((self.batch.n, runs), dtype=torch.float64)
+        sums = torch.empty((self.batch.n, runs), dtype=torch.float64, device="cpu")
 
         def build(samples: slice) -> torch.Tensor:
             chosen = random_subsets(self.generators[samples], runs, self.relevance.shape[1], size)
@@ -313,7 +313,7 @@ class MonotonicityCorrelation(Metric):
         chunks = Chunks.of(batch, params, "lerf", params.abs)
         draw = _replacement(batch, params, generator)
         original = unperturbed_scores(batch, params.output)[:, None]
-        variation = torch.empty((batch.n, chunks.count), dtype=torch.float64)
+        variation = torch.empty((batch.n, chunks.count), dtype=torch.float64, device="cpu")
         for step in range(chunks.count):
             def build(samples: slice, step: int = step) -> torch.Tensor:
                 chosen = (chunks.of_group[samples] == step).unsqueeze(1).expand(-1, params.samples, -1)
@@ -375,7 +375,7 @@ class SensitivityN(Metric):
         sizes = subset_sizes(removal.relevance.shape[1], params.n_sizes, params.n_max_percentage)
         curve = torch.stack([removal.correlation(params.runs, size) for size in sizes], dim=1)
         return MetricResult(scores=curve.nanmean(dim=1), curve=curve,
-                            curve_x=torch.tensor(sizes, dtype=torch.float64))
+                            curve_x=torch.tensor(sizes, dtype=torch.float64, device="cpu"))
 
 
 def subset_sizes(n_groups: int, n_sizes: int, max_fraction: float) -> list[int]:
@@ -383,5 +383,5 @@ def subset_sizes(n_groups: int, n_sizes: int, max_fraction: float) -> list[int]:
     if n_sizes < 1 or not 0 < max_fraction <= 1:
         raise InputError("sensitivity_n needs n_sizes >= 1 and 0 < n_max_percentage <= 1")
     largest = max(1, int(max_fraction * n_groups))
-    spaced = torch.logspace(0, math.log10(largest), n_sizes, dtype=torch.float64).round().long()
+    spaced = torch.logspace(0, math.log10(largest), n_sizes, dtype=torch.float64, device="cpu").round().long()
     return sorted(set(spaced.tolist()))

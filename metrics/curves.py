@@ -290,7 +290,7 @@ class RegionPerturbation(Metric):
         if params.regions < 1:
             raise InputError(f"regions must be at least 1, got {params.regions}")
         groups = ordering(batch, region_patch(batch, params.patch), params.order)
-        counts = torch.arange(min(params.regions, groups.n_groups) + 1)
+        counts = torch.arange(min(params.regions, groups.n_groups) + 1, device="cpu")
         fill = perturb.substrate(batch.inputs, params.substrate, generator=generator)
         scores = removal_curve(batch, groups, counts, fill, "probability")
         curve = scores[:, :1] - scores
@@ -323,7 +323,7 @@ class Selectivity(Metric):
 
     def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
         groups = ordering(batch, region_patch(batch, params.patch), "morf")
-        counts = torch.arange(1, groups.n_groups + 1)
+        counts = torch.arange(1, groups.n_groups + 1, device="cpu")
         fill = perturb.substrate(batch.inputs, params.substrate, generator=generator)
         curve = removal_curve(batch, groups, counts, fill, "probability")
         return MetricResult(trapezoid(curve), curve, counts.double())
@@ -353,10 +353,10 @@ class _TopOneCurve(Metric):
     def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
         groups = ordering(batch, params.patch, self.order)
         # round(t / 10 * G) half up, in integers
-        counts = torch.tensor([(t * groups.n_groups + 5) // 10 for t in TENTHS])
+        counts = torch.tensor([(t * groups.n_groups + 5) // 10 for t in TENTHS], device="cpu")
         fill = perturb.substrate(batch.inputs, params.substrate, generator=generator)
         curve = removal_curve(batch, groups, counts, fill, "top1")
-        return MetricResult(normalised_auc(curve), curve, torch.tensor(TENTHS, dtype=torch.float64) / 10)
+        return MetricResult(normalised_auc(curve), curve, torch.tensor(TENTHS, dtype=torch.float64, device="cpu") / 10)
 
 
 @METRICS.register("pos")

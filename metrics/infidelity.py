@@ -101,7 +101,7 @@ def _noise_terms(batch: MetricInputs, params: Any,
     if params.samples < 1 or params.std < 0:
         raise InputError("infidelity needs samples >= 1 and std >= 0")
     generators = per_sample_generators(generator, batch.n)
-    predicted = torch.empty((batch.n, params.samples), dtype=torch.float64)
+    predicted = torch.empty((batch.n, params.samples), dtype=torch.float64, device="cpu")
     shape = (params.samples, *batch.inputs.shape[1:])
 
     def build(samples: slice) -> torch.Tensor:

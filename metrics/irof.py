@@ -113,7 +113,7 @@ class Irof(Metric):
         segments = superpixels(inputs, params.n_segments, params.compactness)
         segment_counts = segments.flatten(1).amax(1) + 1
         ranks = removal_ranks(mean_relevance(batch.attributions, segments), "morf")
-        counts = torch.arange(ranks.shape[1] + 1)  # 0 (the original image) to every superpixel removed
+        counts = torch.arange(ranks.shape[1] + 1, device="cpu")  # 0 (the original image) to every superpixel removed
 
         def build(samples: slice, block: slice) -> torch.Tensor:
             removed = cumulative_masks(ranks[samples], segments[samples], counts[block]).unsqueeze(2)

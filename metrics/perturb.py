@@ -79,7 +79,7 @@ def perturbed_scores(batch: MetricInputs, copies: int, build: Callable[[slice], 
             (len, copies, *S); it is called chunk by chunk so that memory stays bounded.
         output: "probability" (softmax), "logit" or "top1" (see ``class_scores``).
     """
-    out = torch.empty((batch.n, copies), dtype=torch.float32)
+    out = torch.empty((batch.n, copies), dtype=torch.float32, device="cpu")
     for samples in sample_chunks(batch.n, copies, batch.batch_size):
         points = build(samples)
         rows = batch.target[samples].repeat_interleave(copies)
@@ -134,7 +134,7 @@ def removal_ranks(relevance: torch.Tensor, order: str, generator: torch.Generato
     if order == "random":
         if generator is None:
             raise InputError("a random order needs a generator")
-        keys = torch.stack([torch.rand(relevance.shape[1], generator=g, dtype=torch.float64)
+        keys = torch.stack([torch.rand(relevance.shape[1], generator=g, dtype=torch.float64, device="cpu")
                             for g in sample_generators(sample_seeds(generator, relevance.shape[0]), slice(None))])
         sequence = keys.to(relevance.device).argsort(dim=1)
     else:
@@ -162,7 +162,7 @@ def step_counts(n_groups: int, per_step: int) -> torch.Tensor:
     if per_step < 1:
         raise InputError(f"features per step must be at least 1, got {per_step}")
     counts = list(range(0, n_groups, per_step)) + [n_groups]
-    return torch.tensor(counts, dtype=torch.long)
+    return torch.tensor(counts, dtype=torch.long, device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,4 +189,4 @@ def substrate(inputs: torch.Tensor, kind: str, *, generator: torch.Generator | N
     if generator is None:
         raise InputError("the uniform substrate needs a generator")
     generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
-    return torch.stack([torch.rand(inputs.shape[1:], generator=g) for g in generators]).to(inputs)
+    return torch.stack([torch.rand(inputs.shape[1:], generator=g, device="cpu") for g in generators]).to(inputs)

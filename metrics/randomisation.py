@@ -58,7 +58,7 @@ def cascading_randomisation(model: torch.nn.Module,
         with torch.no_grad():
             for parameter in layer.parameters(recurse=False):
                 scale = parameter.detach().double().pow(2).mean().sqrt()
-                draw = torch.randn(parameter.shape, generator=draws, dtype=torch.float32)
+                draw = torch.randn(parameter.shape, generator=draws, dtype=torch.float32, device="cpu")
                 parameter.copy_(draw.to(parameter) * scale.to(parameter))
         yield name, randomised
 
@@ -109,7 +109,7 @@ class ModelParameterRandomisation(Metric):
             advance(batch.n)
         curve = torch.stack(correlations, dim=1)
         return MetricResult(scores=curve.nanmean(dim=1), curve=curve,
-                            curve_x=torch.arange(1, curve.shape[1] + 1, dtype=torch.float64))
+                            curve_x=torch.arange(1, curve.shape[1] + 1, dtype=torch.float64, device="cpu"))
 
 
 def _flat(maps: torch.Tensor, absolute: bool) -> torch.Tensor:

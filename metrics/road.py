@@ -180,7 +180,7 @@ class Road(Metric):
         ids = group_ids(inputs[:, :1])  # one group per pixel or step, channels together
         ranks = removal_ranks(group_relevance(batch.attributions.sum(1, keepdim=True), ids), params.order)
         n_pixels = ids[0].numel()
-        counts = torch.tensor([int(n_pixels * p / 100) for p in percentages], dtype=torch.long)
+        counts = torch.tensor([int(n_pixels * p / 100) for p in percentages], dtype=torch.long, device="cpu")
         seeds = sample_seeds(generator, batch.n)
 
         def build(samples: slice, block: slice) -> torch.Tensor:
@@ -195,5 +195,5 @@ class Road(Metric):
             return imputed.to(inputs.device, inputs.dtype)
 
         curve = blockwise_scores(batch, len(counts), build, "top1")
-        curve_x = torch.tensor(percentages, dtype=torch.float64) / 100
+        curve_x = torch.tensor(percentages, dtype=torch.float64, device="cpu") / 100
         return MetricResult(scores=curve.double().mean(1), curve=curve, curve_x=curve_x)

@@ -103,7 +103,7 @@ def relative_changes(batch: MetricInputs, params: SensitivityParams,
         raise InputError(f"sensitivity needs radius > 0, got {params.radius}")
     dims = batch.inputs.ndim - 1
     base_norm = sample_norm(batch.attributions, dims)
-    out = torch.empty((batch.n, params.samples), dtype=torch.float64)
+    out = torch.empty((batch.n, params.samples), dtype=torch.float64, device="cpu")
     perturb = uniform_perturbation(-params.radius, params.radius, params.samples)
     for samples, _, explanations in perturbed_explanations(batch, params.samples, perturb, generator):
         change = sample_norm(explanations - batch.attributions[samples].unsqueeze(1), dims)
@@ -191,7 +191,7 @@ class LocalLipschitz(Metric):
         if params.std <= 0:
             raise InputError(f"{self.name} needs std > 0, got {params.std}")
         dims = batch.inputs.ndim - 1
-        out = torch.empty((batch.n, params.samples), dtype=torch.float64)
+        out = torch.empty((batch.n, params.samples), dtype=torch.float64, device="cpu")
         perturb = gaussian_perturbation(params.std, params.samples)
         chunks = perturbed_explanations(batch, params.samples, perturb, generator)
         for samples, points, explanations in chunks:

@@ -104,7 +104,7 @@ class RelativeStability(Metric):
         _check(params, self.name)
         logits, quantity = self._forward(batch, params, batch.inputs)
         predicted = logits.argmax(dim=1)
-        ratios = torch.empty((batch.n, params.samples), dtype=torch.float64)
+        ratios = torch.empty((batch.n, params.samples), dtype=torch.float64, device="cpu")
         perturb = uniform_perturbation(params.low, params.high, params.samples)
         chunks = perturbed_explanations(batch, params.samples, perturb, generator)
         for samples, points, explanations in chunks:

@@ -77,10 +77,10 @@ def bootstrap_interval(values: torch.Tensor, generator: torch.Generator, *, resa
     finite = values.double()[torch.isfinite(values.double())]
     if finite.numel() == 0:
         return float("nan"), float("nan")
-    picks = torch.randint(0, finite.numel(), (resamples, finite.numel()), generator=generator)
-    means = finite[picks].mean(dim=1)
+    picks = torch.randint(0, finite.numel(), (resamples, finite.numel()), generator=generator, device="cpu")
+    means = finite[picks.to(finite.device)].mean(dim=1)
     tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype, device=means.device))
     return float(low), float(high)
 
 
@@ -95,10 +95,10 @@ def bootstrap_band(rows: torch.Tensor, generator: torch.Generator, *, resamples:
     probability band inside [0, 1]), which mean +- 1.96 standard errors does not.
     """
     rows = rows.double()
-    picks = torch.randint(0, rows.shape[0], (resamples, rows.shape[0]), generator=generator)
-    counts = torch.zeros(resamples, rows.shape[0], dtype=rows.dtype).scatter_add_(
+    picks = torch.randint(0, rows.shape[0], (resamples, rows.shape[0]), generator=generator, device="cpu")
+    counts = torch.zeros(resamples, rows.shape[0], dtype=rows.dtype, device="cpu").scatter_add_(
         1, picks, torch.ones_like(picks, dtype=rows.dtype))
     means = counts @ rows.cpu() / rows.shape[0]  # (resamples, K): how often each row was drawn
     tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype), dim=0)
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype, device=means.device), dim=0)
     return low, high

@@ -1,4 +1,8 @@
-"""``xaibench bee pretrain`` / ``bee report`` and ``explain --method bee`` with a policy, end to end."""
+"""``xaibench bee pretrain`` / ``bee report`` and ``explain --method bee`` with a policy, end to end.
+
+``bee report`` goes through the installed entry point (``cli``) in test_pretrain_explain_and_report; the rest
+runs the same ``main`` in this process (``cli_in_process``). ``bee pretrain`` starts in fresh interpreters
+under torchrun in tests/cli/test_distributed.py."""
 
 from __future__ import annotations
 
@@ -12,29 +16,30 @@ LOGREG = str(SAMPLES / "breast_cancer_logreg.pt")
 FAST = ["-p", "rounds=2", "-p", "n_steps=4"]
 
 
-def test_pretrain_explain_and_report(cli, tmp_path):
+def test_pretrain_explain_and_report(cli, cli_in_process, tmp_path):
     policy = tmp_path / "mlp-deletion.safetensors"
-    result = cli("bee", "pretrain", MLP, "--metric", "deletion", "-n", "24", *FAST, "--out", str(policy), "--json")
+    result = cli_in_process("bee", "pretrain", MLP, "--metric", "deletion", "-n", "8", *FAST, "--out", str(policy),
+                            "--json")
     assert result.code == 0, result.stderr
     summary = result.json()
-    assert summary["samples"] == 24 and summary["metric"] == "deletion"
+    assert summary["samples"] == 8 and summary["metric"] == "deletion"
     assert list(summary["distribution"]) == ["zero", "constant", "uniform", "gaussian"]  # no blur on tabular
     assert abs(sum(summary["distribution"].values()) - 1) < 1e-3
     loaded, meta = ThompsonPolicy.load(policy)
-    assert meta["metric"] == "deletion" and meta["samples"] == "24" and loaded.arms == tuple(summary["distribution"])
+    assert meta["metric"] == "deletion" and meta["samples"] == "8" and loaded.arms == tuple(summary["distribution"])
 
-    explained = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", *FAST, "-n", "3",
-                    "--out", str(tmp_path / "run"))
+    explained = cli_in_process("explain", MLP, "--method", "bee", "-p", f"policy={policy}", *FAST, "-n", "3",
+                               "--out", str(tmp_path / "run"))
     assert explained.code == 0, explained.stderr
     details = json.loads((tmp_path / "run" / "run.json").read_text())["method"]["details"]["bee"]
     assert details["metric"] == "deletion" and len(details["chosen"]) == 3
     assert set(details["chosen"]) <= set(loaded.arms) and abs(sum(details["distribution"].values()) - 1) < 1e-3
-    wrong = cli("explain", MLP, "--method", "bee", "-p", f"policy={policy}", "-p", "metric=insertion", "-n", "2",
-                "--out", str(tmp_path / "wrong"))
+    wrong = cli_in_process("explain", MLP, "--method", "bee", "-p", f"policy={policy}", "-p", "metric=insertion",
+                           "-n", "2", "--out", str(tmp_path / "wrong"))
     assert wrong.code == 2 and "insertion" in wrong.stderr
 
-    evaluated = cli("evaluate", MLP, "--methods", "bee,saliency", "-p", "bee.rounds=2", "-p", "bee.n_steps=4",
-                    "--metrics", "sparseness", "-n", "3", "--out", str(tmp_path / "eval"))
+    evaluated = cli_in_process("evaluate", MLP, "--methods", "bee,saliency", "-p", "bee.rounds=2", "-p",
+                               "bee.n_steps=4", "--metrics", "sparseness", "-n", "3", "--out", str(tmp_path / "eval"))
     assert evaluated.code == 0, evaluated.stderr
     noted = json.loads((tmp_path / "eval" / "metrics.json").read_text())["details"]
     assert list(noted) == ["bee"] and len(noted["bee"]["bee"]["chosen"]) == 3

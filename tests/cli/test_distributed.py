@@ -1,5 +1,8 @@
 """The same commands under ``torchrun --nproc-per-node 2`` (gloo, this machine) as in one process:
-explain, evaluate, bee and bee pretrain give the same results; a rank that dies is a clear error."""
+explain, evaluate, bee and bee pretrain give the same results; a rank that dies is a clear error.
+
+The one-process side of each comparison runs ``main`` in this process with one thread, as each of
+torchrun's processes has (OMP_NUM_THREADS=1); torchrun starts the entry point afresh in every rank."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.cli.conftest import EXE, SAMPLES, run_cli
+from tests.cli.conftest import EXE, SAMPLES, Result, run_cli, run_main
 from tests.llm.server import Answer, serving
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -30,10 +33,20 @@ def torchrun(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpro
     return proc
 
 
+def alone(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Result:
+    """``args`` in one process (this one), on one thread like each of torchrun's processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_main(*args, cwd=cwd, env={**ENV, **(env or {})})
+    finally:
+        torch.set_num_threads(threads)
+
+
 def both(args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Run ``args`` (ending in --out) in one process and in two; return the two run directories."""
     one, two = tmp_path / "one", tmp_path / "two"
-    single = run_cli(*args, str(one), cwd=tmp_path, env={**ENV, **(env or {})})
+    single = alone(*args, str(one), cwd=tmp_path, env=env)
     assert single.code == 0, single.stderr
     torchrun(*args, str(two), cwd=tmp_path, env=env)
     for run, size in ((one, 1), (two, 2)):
@@ -76,7 +89,7 @@ def test_bee_and_its_pretraining_are_the_same_on_two_processes(tmp_path: Path) -
     assert details[0] == details[1]  # the arm chosen for every sample, the learned distribution
     policies = [tmp_path / "p1.safetensors", tmp_path / "p2.safetensors"]
     args = ["bee", "pretrain", DIGITS, "-n", "40", "-p", "rounds=2", "--out"]
-    assert run_cli(*args, str(policies[0]), cwd=tmp_path, env=ENV).code == 0
+    assert alone(*args, str(policies[0]), cwd=tmp_path).code == 0
     torchrun(*args, str(policies[1]), cwd=tmp_path)
     learned = [load_file(str(p)) for p in policies]
     assert all(torch.equal(learned[0][key], learned[1][key]) for key in learned[0])

@@ -1,4 +1,9 @@
-"""``xaibench evaluate``, ``report`` and ``metrics``, end to end through the installed entry point."""
+"""``xaibench evaluate``, ``report`` and ``metrics``, end to end.
+
+The installed entry point (``cli``: an interpreter start each) runs evaluate in
+test_evaluate_writes_a_run_whose_values_equal_the_library, report in test_report_rebuilds_from_the_run and
+the metrics listing; the other tests are about what the commands compute or refuse and run the same
+``main`` in this process (``cli_in_process``)."""
 
 from __future__ import annotations
 
@@ -78,11 +83,11 @@ def _assert_ranked_by(ranking: list[dict], metrics: dict, directions: dict[str, 
         assert [ranks[m] for m in best_first] == [1.0, 2.0, 3.0], (metric, means, ranks)
 
 
-def test_ranking_respects_directions(cli, tmp_path):
+def test_ranking_respects_directions(cli_in_process, tmp_path):
     # the published directions: RISE deletion lower is better, insertion higher; region perturbation's
     # AOPC of the probability drop is higher-better for MoRF and lower-better for LeRF (least relevant
     # regions removed first should not move the prediction)
-    summary = _evaluate(cli, tmp_path / "run", LOGREG, "--methods", "saliency,random,input_x_gradient",
+    summary = _evaluate(cli_in_process, tmp_path / "run", LOGREG, "--methods", "saliency,random,input_x_gradient",
                         "--metrics", "deletion,insertion,region_perturbation",
                         "-p", "region_perturbation.order=lerf", "-n", "6")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -90,29 +95,29 @@ def test_ranking_respects_directions(cli, tmp_path):
                       {"deletion": False, "insertion": True, "region_perturbation": False})
 
 
-def test_road_lerf_ranks_higher_accuracy_first(cli, tmp_path):
+def test_road_lerf_ranks_higher_accuracy_first(cli_in_process, tmp_path):
     # ROAD (Rong et al. 2022) scores the accuracy left after removing pixels: lower is better for MoRF,
     # higher for LeRF, whatever the metric class's default (MoRF) says
-    summary = _evaluate(cli, tmp_path / "run", SHAPES, "--methods", "saliency,random,gradcam",
+    summary = _evaluate(cli_in_process, tmp_path / "run", SHAPES, "--methods", "saliency,random,gradcam",
                         "--metrics", "road", "-p", "road.order=lerf", "-p", "road.percentages=10,30,50,70,90",
                         "-n", "6")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     _assert_ranked_by(summary["ranking"], metrics, {"road": True})
 
 
-def test_categories_skip_what_cannot_run_and_named_metrics_must_run(cli, tmp_path):
-    summary = _evaluate(cli, tmp_path / "a", LOGREG, "--methods", "saliency",
+def test_categories_skip_what_cannot_run_and_named_metrics_must_run(cli_in_process, tmp_path):
+    summary = _evaluate(cli_in_process, tmp_path / "a", LOGREG, "--methods", "saliency",
                         "--metrics", "localisation,sparseness", "-n", "4")
     skipped = {s["metric"] for s in summary["skipped"]}
     assert "pointing_game" in skipped and "sparseness" not in skipped
-    named = cli("evaluate", LOGREG, "--methods", "saliency", "--metrics", "pointing_game", "-n", "4",
+    named = cli_in_process("evaluate", LOGREG, "--methods", "saliency", "--metrics", "pointing_game", "-n", "4",
                 "--out", str(tmp_path / "b"))
     assert named.code == 2 and "masks" in named.stderr and not (tmp_path / "b").exists()
 
 
-def test_localisation_runs_on_shapes_masks(cli, tmp_path):
+def test_localisation_runs_on_shapes_masks(cli_in_process, tmp_path):
     out = tmp_path / "run"
-    _evaluate(cli, out, SHAPES, "--methods", "gradcam,random", "--metrics",
+    _evaluate(cli_in_process, out, SHAPES, "--methods", "gradcam,random", "--metrics",
               "pointing_game,attribution_localisation", "-n", "6")
     results = json.loads((out / "metrics.json").read_text())["results"]
     assert results["gradcam"]["pointing_game"]["mean"] > results["random"]["pointing_game"]["mean"]
@@ -129,26 +134,26 @@ def test_localisation_runs_on_shapes_masks(cli, tmp_path):
     (["--methods", "saliency", "--metrics", "insertion", "-p", "insertion.substrate=blur"], "blur"),
     (["--methods", "saliency,gradcam", "--metrics", "deletion"], "gradcam does not apply"),
 ])
-def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, args, message):
-    result = cli("evaluate", LOGREG, *args, "-n", "2", "--out", str(tmp_path / "run"))
+def test_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path, args, message):
+    result = cli_in_process("evaluate", LOGREG, *args, "-n", "2", "--out", str(tmp_path / "run"))
     assert result.code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
-def test_existing_run_is_kept_without_overwrite(cli, tmp_path):
+def test_existing_run_is_kept_without_overwrite(cli_in_process, tmp_path):
     out = tmp_path / "run"
-    _evaluate(cli, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
+    _evaluate(cli_in_process, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
     before = (out / "metrics.json").read_bytes()
-    again = cli("evaluate", LOGREG, "--methods", "saliency", "--metrics", "complexity", "-n", "2",
+    again = cli_in_process("evaluate", LOGREG, "--methods", "saliency", "--metrics", "complexity", "-n", "2",
                 "--out", str(out))
     assert again.code == 2 and (out / "metrics.json").read_bytes() == before
 
 
-def test_reuses_attributions_of_an_explain_run(cli, tmp_path):
+def test_reuses_attributions_of_an_explain_run(cli_in_process, tmp_path):
     explained = tmp_path / "explained"
-    assert cli("explain", LOGREG, "--method", "saliency", "-n", "5", "--out", str(explained)).code == 0
-    summary = _evaluate(cli, tmp_path / "run", LOGREG, "--attributions", str(explained),
+    assert cli_in_process("explain", LOGREG, "--method", "saliency", "-n", "5", "--out", str(explained)).code == 0
+    summary = _evaluate(cli_in_process, tmp_path / "run", LOGREG, "--attributions", str(explained),
                         "--metrics", "sparseness")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["methods"] == ["saliency"] and metrics["data"]["samples"] == 5
@@ -187,16 +192,17 @@ def test_reuse_refuses_other_inputs_targets_and_parameters(cli_in_process, tmp_p
     torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_report_rebuilds_from_the_run(cli, tmp_path):
+def test_report_rebuilds_from_the_run(cli, cli_in_process, tmp_path):
+    """The rebuild goes through the installed entry point; the run and the refusals run in process."""
     out = tmp_path / "run"
-    _evaluate(cli, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
+    _evaluate(cli_in_process, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
     (out / "report.html").unlink()
     result = cli("report", str(out), "--json")
     assert result.code == 0, result.stderr
     assert (out / "report.html").is_file() and result.json()["report_html"] == str(out / "report.html")
-    assert cli("report", str(tmp_path)).code == 2
+    assert cli_in_process("report", str(tmp_path)).code == 2
     (out / "metrics.json").write_text("{}")
-    damaged = cli("report", str(out))
+    damaged = cli_in_process("report", str(out))
     assert damaged.code == 2 and "not an evaluate metrics.json" in damaged.stderr
 
 

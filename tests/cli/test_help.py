@@ -143,6 +143,17 @@ def test_every_command_with_a_batch_size_takes_a_memory_budget(path, command):
         assert "[default: $XAIBENCH_MAX_MEMORY, else a share of free memory]" in _row(text, "--max-memory")
 
 
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=IDS)
+def test_every_command_that_loads_a_model_takes_a_device(path, command):
+    options = {p.opts[0] for p in command.params}
+    loads_a_model = any(p.param_type_name == "argument" and p.name == "model" for p in command.params)
+    assert ("--device" in options) == loads_a_model, path
+    if "--dtype" in options:
+        assert "--device" in options and " ".join(path) in ("explain", "evaluate", "bee pretrain"), path
+    if loads_a_model:
+        assert "[default: auto]" in _row(_help(*path), "--device")
+
+
 def test_metrics_help_promises_only_the_columns_it_prints():
     text = " ".join(_help("metrics").split())
     assert "--json adds requirements and parameters" in text, text

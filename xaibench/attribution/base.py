@@ -61,6 +61,7 @@ class Method:
     needs_references: ClassVar[bool] = False
     reference_count: ClassVar[int | None] = 100  # training samples supplied as references; None: all
     remote: ClassVar[bool] = False  # each explanation is a paid request elsewhere (llm): never re-explained
+    float32_only: ClassVar[bool] = False  # refused under --dtype bfloat16/float16 (xaibench.core.precision)
     description: ClassVar[str] = ""
 
     @dataclasses.dataclass(frozen=True)
@@ -104,9 +105,14 @@ class Method:
         target = as_target(target, inputs.shape[0])
         if generator is None:
             generator = torch.Generator().manual_seed(0)
-        if self.needs_gradients:
-            require_gradients(model, inputs[:1])
-        out = self._attribute(model, inputs.detach().float(), target, parsed, batch_size, generator)
+        try:
+            out = self._attribute(model, inputs.detach().float(), target, parsed, batch_size, generator)
+        except (RuntimeError, IncompatibleError):
+            # probed only when the method failed: a probe before every call is one more forward pass
+            # (on a ViT a fifth of an 8-image Grad-CAM), and a model without gradients always fails
+            if self.needs_gradients:
+                require_gradients(model, inputs[:1])
+            raise
         if out.shape != inputs.shape:  # a bug in a method, not a user error
             raise AssertionError(f"{self.name} returned {tuple(out.shape)} for {tuple(inputs.shape)}")
         return out.detach()
@@ -196,8 +202,10 @@ def describe_params(params_cls: type) -> dict[str, Any]:
 
 
 def as_target(target: torch.Tensor | int, n: int) -> torch.Tensor:
-    """Target class per sample as an int64 tensor of shape (n,)."""
-    t = torch.as_tensor(target, dtype=torch.long)
+    """Target class per sample as an int64 tensor of shape (n,): on the given tensor's device, or the
+    CPU for an int."""
+    device = target.device if isinstance(target, torch.Tensor) else "cpu"
+    t = torch.as_tensor(target, dtype=torch.long, device=device)
     if t.ndim == 0:
         t = t.expand(n)
     if t.shape != (n,):

@@ -199,8 +199,9 @@ class Uniform(BaselineFamily):
 
 
 def diffusion_levels() -> torch.Tensor:
-    """``abar_t = prod_{s <= t} (1 - beta_s)`` of the linear schedule, float64 (DIFFUSION_STEPS,)."""
-    betas = torch.linspace(*DIFFUSION_BETAS, DIFFUSION_STEPS, dtype=torch.float64)
+    """``abar_t = prod_{s <= t} (1 - beta_s)`` of the linear schedule, float64 (DIFFUSION_STEPS,) on the
+    CPU, where the draws that index it are made."""
+    betas = torch.linspace(*DIFFUSION_BETAS, DIFFUSION_STEPS, dtype=torch.float64, device="cpu")
     return torch.cumprod(1.0 - betas, 0)
 
 

@@ -128,8 +128,9 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     contexts = _whole(embed(model, inputs, params.context_layer, params.context_dim, batch_size), total)
     generators = sample_generators(sample_seeds(generator, inputs.shape[0]), slice(None))
     alphas, weights = quadrature(params.method, params.n_steps)
-    history = torch.full((total, params.rounds), float("nan"), dtype=torch.float64)
-    best, best_arm = torch.zeros_like(inputs), torch.full((inputs.shape[0],), -1, dtype=torch.long)
+    # scores, arms and contexts live on the CPU (metric results, policy draws); the maps on the inputs' device
+    history = torch.full((total, params.rounds), float("nan"), dtype=torch.float64, device="cpu")
+    best, best_arm = torch.zeros_like(inputs), torch.full((inputs.shape[0],), -1, dtype=torch.long, device="cpu")
     for round_index in range(params.rounds):
         with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
             every_arm = _choose(policy, contexts, len(families), params.adaptive, generator)
@@ -224,7 +225,7 @@ def _choose(policy: ThompsonPolicy, contexts: torch.Tensor, n_arms: int, adaptiv
             generator: torch.Generator) -> torch.Tensor:
     if adaptive:
         return policy.choose(contexts, generator)
-    return torch.randint(0, n_arms, (contexts.shape[0],), generator=generator)
+    return torch.randint(0, n_arms, (contexts.shape[0],), generator=generator, device="cpu")
 
 
 def _draw(families: list[tuple[str, object]], arms: torch.Tensor, inputs: torch.Tensor,

@@ -39,7 +39,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
     """
     if x.ndim not in (3, 4):
         raise InputError(f"blur needs (N, C, L) or (N, C, H, W) inputs, got shape {tuple(x.shape)}")
-    sig = torch.as_tensor(sigma, dtype=torch.float64)
+    # the float64 matrices are built where the sigmas are (a number: the CPU; MPS has no float64), then moved
+    sig = torch.as_tensor(sigma, dtype=torch.float64,
+                          device=sigma.device if isinstance(sigma, torch.Tensor) else "cpu")
     if not bool(torch.isfinite(sig).all()) or bool((sig < 0).any()):
         raise InputError("blur sigma must be finite and >= 0")
     if sig.ndim > 2 or (sig.ndim == 2 and sig.shape[0] != x.shape[0]):
@@ -66,14 +68,14 @@ def blur_matrices(size: int, sigmas: torch.Tensor) -> torch.Tensor:
     sig = sigmas.to(torch.float64).reshape(-1)
     own_radius = torch.floor(TRUNCATE * sig + 0.5)
     radius = int(own_radius.max().item()) if sig.numel() else 0
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=sig.device)
     # sigma 0 keeps only the centre tap: 0 / tiny = 0 there, and the mask removes the others
     scaled = offsets / sig.clamp_min(torch.finfo(torch.float64).tiny)[:, None]
     taps = torch.exp(-0.5 * scaled.square()) * (offsets.abs() <= own_radius[:, None])
     taps = taps / taps.sum(-1, keepdim=True)
-    source = _reflect(torch.arange(size)[:, None] + offsets.long()[None, :], size)
+    source = _reflect(torch.arange(size, device=sig.device)[:, None] + offsets.long()[None, :], size)
     shape = (sig.numel(), size, offsets.numel())
-    matrices = torch.zeros(sig.numel(), size, size, dtype=torch.float64)
+    matrices = torch.zeros(sig.numel(), size, size, dtype=torch.float64, device=sig.device)
     matrices.scatter_add_(2, source.expand(shape), taps[:, None, :].expand(shape))
     return matrices.reshape(*sigmas.shape, size, size)
 

@@ -1,11 +1,12 @@
-"""Running a per-sample attribution in chunks of rows, with progress, or sample by sample with seeds."""
+"""Running a per-sample attribution in chunks of rows, with progress, or sample by sample with seeds;
+calling captum with the CPU as default device."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xaibench.attribution.draws import sample_seeds, seeded
 from xaibench.core.batches import row_slices
@@ -34,6 +35,20 @@ def quiet_captum() -> Iterator[None]:
         for notice in _CAPTUM_NOTICES:
             warnings.filterwarnings("ignore", message=notice, category=UserWarning)
         yield
+
+
+def captum_attribute(explainer: Any, /, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """``explainer.attribute(*args, **kwargs)`` of a captum method, with the CPU as the default device.
+
+    captum creates its own tensors without a device (integrated gradients' step sizes, Lime's and
+    Kernel SHAP's masks, Shapley sampling's permutations) and moves them to the inputs' device itself;
+    its random draws come from the default device's generator. Under the CPU default, as captum expects,
+    a caller's ``torch.set_default_device`` changes neither where they land nor what a seed draws.
+    """
+    if torch.get_default_device().type == "cpu":  # the usual case: no device mode on every torch call
+        return explainer.attribute(*args, **kwargs)
+    with torch.device("cpu"):
+        return explainer.attribute(*args, **kwargs)
 
 
 def map_chunks(

@@ -57,7 +57,7 @@ def embed(model: torch.nn.Module, inputs: torch.Tensor, layer: str | None, dim: 
     if dim < 2:
         raise InputError(f"the context needs at least 2 dimensions (one is the bias), got {dim}")
     features = activations(model, inputs, layer, batch_size).flatten(1).double()
-    projection = torch.randn((features.shape[1], dim - 1), dtype=torch.float64,
+    projection = torch.randn((features.shape[1], dim - 1), dtype=torch.float64, device="cpu",
                              generator=torch.Generator().manual_seed(PROJECTION_SEED))
     reduced = torch.nn.functional.normalize(features @ projection.to(features.device), dim=1)
     return torch.cat([reduced, torch.ones_like(reduced[:, :1])], dim=1).cpu()

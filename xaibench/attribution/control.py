@@ -89,7 +89,7 @@ class Coefficients(Method):
     ) -> torch.Tensor:
         if params.scale not in ("none", "range"):
             raise InputError(f"scale must be none or range, got {params.scale!r}")
-        span = torch.ones(inputs.shape[1:])
+        span = torch.ones(inputs.shape[1:], device=inputs.device)
         if params.scale == "range":
             if params.references is None:
                 raise InputError("scale=range needs training samples (xaibench explain and evaluate supply them)")
@@ -101,7 +101,8 @@ class Coefficients(Method):
             x, t = inputs[rows], target[rows]
             gradient = _margin_gradient(model, x, t)
             size = 10 * (1 + float(x.abs().max()))
-            for point in (torch.zeros_like(x), -x, 10 * x, size * torch.randn(x.shape, generator=probes)):
+            probe = torch.randn(x.shape, generator=probes, device="cpu").to(x)  # drawn on the CPU, as every draw
+            for point in (torch.zeros_like(x), -x, 10 * x, size * probe):
                 other = _margin_gradient(model, point, t)
                 if not torch.allclose(gradient, other, rtol=1e-4, atol=1e-6 * float(gradient.abs().max()) + 1e-8):
                     raise IncompatibleError("coefficients are a ground truth for linear models only; this "

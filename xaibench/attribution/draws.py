@@ -30,7 +30,7 @@ def sample_seeds(generator: torch.Generator, n: int) -> list[int]:
     its samples the seeds they get when one process explains them all.
     """
     rows, total = shard_of(n)
-    return torch.randint(0, 2**62, (total,), generator=generator)[rows].tolist()
+    return torch.randint(0, 2**62, (total,), generator=generator, device="cpu")[rows].tolist()
 
 
 def shard_of(n: int) -> tuple[slice, int]:
@@ -44,7 +44,7 @@ def shard_of(n: int) -> tuple[slice, int]:
 
 def shared_seed(generator: torch.Generator) -> int:
     """One seed for draws the whole batch shares (the same on every process of a sharded run)."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device="cpu"))
 
 
 @contextmanager
@@ -69,9 +69,10 @@ def outside_shard() -> Iterator[None]:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run code that draws from torch's global RNG (captum does) with ``seed``, restoring it after."""
+    """Run code that draws from torch's global CPU RNG (captum does) with ``seed``, restoring it after;
+    the GPUs' generators are neither seeded nor touched."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         yield
 
 
@@ -84,7 +85,7 @@ def draw_normal(
     generators: Sequence[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
 ) -> torch.Tensor:
     """(len(generators), *shape) on the CPU: row i is ``randn(shape)`` from ``generators[i]``."""
-    out = torch.empty((len(generators), *shape), dtype=dtype)
+    out = torch.empty((len(generators), *shape), dtype=dtype, device="cpu")
     for row, generator in zip(out, generators):
         row.normal_(generator=generator)  # what torch.randn does, into the chunk's buffer
     return out
@@ -94,7 +95,7 @@ def draw_uniform(
     generators: Sequence[torch.Generator], shape: tuple[int, ...], dtype: torch.dtype
 ) -> torch.Tensor:
     """(len(generators), *shape) on the CPU: row i is ``rand(shape)`` from ``generators[i]``."""
-    out = torch.empty((len(generators), *shape), dtype=dtype)
+    out = torch.empty((len(generators), *shape), dtype=dtype, device="cpu")
     for row, generator in zip(out, generators):
         row.uniform_(generator=generator)  # what torch.rand does
     return out
@@ -102,4 +103,5 @@ def draw_uniform(
 
 def draw_indices(generators: Sequence[torch.Generator], high: int, count: int) -> torch.Tensor:
     """(len(generators), count) int64 on the CPU: row i is ``randint(high, (count,))`` from generator i."""
-    return torch.stack([torch.randint(high, (count,), generator=generator) for generator in generators])
+    return torch.stack([torch.randint(high, (count,), generator=generator, device="cpu")
+                        for generator in generators])

@@ -12,7 +12,7 @@ import dataclasses
 from typing import TYPE_CHECKING, ClassVar
 
 from xaibench.attribution.base import METHODS, Method
-from xaibench.attribution.chunks import map_chunks
+from xaibench.attribution.chunks import captum_attribute, map_chunks
 from xaibench.attribution.path import IntegrationParams, quadrature
 from xaibench.attribution.reference import simple_baseline
 from xaibench.core.lazy import lazy_import
@@ -43,7 +43,7 @@ class _ParameterFreeCaptum(Method):
         method = getattr(captum.attr, self.captum_class)(model)
         target = target.to(inputs.device)
         return map_chunks(
-            inputs, batch_size, lambda rows: method.attribute(inputs[rows], target=target[rows])
+            inputs, batch_size, lambda rows: captum_attribute(method, inputs[rows], target=target[rows])
         )
 
 
@@ -78,7 +78,7 @@ class Saliency(Method):
         return map_chunks(
             inputs,
             batch_size,
-            lambda rows: saliency.attribute(inputs[rows], target=target[rows], abs=params.abs),
+            lambda rows: captum_attribute(saliency, inputs[rows], target=target[rows], abs=params.abs),
         )
 
 
@@ -118,7 +118,8 @@ class IntegratedGradients(Method):
         return map_chunks(
             inputs,
             batch_size,
-            lambda rows: method.attribute(
+            lambda rows: captum_attribute(
+                method,
                 inputs[rows],
                 baselines=baselines[rows],
                 target=target[rows],
@@ -141,6 +142,7 @@ class DeepLift(Method):
     """
 
     description = "DeepLIFT rescale rule from a constant reference (Shrikumar et al. 2017)"
+    float32_only = True  # summation to delta is exact; the rescale multipliers divide small differences
 
     @dataclasses.dataclass(frozen=True)
     class Params:
@@ -165,7 +167,7 @@ class DeepLift(Method):
         return map_chunks(
             inputs,
             rows_per_chunk,
-            lambda rows: method.attribute(inputs[rows], baselines=baselines[rows], target=target[rows]),
+            lambda rows: captum_attribute(method, inputs[rows], baselines=baselines[rows], target=target[rows]),
         )
 
 

@@ -7,8 +7,9 @@ with A = the layer's activation of x and b a baseline activation, the attributio
 
 (integrated gradients where the network starts at the layer). The activation map is summed over
 channels and interpolated to the input's spatial size (bilinear for images, linear for sequences), the
-same map for every input channel, as Grad-CAM's maps are. Points are injected by a forward hook that
-replaces the layer's output; the hook is always removed.
+same map for every input channel, as Grad-CAM's maps are; a transformer block's tokens are first
+arranged on their patch grid (``xaibench.attribution.layers.feature_map``). Points are injected by a
+forward hook that replaces the layer's output; the hook is always removed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from xaibench.attribution.base import modality_of
+from xaibench.attribution.layers import feature_map
 from xaibench.attribution.path import sample_chunks
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import IncompatibleError
@@ -66,12 +68,15 @@ def layer_path_integral(model: torch.nn.Module, layer: torch.nn.Module, inputs: 
 
 
 def upsampled(layer_maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Channel sums of (N, C', *spatial') maps, interpolated to the inputs' spatial size, per channel.
+    """Channel sums of (N, C', *spatial') maps (or of the patch grid of (N, T, D) tokens of images),
+    interpolated to the inputs' spatial size, per channel.
 
     Raises:
         IncompatibleError: for tabular inputs or a layer without spatial axes matching the modality.
+        InputError: for tokens that cannot be arranged as a grid.
     """
     modality = modality_of(inputs)
+    layer_maps = feature_map(layer_maps, inputs)
     if modality == "tabular" or layer_maps.ndim != inputs.ndim:
         raise IncompatibleError("a layer-space map needs image or sequence inputs and a convolutional layer")
     summed = layer_maps.sum(1, keepdim=True)

@@ -1,10 +1,20 @@
-"""Choosing a model layer by dotted name, or the last convolution when none is named."""
+"""Choosing a model layer by dotted name (or the last convolution), and reading its output as a map.
+
+Layer methods (Grad-CAM, BEE's layer variant, concept maps) need a layer's output as a feature map
+(N, C, *spatial) laid out like the input. A convolution gives one; a vision transformer's block gives a
+token sequence (N, T, D). ``feature_map`` arranges the tokens of an image on their grid, as Chefer et
+al. (CVPR 2021) and the ViT Grad-CAM recipes do: the image (H, W) was cut into an h x w grid of patches
+by one stride s (h = H // s, w = W // s), the patch tokens follow ``T - h * w`` leading tokens (one class
+token; or none, for transformers that pool their patches), row by row, as a patch embedding that
+flattens a convolution's output gives them. The leading tokens are dropped and the patches become
+(N, D, h, w). One class token is tried first, then none; tokens that fit neither are refused.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from xaibench.core.errors import IncompatibleError, UnknownNameError
+from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.core.lazy import lazy_import
 from xaibench.models.layers import is_layer, named_layers, require_hooks
 
@@ -33,3 +43,46 @@ def find_layer(module: torch.nn.Module, name: str | None) -> tuple[str, torch.nn
     if not convolutions:
         raise IncompatibleError("no convolutional layer; pass --layer")
     return convolutions[-1]
+
+
+LEADING_TOKENS = (1, 0)  # a class token, else none: the readings ``token_grid`` tries, in this order
+
+
+def feature_map(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """A layer's ``output`` for ``inputs`` as a channels-first map: the output itself, except tokens
+    (N, T, D) of images (N, C, H, W), which become their patch grid (N, D, h, w) (``token_grid``).
+
+    Raises:
+        InputError: tokens of an image that cannot be arranged as a grid.
+    """
+    if inputs.ndim == 4 and output.ndim == 3:
+        return token_grid(output, (inputs.shape[2], inputs.shape[3]))
+    return output
+
+
+def token_grid(tokens: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """The patch tokens of (N, T, D) ``tokens`` of images of ``image_size`` (H, W) as (N, D, h, w), a view;
+    the rule is in the module docstring.
+
+    Raises:
+        InputError: no class-token count and stride fit T and the image size.
+    """
+    height, width = image_size
+    count = tokens.shape[1]
+    for leading in LEADING_TOKENS:
+        grid = _grid(count - leading, height, width)
+        if grid is not None:
+            patches = tokens[:, leading:]
+            return patches.transpose(1, 2).unflatten(2, grid)
+    raise InputError(f"a layer output of {count} tokens cannot be arranged as a grid of patches of a "
+                     f"{height}x{width} image (a class token and h*w patches, h = {height} // s, "
+                     f"w = {width} // s for one stride s); pass a layer with a feature map")
+
+
+def _grid(patches: int, height: int, width: int) -> tuple[int, int] | None:
+    """(h, w) = (H // s, W // s) with h * w == ``patches`` > 0 for some stride s, or None."""
+    for stride in range(1, max(height, width) + 1):
+        rows, columns = height // stride, width // stride
+        if rows * columns <= patches:  # the product only falls as the stride grows: the first is the one
+            return (rows, columns) if rows * columns == patches > 0 else None
+    return None

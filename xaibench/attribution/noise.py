@@ -174,7 +174,7 @@ def expected_path_gradients(
     n, sample_shape = inputs.shape[0], inputs.shape[1:]
     seeds = sample_seeds(generator, n)
     scale = range_scale(inputs, stdev)
-    ones = torch.ones(1, dtype=inputs.dtype)
+    ones = torch.ones(1, dtype=inputs.dtype, device=inputs.device)
     out = torch.empty_like(inputs)
     for samples in sample_chunks(n, n_draws, batch_size):
         generators = sample_generators(seeds, samples)

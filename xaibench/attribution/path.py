@@ -74,13 +74,13 @@ def quadrature(method: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
 
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)
         return torch.from_numpy(0.5 * (nodes + 1.0)), torch.from_numpy(0.5 * weights)
-    k = torch.arange(n_steps, dtype=torch.float64)
+    k = torch.arange(n_steps, dtype=torch.float64, device="cpu")  # on the CPU, like the Gauss-Legendre rule
     if method == "riemann_trapezoid":
-        weights = torch.full((n_steps,), 1.0 / (n_steps - 1), dtype=torch.float64)
+        weights = torch.full((n_steps,), 1.0 / (n_steps - 1), dtype=torch.float64, device="cpu")
         weights[[0, -1]] /= 2
         return k / (n_steps - 1), weights
     offset = {"riemann_left": 0.0, "riemann_middle": 0.5, "riemann_right": 1.0}[method]
-    return (k + offset) / n_steps, torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
+    return (k + offset) / n_steps, torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64, device="cpu")
 
 
 def sample_chunks(n: int, rows_per_sample: int, batch_size: int | None) -> Iterator[slice]:
@@ -284,7 +284,7 @@ def blur_path(
 ) -> Callable[[slice], tuple[torch.Tensor, torch.Tensor]]:
     """The Blur IG path for ``path_integral``: points ``blur(x, sigma_k)`` and their steps towards x."""
     dsigma = max_sigma / n_steps
-    sigmas = torch.arange(n_steps, dtype=torch.float64) * dsigma
+    sigmas = torch.arange(n_steps, dtype=torch.float64, device="cpu") * dsigma  # blur matrices: float64 on the CPU
 
     def points_and_steps(samples: slice) -> tuple[torch.Tensor, torch.Tensor]:
         # float64: the finite difference divides rounding errors of the blur by grad_step

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xaibench.attribution.base import METHODS, Method, modality_of
-from xaibench.attribution.chunks import map_chunks, map_seeded_samples
+from xaibench.attribution.chunks import captum_attribute, map_chunks, map_seeded_samples
 from xaibench.attribution.masks import default_patch, feature_mask
 from xaibench.attribution.reference import simple_baseline
 from xaibench.core.errors import InputError
@@ -111,7 +111,8 @@ class Occlusion(_Perturbation):
         return map_chunks(
             inputs,
             rows,
-            lambda r: method.attribute(
+            lambda r: captum_attribute(
+                method,
                 inputs[r],
                 sliding_window_shapes=window,
                 strides=strides,
@@ -152,7 +153,8 @@ class FeatureAblation(_Perturbation):
         return map_chunks(
             inputs,
             rows,
-            lambda r: method.attribute(
+            lambda r: captum_attribute(
+                method,
                 inputs[r],
                 baselines=baselines[r],
                 target=target[r],
@@ -216,7 +218,8 @@ def _seeded_per_sample(
     return map_seeded_samples(
         inputs,
         generator,
-        lambda r: method.attribute(
+        lambda r: captum_attribute(
+            method,
             inputs[r],
             baselines=baselines[r],
             target=target[r],

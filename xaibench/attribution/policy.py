@@ -90,8 +90,8 @@ class ThompsonPolicy:
         if not (isinstance(precision, (int, float)) and 0 < precision < float("inf")):
             raise InputError(f"prior precision must be positive and finite, got {precision!r}")
         shape = (len(tuple(arms)), dim)
-        return cls(tuple(arms), torch.zeros(shape, dtype=torch.float64),
-                   torch.full(shape, float(precision), dtype=torch.float64))
+        return cls(tuple(arms), torch.zeros(shape, dtype=torch.float64, device="cpu"),
+                   torch.full(shape, float(precision), dtype=torch.float64, device="cpu"))
 
     def choose(self, contexts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One Thompson draw per input: (N,) int64 index of the arm maximising w . c, w ~ N(m_a, 1/q_a).
@@ -227,13 +227,13 @@ class ThompsonPolicy:
 
     def _observations(self, arms: torch.Tensor, rewards: torch.Tensor,
                       n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        arm = torch.as_tensor(arms)
+        arm = torch.as_tensor(arms, device=self.mean.device)
         integral = not (arm.dtype.is_floating_point or arm.dtype.is_complex or arm.dtype == torch.bool)
         if arm.shape != (n,) or not integral:
             raise InputError(f"arms must be {n} integer indices, got {tuple(arm.shape)} of {arm.dtype}")
         if ((arm < 0) | (arm >= len(self.arms))).any():
             raise InputError(f"arm indices must lie in [0, {len(self.arms)})")
-        reward = torch.as_tensor(rewards).to(device=self.mean.device, dtype=torch.float64)
+        reward = torch.as_tensor(rewards, device=self.mean.device).to(dtype=torch.float64)
         if reward.shape != (n,):
             raise InputError(f"rewards must have shape ({n},), got {tuple(reward.shape)}")
         if not ((reward >= 0) & (reward <= 1)).all():  # also rejects NaN

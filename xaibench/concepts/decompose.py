@@ -376,8 +376,9 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
 def _bank(method: str, dictionary: np.ndarray | torch.Tensor, like: torch.Tensor,
           offset: np.ndarray | None = None) -> ConceptBank:
     """A float32 ConceptBank on ``like``'s device (offset zeros unless given)."""
-    weights = torch.as_tensor(dictionary).to(like.device, torch.float32)
-    shift = torch.zeros(weights.shape[1]) if offset is None else torch.as_tensor(offset)
+    weights = torch.as_tensor(dictionary, device=like.device).to(torch.float32)
+    shift = (torch.zeros(weights.shape[1], device=like.device) if offset is None
+             else torch.as_tensor(offset, device=like.device))
     return ConceptBank(method, weights, shift.to(like.device, torch.float32))
 
 

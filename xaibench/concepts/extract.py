@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from xaibench.attribution.layers import token_grid
 from xaibench.concepts.base import DECOMPOSITIONS, IMPORTANCES, ConceptBank, ConceptHead
 from xaibench.concepts.split import Split, activations, crops, feature_maps
 from xaibench.core import distributed
@@ -43,7 +44,8 @@ class Extraction:
 
     Attributes:
         activations: (n, p) the rows the bank was fitted on; codes their codes (n, k).
-        maps: (N, p, *spatial) g(x) of every image; image_codes (N, *spatial, k) their encoding.
+        maps: (N, p, *spatial) g(x) of every image (spatial: one axis of tokens for a transformer
+            block); image_codes (N, *spatial, k) their encoding.
         local: (N, k) importance per image; importance (k,) its mean over images.
     """
 
@@ -80,17 +82,24 @@ def encode_maps(maps: torch.Tensor, bank: ConceptBank, batch_size: int | None) -
 
 def concept_maps(split: Split, bank: ConceptBank, inputs: torch.Tensor,
                  batch_size: int | None = None) -> torch.Tensor:
-    """Concept attribution maps of any images against a learned bank: each position's codes, upsampled
-    to the input's size (bilinear) like Grad-CAM, (N, k, H, W)."""
+    """Concept attribution maps of any images against a learned bank: each position's codes (each patch
+    token's, for a transformer block), upsampled to the input's size (bilinear) like Grad-CAM, (N, k, H, W).
+
+    Raises:
+        InputError: inputs that are not images, or a layer without positions (codes per image).
+    """
     codes = encode_maps(feature_maps(split, inputs, batch_size), bank, batch_size)
-    if codes.ndim != 4 or inputs.ndim != 4:
-        raise InputError("concept maps need images and a convolutional layer (codes per position)")
+    if codes.ndim not in (3, 4) or inputs.ndim != 4:
+        raise InputError("concept maps need images and a convolutional layer or transformer block "
+                         "(codes per position)")
     return upsampled(codes, tuple(inputs.shape[2:]))
 
 
 def upsampled(codes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Codes per position (N, h, w, k) as maps (N, k, H, W) at the image size, bilinear like Grad-CAM."""
-    return F.interpolate(codes.movedim(-1, 1), size=size, mode="bilinear", align_corners=False)
+    """Codes per position (N, h, w, k), or per token (N, T, k) of a transformer block (their patch grid,
+    ``token_grid``), as maps (N, k, H, W) at the image size ``size``, bilinear like Grad-CAM."""
+    grid = token_grid(codes, size) if codes.ndim == 3 else codes.movedim(-1, 1)
+    return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
 
 
 def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: Settings) -> Extraction:

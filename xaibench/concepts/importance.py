@@ -208,7 +208,7 @@ def occlusion(
     """
     codes, target = _prepared(codes, target, batch_size)
     k = codes.shape[-1]
-    masks = torch.cat([torch.ones(1, k), 1.0 - torch.eye(k)])
+    masks = torch.cat([torch.ones(1, k, device=codes.device), 1.0 - torch.eye(k, device=codes.device)])
     scores = perturbed_scores(head, codes, target, masks, batch_size)
     return scores[:, :1] - scores[:, 1:]
 
@@ -223,7 +223,7 @@ def rise_masks(k: int, n_masks: int, p_keep: float, generator: torch.Generator) 
         raise InputError(f"n_masks must be at least 1, got {n_masks}")
     if not 0.0 < p_keep <= 1.0:
         raise InputError(f"p_keep must be in (0, 1], got {p_keep}")
-    return (torch.rand((n_masks, k), generator=generator) < p_keep).float()
+    return (torch.rand((n_masks, k), generator=generator, device="cpu") < p_keep).float()
 
 
 @IMPORTANCES.register("rise", description="RISE: score-weighted mean of random binary concept masks")
@@ -312,7 +312,7 @@ def sobol(
     codes, target = _prepared(codes, target, batch_size)
     k = codes.shape[-1]
     a, b = sobol_design(k, n_designs, _generator(generator))
-    replaced = torch.eye(k, dtype=torch.bool)[:, None, :]  # (k, 1, k): column i of C_i from B
+    replaced = torch.eye(k, dtype=torch.bool, device=a.device)[:, None, :]  # (k, 1, k): column i of C_i from B
     c = torch.where(replaced, b[None], a[None])  # (k, n, k)
     masks = torch.cat([a, c.reshape(k * n_designs, k)])
     scores = perturbed_scores(head, codes, target, masks, batch_size)

@@ -3,10 +3,26 @@
 g(x) is the layer's output; h(a) the rest of the model from there. An ``nn.Sequential`` model split at
 one of its direct children is cut into two ``nn.Sequential`` halves, so h costs only the layers after
 the split. Any other model is split by injection: h(a) runs the model on zero inputs with a forward
-hook that replaces the layer's output by ``a`` (the hook is always removed). Both are checked once on
-real inputs: h(g(x)) must reproduce the model's logits, which fails for a model whose later layers read
-tensors from before the split (a skip connection across it); that model gets a clear error instead of
-wrong concepts.
+hook that replaces the layer's output by ``a`` (the hook is always removed). The layers before the
+split run on one zero row, whatever the rows of ``a``, so that an h call costs about the layers after
+the split, not the whole model; a model that needs its batch size before the layer gets as many zero
+rows as ``a`` has. Both are checked once on real inputs: h(g(x)) must reproduce the model's logits,
+which fails for a model whose later layers read tensors from before the split (a skip connection
+across it); that model gets a clear error instead of wrong concepts.
+
+A layer whose output for images is a token sequence (N, T, D), a vision transformer's block, is split
+with its tokens as positions, channels first: g gives (N, D, T) and h takes it, so every token (the
+class token too: the head reads it, and h must reproduce the model) is one position, as a pixel of a
+CNN's feature map is. Concept maps arrange the patch tokens' codes on their grid
+(``xaibench.attribution.layers.token_grid``); a split whose tokens have no grid is refused.
+
+The default layer (``split_at_default_layer``) is the last convolutional block's output: the last
+activation module after the last convolution, or that convolution when none follows it
+(``default_layer``). When a skip connection crosses it (the inner layers of a residual block or of a
+transformer block), the innermost module around it that reproduces the model is taken instead: the
+residual block (ResNet's last block) or the transformer block (a ViT's last block). When the model is
+an ``nn.Sequential`` and its direct child holding that module returns the very same tensor (ResNet's
+``layer4`` around its last block), the child is taken, so that the split is a cut.
 
 Activations (Fel et al. 2023; CRAFT, Fel et al. CVPR 2023):
   patches   CRAFT: crops on a regular grid (stride 0.8 x the crop size), each resized to the input size,
@@ -17,6 +33,7 @@ Activations (Fel et al. 2023; CRAFT, Fel et al. CVPR 2023):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,12 +42,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaibench.attribution.layer_path import layer_activations
+from xaibench.attribution.layers import token_grid
 from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError, UnknownNameError
 from xaibench.models.layers import is_layer, named_layers, require_hooks
 
 MODES = ("patches", "holistic", "pooled")
 DEFAULT_CROP_ROWS = 256  # crops per chunk without a batch size: one call over all crops was 1.3x slower
+ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid)
 
 
 @dataclass(frozen=True)
@@ -44,14 +63,35 @@ class Split:
 
 def default_layer(model: nn.Module) -> str:
     """The last convolutional block's output: the last activation module after the last convolution,
-    or that convolution itself when none follows it."""
+    or that convolution itself when none follows it. ``split_at_default_layer`` starts from it.
+
+    Raises:
+        InputError: the model has no convolution.
+    """
     named = named_layers(model)
     convs = [i for i, (_, m) in enumerate(named) if is_layer(m, nn.Conv1d, nn.Conv2d)]
     if not convs:
         raise InputError("the model has no convolution; pass --layer")
-    after = [n for n, m in named[convs[-1] + 1:] if is_layer(m, nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU,
-                                                             nn.ELU, nn.Tanh, nn.Sigmoid)]
+    after = [n for n, m in named[convs[-1] + 1:] if is_layer(m, *ACTIVATIONS)]
     return after[-1] if after else named[convs[-1]][0]
+
+
+def split_at_default_layer(model: nn.Module, probe: torch.Tensor) -> Split:
+    """The split at the default layer (module docstring), checked on ``probe`` inputs.
+
+    Raises:
+        InputError: the model has no convolution, or no module around ``default_layer`` reproduces it.
+        IncompatibleError: the split needs hooks, which the model's layers cannot run.
+    """
+    start = default_layer(model)
+    expected = _outputs(model, probe)
+    parts = start.split(".")
+    for depth in range(len(parts), 0, -1):  # the layer, then the modules holding it, innermost first
+        split = _checked(model, ".".join(parts[:depth]), probe, expected)
+        if split is not None:
+            return _as_cut(model, split, probe, expected)
+    raise InputError(f"no layer around {start} reproduces the model's outputs from its activations alone; "
+                     "pass --layer")
 
 
 def split_model(model: nn.Module, layer: str, probe: torch.Tensor) -> Split:
@@ -60,33 +100,98 @@ def split_model(model: nn.Module, layer: str, probe: torch.Tensor) -> Split:
     Raises:
         UnknownNameError: no layer of that name.
         IncompatibleError: the split needs hooks, which the model's layers cannot run.
-        InputError: h(g(x)) does not reproduce the model (a skip connection across the layer).
+        InputError: h(g(x)) does not reproduce the model (a skip connection across the layer), or the
+            layer gives tokens that cannot be arranged as a grid.
     """
+    split = _checked(model, layer, probe, _outputs(model, probe))
+    if split is None:
+        raise InputError(f"the model cannot be split at {layer}: the layers after it do not reproduce the "
+                         "model's outputs from its activations alone (a skip connection across it?)")
+    return split
+
+
+def _outputs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(probe)
+
+
+def _checked(model: nn.Module, layer: str, probe: torch.Tensor, expected: torch.Tensor) -> Split | None:
+    """The split after ``layer`` when h(g(probe)) gives ``expected`` (else None): a cut, or an injection
+    whose h runs the layers before the split on one zero row, else on as many as it is given; token
+    outputs become positions, channels first."""
     named = dict(model.named_modules())
     if not layer or layer not in named:
         raise UnknownNameError.for_name("layer", layer, [n for n in named if n])
     children = list(model.named_children())
     if isinstance(model, nn.Sequential) and layer in dict(children):
         cut = [n for n, _ in children].index(layer) + 1
-        head, tail = nn.Sequential(*[m for _, m in children[:cut]]), nn.Sequential(*[m for _, m in children[cut:]])
-        split = Split(layer, head, tail)
+        g: Callable = nn.Sequential(*[m for _, m in children[:cut]])
+        heads = [nn.Sequential(*[m for _, m in children[cut:]])]
     else:
         require_hooks(model)
-        split = Split(layer, lambda x: layer_activations(model, named[layer], x, None),
-                      _injected(model, named[layer], tuple(probe.shape[1:])))
+        shape = tuple(probe.shape[1:])
+        g = functools.partial(layer_activations, model, named[layer], batch_size=None)
+        heads = [_injected(model, named[layer], shape, one_row=True), _injected(model, named[layer], shape)]
     with torch.no_grad():
-        expected, got = model(probe), split.h(split.g(probe))
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
-        raise InputError(f"the model cannot be split at {layer}: the layers after it do not reproduce the "
-                         "model's outputs from its activations alone (a skip connection across it?)")
-    return split
+        output = g(probe)
+    tokens = probe.ndim == 4 and isinstance(output, torch.Tensor) and output.ndim == 3
+    if tokens:
+        token_grid(output, (probe.shape[2], probe.shape[3]))  # refused here, not when the maps are drawn
+    for index, h in enumerate(heads):
+        split = _channels_first(Split(layer, g, h)) if tokens else Split(layer, g, h)
+        try:
+            if _reproduces(split, probe, expected):
+                return split
+        except Exception:  # one zero row met code that needs the batch size before the layer: try them all
+            if index == len(heads) - 1:
+                raise
+    return None
 
 
-def _injected(model: nn.Module, layer: nn.Module, sample_shape: tuple[int, ...]) -> Callable:
+def _channels_first(split: Split) -> Split:
+    """The split with token outputs (N, T, D) as (N, D, T): one position per token."""
+    g, h = split.g, split.h
+    return Split(split.layer, lambda x: g(x).transpose(1, 2), lambda a: h(a.transpose(1, 2)))
+
+
+def _reproduces(split: Split, probe: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Whether h(g(probe)) gives the model's outputs ``expected``."""
+    with torch.no_grad():
+        got = split.h(split.g(probe))
+    return (isinstance(got, torch.Tensor) and got.shape == expected.shape
+            and torch.allclose(got, expected, rtol=1e-4, atol=1e-4))
+
+
+def _as_cut(model: nn.Module, split: Split, probe: torch.Tensor, expected: torch.Tensor) -> Split:
+    """The split at the direct child of a Sequential ``model`` holding ``split.layer`` when the child
+    returns the very tensor the layer returns (a cut: h runs only the later children); else ``split``."""
+    top = split.layer.split(".")[0]
+    if not isinstance(model, nn.Sequential) or top == split.layer:
+        return split
+    outputs: dict[str, object] = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda _module, _args, output, name=name: outputs.setdefault(name, output)) for name in (top, split.layer)]
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    same = outputs[top] is outputs[split.layer]
+    return (_checked(model, top, probe, expected) if same else None) or split
+
+
+def _injected(model: nn.Module, layer: nn.Module, sample_shape: tuple[int, ...], *,
+              one_row: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """h(a): the model on zero inputs, ``layer``'s output replaced by ``a``. With ``one_row`` the layers
+    before the split run on one zero row whatever a's rows (they are the same for every row, and the
+    layers after it see a's rows): an h call then costs the layers after the split, not the model."""
+
     def h(activations: torch.Tensor) -> torch.Tensor:
+        rows = 1 if one_row else activations.shape[0]
         handle = layer.register_forward_hook(lambda module, args, output: activations)
         try:
-            return model(torch.zeros(activations.shape[0], *sample_shape, dtype=activations.dtype))
+            return model(torch.zeros(rows, *sample_shape, dtype=activations.dtype, device=activations.device))
         finally:
             handle.remove()
     return h

@@ -1,11 +1,13 @@
 """Scale-out on torch.distributed: the same commands under ``torchrun``.
 
 ``torchrun --nproc-per-node N -m xaibench explain ...`` starts N copies of a command with RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. ``session`` joins them into a gloo process group
-(xaibench computes on the CPU, so gloo carries its few collectives; nccl would also abort a process on a
-timeout instead of raising) with a timeout, so a rank that dies becomes a one-line error on the others
-instead of a hang (``XAIBENCH_DIST_TIMEOUT`` seconds, default 600; it also bounds how long a process
-waits at a gather for a slower one). Every rank loads the model
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set. ``session`` joins them into a process group: nccl
+when the command runs on CUDA (each process on ``cuda:LOCAL_RANK``, see ``xaibench.core.devices``), gloo
+otherwise, with a timeout, so a rank that dies becomes a one-line error on the others instead of a hang
+(``XAIBENCH_DIST_TIMEOUT`` seconds, default 600; it also bounds how long a process waits at a gather for
+a slower one). nccl would by default end the whole process when a collective times out; xaibench sets
+``TORCH_NCCL_ASYNC_ERROR_HANDLING=2`` (abort the communicator and raise) unless the user set it, so the
+timeout stays a one-line error. Every rank loads the model
 and the data (cheap and deterministic); each computes its contiguous block of samples (``shard_rows``);
 the blocks are gathered in rank order, which is the original sample order; only rank 0 writes.
 
@@ -102,9 +104,30 @@ def timeout() -> float:
     return seconds
 
 
+def on_cuda(args: list[str]) -> bool:
+    """Whether the command line ``args`` runs on CUDA here: ``--device cuda[:N]``, or ``auto`` (the
+    default) on a machine whose torch sees this process's GPU (``LOCAL_RANK``)."""
+    spec = "auto"
+    for i, arg in enumerate(args):
+        if arg == "--device" and i + 1 < len(args):
+            spec = args[i + 1]
+        elif arg.startswith("--device="):
+            spec = arg.partition("=")[2]
+    spec = spec.strip().lower()
+    if spec.startswith("cuda"):
+        return True
+    if spec != "auto":
+        return False
+    import torch
+
+    local = os.environ.get("LOCAL_RANK", "0")
+    return torch.cuda.is_available() and local.isdigit() and int(local) < torch.cuda.device_count()
+
+
 @contextmanager
-def session() -> Iterator[World]:
-    """Join the process group a launcher describes, for the block; nothing when launched alone."""
+def session(cuda: bool = False) -> Iterator[World]:
+    """Join the process group a launcher describes, for the block (nccl when ``cuda``, else gloo);
+    nothing when launched alone."""
     if not launched():
         yield World()
         return
@@ -112,10 +135,14 @@ def session() -> Iterator[World]:
     if missing:
         raise InputError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: start the "
                          "command with torchrun (or unset WORLD_SIZE)")
+    import torch
     import torch.distributed as dist
 
+    if cuda:
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
-        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout()))
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout()))
     except (RuntimeError, ValueError) as err:
         raise DistributedError(f"cannot join the process group within {timeout():g} s ({TIMEOUT_ENV}): "
                                f"{first_line(err)}") from None
@@ -157,8 +184,8 @@ def gather_rows(local: Any, n: int) -> Any:
 
     blocks = [shard_rows(n, World(r, w.size)) for r in range(w.size)]
     sizes = [block.stop - block.start for block in blocks]
-    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype)
-    padded[:local.shape[0]] = local.cpu()
+    padded = torch.zeros((max(sizes), *local.shape[1:]), dtype=local.dtype, device=_wire())
+    padded[:local.shape[0]] = local.to(padded.device)
     parts = [torch.empty_like(padded) for _ in range(w.size)]
     _collective("gathering results", lambda: dist.all_gather(parts, padded))
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)]).to(local.device)
@@ -171,10 +198,20 @@ def all_sum(tensors: dict[str, Any]) -> dict[str, Any]:
     import torch.distributed as dist
 
     for key in sorted(tensors):  # the same order on every rank
-        moved = tensors[key].cpu().contiguous()
+        moved = tensors[key].to(_wire()).contiguous()
         _collective("summing statistics", lambda moved=moved: dist.all_reduce(moved))
         tensors[key] = moved.to(tensors[key].device)
     return tensors
+
+
+def _wire() -> Any:
+    """The device the process group's collectives take tensors on: this process's GPU under nccl."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def gather_objects(value: Any) -> list[Any]:

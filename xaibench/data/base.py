@@ -48,7 +48,7 @@ class Dataset:
 
     def select(self, positions: torch.Tensor | list[int]) -> Dataset:
         """The samples at ``positions`` (positions in this dataset, not original indices)."""
-        pos = torch.as_tensor(positions, dtype=torch.long)
+        pos = torch.as_tensor(positions, dtype=torch.long, device=self.indices.device)
         return replace(
             self,
             x=self.x[pos],

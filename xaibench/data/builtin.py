@@ -59,7 +59,7 @@ def _concat(first: Dataset, second: Dataset) -> Dataset:
         x=torch.cat([first.x, second.x]),
         y=_cat(first.y, second.y),
         masks=_cat(first.masks, second.masks),
-        indices=torch.arange(len(first) + len(second)),
+        indices=torch.arange(len(first) + len(second), device="cpu"),
         split="all",
     )
 
@@ -76,7 +76,7 @@ def _dataset(name: str, split: str, modality: str, x: np.ndarray, y: np.ndarray,
         name=name,
         split=split,
         modality=modality,
-        indices=torch.arange(len(y)),
+        indices=torch.arange(len(y), device="cpu"),
         **extra,
     )
 

@@ -124,7 +124,7 @@ def _to_dataset(raw: _RawData, name: str) -> Dataset:
         name=name,
         split="all",
         modality=modality,
-        indices=torch.arange(len(x)),
+        indices=torch.arange(len(x), device="cpu"),
         masks=None if raw.masks is None else torch.from_numpy(_masks(raw.masks, values.shape, name)),
         class_names=raw.class_names,
         feature_names=raw.feature_names,

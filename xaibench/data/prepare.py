@@ -41,7 +41,9 @@ class Selection:
 @dataclass(frozen=True)
 class Prepared:
     """Validated inputs in model space with the model's view of them; ``preprocessing`` is what made
-    ``data`` from the files (other data the job reads, such as reference samples, gets the same)."""
+    ``data`` from the files (other data the job reads, such as reference samples, gets the same).
+    ``inputs``, ``probabilities``, ``predictions`` and ``targets`` are on the model's device; ``data``
+    stays on the CPU as read."""
 
     meta: ModelMeta
     data: Dataset
@@ -92,7 +94,7 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
     if meta.input_shape is not None and tuple(meta.input_shape) != sample_shape:
         raise InputError(f"data samples have shape {sample_shape} but the model expects "
                          f"{tuple(meta.input_shape)}{_resize_hint(sample_shape, tuple(meta.input_shape))}")
-    inputs = normalise(data.x, meta)
+    inputs = normalise(data.x.to(model.device), meta)
     logits = forward(model.module, inputs, batch_size)
     _check_finite(logits, data, spec)
     names, source = _class_names(model.meta, selection, data, spec, logits.shape[1])
@@ -103,7 +105,7 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
         raise InputError(f"labels of {spec} fall outside the model's {logits.shape[1]} classes")
     probabilities = logits.softmax(dim=1)
     predictions = probabilities.argmax(dim=1)
-    targets = resolve_target(selection.target, predictions, data, logits.shape[1])
+    targets = resolve_target(selection.target, predictions, data, logits.shape[1]).to(logits.device)
     return Prepared(meta, data, inputs, probabilities, predictions, targets, steps)
 
 
@@ -156,7 +158,7 @@ def _with_class_indices(data: Dataset, names: tuple[str, ...], source: str, spec
     twice = next((name for name in data.label_names if names.count(name) > 1), None)
     if twice is not None:
         raise InputError(f"the class name {twice!r} of {data.name} is given twice by {source}")
-    lookup = torch.tensor([names.index(name) for name in data.label_names], dtype=torch.long)
+    lookup = torch.tensor([names.index(name) for name in data.label_names], dtype=torch.long, device="cpu")
     return replace(data, y=lookup[data.y], class_names=names, label_names=None)
 
 
@@ -194,7 +196,7 @@ def _listed(names: tuple[str, ...]) -> str:
 def _check_finite(logits: torch.Tensor, data: Dataset, spec: str) -> None:
     """Refuse outputs that are NaN or infinite (NaN probabilities would pass for a run), naming the
     samples by their index in the data."""
-    bad = data.indices[~torch.isfinite(logits).all(dim=1)].tolist()
+    bad = data.indices[~torch.isfinite(logits).all(dim=1).cpu()].tolist()
     if not bad:
         return
     shown = ", ".join(str(i) for i in bad[:_SHOWN_SAMPLES])
@@ -227,8 +229,8 @@ def _channel_stats(x: torch.Tensor, meta: ModelMeta) -> tuple[torch.Tensor, torc
             raise InputError(f"the model's {key} has {len(values)} values, but the samples have {channels} "
                              f"channels (give 1 or {channels})")
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    mean = torch.tensor(meta.mean or (0.0,), dtype=x.dtype).reshape(shape)
-    std = torch.tensor(meta.std or (1.0,), dtype=x.dtype).reshape(shape)
+    mean = torch.tensor(meta.mean or (0.0,), dtype=x.dtype, device=x.device).reshape(shape)
+    std = torch.tensor(meta.std or (1.0,), dtype=x.dtype, device=x.device).reshape(shape)
     return mean, std
 
 

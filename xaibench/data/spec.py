@@ -56,7 +56,8 @@ def select(dataset: Dataset, *, n: int | None = None, indices: str | None = None
         raise InputError(f"n must be 0 or more, got {n}")
     if indices is None and (n is None or n >= len(dataset)) and len(dataset) > 0:
         return dataset
-    positions = torch.arange(len(dataset)) if indices is None else _parse_positions(indices, len(dataset))
+    positions = (torch.arange(len(dataset), device="cpu") if indices is None
+                 else _parse_positions(indices, len(dataset)))
     positions = positions[:n]
     if positions.numel() == 0:
         raise InputError(f"no samples selected from {dataset.name} (n={n}, indices={indices!r})")
@@ -79,8 +80,8 @@ def _parse_positions(text: str, size: int) -> torch.Tensor:
             raise InputError(
                 f"no samples selected: position {last} is out of range for {size} samples (0-{size - 1})"
             )
-        parts.append(torch.arange(first, last + 1))
-    positions = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+        parts.append(torch.arange(first, last + 1, device="cpu"))
+    positions = torch.cat(parts) if parts else torch.empty(0, dtype=torch.long, device="cpu")
     if positions.unique().numel() != positions.numel():
         raise InputError(f"position given twice in {text!r}: each sample may be selected once")
     return positions

@@ -6,7 +6,10 @@ gradient matrices G_i (out, in+1) (``tracking``), over the training data:
   kfac      A = E[a a^T] over input activations and S = E[g g^T] over output gradients, with positions
             (sequence steps, conv output pixels) folded into the batch and the count, as kronfluence does;
             eigendecompositions A = Q_A diag(L_A) Q_A^T, S = Q_S diag(L_S) Q_S^T in float64 after
-            symmetrising; curvature eigenvalues outer(L_S, L_A).
+            symmetrising; curvature eigenvalues outer(L_S, L_A). Rows and columns of A (or S) that are
+            exactly zero (inputs that are zero padding in every example: 4,096 of the 4,608 columns of a
+            ResNet's 3x3 convolution on a 1x1 map) are split off before the eigendecomposition: their unit
+            vectors are eigenvectors of eigenvalue 0, so only the rest is decomposed, which is exact.
   ekfac     the same eigenvectors, eigenvalues corrected to Lambda = E_i[(Q_S^T G_i Q_A)^2] (one more pass).
   diagonal  Lambda = E_i[G_i^2] elementwise, no eigenvectors.
   identity  no curvature (the plain gradient dot product).
@@ -20,6 +23,9 @@ Labels: "true" Fisher (default) draws each example's target from the model's pre
 afresh in each pass, with uniforms fixed per example by the seed and the pass (so results depend
 neither on the batch size nor on the chunking); "empirical" uses the data's labels. Damping is applied
 at scoring time (``scores``).
+
+Devices: the model's passes and the rotated gradients run where the model is; the float64 sums and
+eigendecompositions too, except on Apple's MPS (no float64) where they run on the CPU.
 
 Passes run over the data in chunks of ``chunk_size`` examples; after each chunk the running sums (float64)
 go to a ``checkpoint`` when one is given, so an interrupted fit resumes from its last completed chunk and
@@ -48,6 +54,7 @@ from torch import nn
 from xaibench.core import distributed
 from xaibench.core.errors import InputError
 from xaibench.core.progress import advance
+from xaibench.influence.eigenbasis import Basis, rotate
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import (
     Captured,
@@ -132,7 +139,7 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
                          f"tracked parameters exceed its limit of {EXACT_LIMIT}; track fewer modules")
     factors = Factors(config.strategy, shapes)
     block = distributed.shard_rows(len(inputs), check=len(inputs))
-    data = _Pass(model, modules, task, inputs, labels, config, checkpoint, block)
+    data = _Pass(model, modules, task, inputs, labels.to(inputs.device), config, checkpoint, block)
     if config.strategy in ("kfac", "ekfac"):
         sums = data.run("covariance", _covariance_sums)
         for name in modules:
@@ -151,9 +158,22 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
 
 
 def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues and eigenvectors of the symmetrised float64 matrix."""
+    """Eigenvalues and eigenvectors of the symmetrised float64 matrix of a covariance (positive
+    semi-definite), its exactly zero rows and columns split off: their unit vectors come first, with
+    eigenvalue 0, then the eigenpairs of the rest in ascending order."""
     matrix = matrix.double()
-    return torch.linalg.eigh((matrix + matrix.T) / 2)
+    matrix = (matrix + matrix.T) / 2
+    live = matrix.diagonal() != 0  # a zero diagonal entry of a covariance zeroes its row and column
+    if bool(live.all()):
+        return torch.linalg.eigh(matrix)
+    kept, dropped = live.nonzero()[:, 0], (~live).nonzero()[:, 0]
+    values, vectors = torch.linalg.eigh(matrix[kept][:, kept])
+    size, zeros = len(matrix), len(dropped)
+    all_values = torch.cat([values.new_zeros(zeros), values])
+    all_vectors = matrix.new_zeros(size, size)
+    all_vectors[dropped, torch.arange(zeros, device=matrix.device)] = 1
+    all_vectors[kept[:, None], torch.arange(zeros, size, device=matrix.device)] = vectors
+    return all_values, all_vectors
 
 
 Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -177,11 +197,12 @@ class _Pass:
 
     def run(self, stage: str, sums: Sums) -> dict[str, torch.Tensor]:
         block = slice(0, len(self.inputs)) if self.block is None else self.block
+        wide = sum_device(self.inputs.device)
         name = checkpoint_stage(stage)
         total, done = {}, 0  # done: rows of the block summed so far
         saved = self.checkpoint.load(name) if self.checkpoint is not None else None
         if saved is not None:
-            total, done = saved
+            total, done = {key: value.to(wide) for key, value in saved[0].items()}, saved[1]
             advance(done)
         uniforms = self._uniforms(stage)  # the stage alone: the same draws whatever the number of processes
         size = self.config.chunk_size
@@ -190,7 +211,10 @@ class _Pass:
             for first in range(start, stop, self.config.batch_size):
                 rows = slice(first, min(first + self.config.batch_size, stop))
                 for key, value in sums(self, rows, uniforms).items():
-                    total[key] = total[key] + value.double() if key in total else value.double()
+                    if key in total:
+                        total[key].add_(value.to(wide, torch.float64))
+                    else:  # a copy of its own: a batch may return one tensor under two keys
+                        total[key] = value.to(wide, torch.float64, copy=True)
                 advance(rows.stop - rows.start)
             if self.checkpoint is not None:
                 self.checkpoint.save(name, total, stop - block.start)
@@ -210,15 +234,17 @@ class _Pass:
         with torch.no_grad():
             width = self.model(self.inputs[:1]).reshape(1, -1).shape[1]
         generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + zlib.crc32(stage.encode()))
-        return torch.rand(len(self.inputs), width, generator=generator)  # every row: indexed globally
+        # drawn on the CPU, so that a seed gives the same labels on every device; every row: indexed globally
+        return torch.rand(len(self.inputs), width, generator=generator, device="cpu")
 
     def captured(self, rows: slice, uniforms: torch.Tensor | None) -> dict[str, Captured]:
         """Activations and output gradients of the training loss on ``rows`` (Fisher labels)."""
         labels = self.labels[rows]
 
         def objective(outputs: torch.Tensor) -> torch.Tensor:
-            targets = labels if uniforms is None else self.task.sample_targets(outputs, uniforms[rows])
-            return self.task.loss(outputs, targets)
+            if uniforms is None:
+                return self.task.loss(outputs, labels)
+            return self.task.loss(outputs, self.task.sample_targets(outputs, uniforms[rows].to(outputs.device)))
 
         return capture(self.model, self.modules, self.inputs[rows], objective)[0]
 
@@ -227,43 +253,57 @@ def _covariance_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) ->
     out = {}
     for name, seen in data.captured(rows, uniforms).items():
         a, g = seen.activations.flatten(0, 1), seen.gradients.flatten(0, 1)
-        count = torch.tensor(float(a.shape[0]))
+        count = torch.tensor(float(a.shape[0]), dtype=torch.float64, device=a.device)
         out.update({f"{name}/A": a.T @ a, f"{name}/S": g.T @ g, f"{name}/A_count": count,
                     f"{name}/S_count": count})
     return out
 
 
 def _lambda_sums(factors: Factors) -> Sums:
-    """Per batch: sum_i (Q_S^T G_i Q_A)^2 (ekfac) or sum_i G_i^2 (diagonal)."""
-    rotations = {}
-    if factors.strategy == "ekfac":
-        rotations = {name: (factors.module(name, "S_vectors"), factors.module(name, "A_vectors"))
-                     for name in factors.shapes}
+    """Per batch: sum_i (Q_S^T G_i Q_A)^2 (ekfac) or sum_i G_i^2 (diagonal), elementwise."""
+    bases: dict[str, Basis] = {}
 
     def sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
         out = {}
         for name, seen in data.captured(rows, uniforms).items():
-            grads = seen.per_example()
-            if name in rotations:
-                q_s, q_a = (q.to(grads.dtype) for q in rotations[name])
-                grads = q_s.T @ grads @ q_a
-            out[f"{name}/lambda"] = grads.pow(2).sum(0)
+            dtype = seen.output_gradients[0].dtype
+            if name not in bases:  # the eigenvectors in the passes' dtype, on their device, once
+                bases[name] = compute_basis(factors, name, dtype, data.inputs.device)
+            rotated = rotate(seen, bases[name], dtype)
+            squares = rotated.square_sum()
+            if rotated.columns is not None:  # the other columns' gradients are zero
+                squares = squares.new_zeros(factors.shapes[name]).index_copy_(1, rotated.columns, squares)
+            out[f"{name}/lambda"] = squares
         return out
 
     return sums
 
 
+def compute_basis(factors: Factors, name: str, dtype: torch.dtype, device: torch.device) -> Basis:
+    """The module's eigenvectors in ``dtype`` on ``device`` (no basis for diagonal or identity)."""
+    if factors.strategy not in ("kfac", "ekfac"):
+        return Basis()
+    return Basis(factors.module(name, "S_vectors").to(device, dtype),
+                 factors.module(name, "A_vectors").to(device, dtype))
+
+
+def sum_device(device: torch.device) -> torch.device:
+    """Where float64 sums and eigendecompositions run: ``device``, or the CPU for MPS (no float64)."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def _exact_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Per batch: sum_i g_i g_i^T over flattened gradients, weighted over labels for the true Fisher."""
+    wide = sum_device(data.inputs.device)
     if data.config.fisher == "empirical":
-        flat = flat_gradients(data.captured(rows, None)).double()
+        flat = flat_gradients(data.captured(rows, None)).to(wide, torch.float64)
         return {"exact/fisher": flat.T @ flat}
     with torch.no_grad():
         outputs = data.model(data.inputs[rows])
     fisher = 0
     for targets, weights in data.task.fisher_outcomes(outputs):
         seen = capture(data.model, data.modules, data.inputs[rows], lambda out, t=targets: data.task.loss(out, t))[0]
-        flat = flat_gradients(seen).double() * weights.double().sqrt()[:, None]
+        flat = flat_gradients(seen).to(wide, torch.float64) * weights.to(wide, torch.float64).sqrt()[:, None]
         fisher = fisher + flat.T @ flat
     return {"exact/fisher": fisher}
 

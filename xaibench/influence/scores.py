@@ -9,10 +9,17 @@ negative: m works against it (an opponent). Self-influence g_m^T (G + lambda I)^
 examples the model fits against the grain of the rest, mislabelled ones first.
 
 Damping lambda is absolute, or with ``damping=None`` 0.1 x the mean curvature eigenvalue of each module
-(of the whole matrix for exact). The query side is preconditioned once (Grosse et al., section 2.3),
-optionally compressed to rank r per module by SVD; training gradients are contracted from activations
-and output gradients batch by batch, so per-example gradient matrices exist for one batch at a time at
-most (and not at all for single-position Linear layers).
+(of the whole matrix for exact). The query side is preconditioned once per block of queries (Grosse et
+al., section 2.3; ``ScoreConfig.query_block`` queries at a time, all by default), optionally compressed to
+rank r per module by SVD; training gradients are contracted from activations and output gradients batch
+by batch and module by module, so per-example gradient matrices exist for one module of one batch at a
+time at most (and not at all for single-position modules). Self-influence never leaves the eigenbasis:
+g^T (G + lambda)^-1 g = sum (Q_S^T G Q_A)^2 / (Lambda + lambda), from the rotated gradients
+(``eigenbasis``). Input columns that are zero padding for every training example are left out of the
+query side and of every product (``Captured.support``).
+
+Devices: everything runs where the model and the data are, in the model's dtype (float64 for the exact
+strategy); the scores are float32 there, and come back to the CPU only when the caller moves them.
 
 Under torchrun (``xaibench.core.distributed``) pairwise scores and self-influence shard the training set: each
 process takes every query against its contiguous block of training examples, and the blocks are gathered
@@ -26,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -33,28 +41,36 @@ from torch import nn
 from xaibench.core import distributed
 from xaibench.core.errors import InputError
 from xaibench.core.progress import advance
-from xaibench.influence.factors import Checkpoint, Factors, checkpoint_stage
+from xaibench.influence.eigenbasis import Basis, Rotated, rotate
+from xaibench.influence.factors import Checkpoint, Factors, checkpoint_stage, compute_basis
 from xaibench.influence.task import Task
-from xaibench.influence.tracking import Captured, capture, select_modules
+from xaibench.influence.tracking import Captured, capture, outer_sum, select_modules, tracked
 
 Gradients = dict[str, torch.Tensor]  # module name -> (rows, out, in[+1])
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> a batch sum
+Query = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (Q, out, columns) or rank-r (left, right)
+Columns = dict[str, torch.Tensor | None]  # module name -> training support columns (None: all)
 
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """How to score: damping (None = 0.1 x mean eigenvalue), query rank (None = full), batch, chunk."""
+    """How to score: damping (None = 0.1 x mean eigenvalue), query rank (None = full), rows per pass of
+    the training data and of the queries (None: ``batch_size``), queries per block (None: all), chunk."""
 
     damping: float | None = None
     rank: int | None = None
     batch_size: int = 128
     chunk_size: int = 4096
+    query_batch_size: int | None = None
+    query_block: int | None = None
 
     def __post_init__(self) -> None:
         if self.damping is not None and not (math.isfinite(self.damping) and self.damping >= 0):
             raise InputError(f"damping must be a finite number, 0 or more, got {self.damping}")
         if self.rank is not None and self.rank < 1:
             raise InputError(f"rank must be at least 1, got {self.rank}")
+        if min(self.batch_size, self.chunk_size, self.query_batch_size or 1, self.query_block or 1) < 1:
+            raise InputError("batch sizes, chunk size and query block must be at least 1")
 
 
 class Preconditioner:
@@ -63,6 +79,8 @@ class Preconditioner:
     def __init__(self, factors: Factors, damping: float | None) -> None:
         self.factors, self.shapes = factors, factors.shapes
         self.damping: dict[str, float] = {}
+        self._bases: dict[tuple, Basis] = {}
+        self._weights: dict[tuple, torch.Tensor | None] = {}
         for name in self.shapes:
             curvature = self._eigenvalues(name)
             if curvature is not None:
@@ -71,7 +89,8 @@ class Preconditioner:
             fisher = factors.tensors["exact/fisher"]
             lam = float(0.1 * fisher.diagonal().mean()) if damping is None else damping
             self.damping["exact"] = lam
-            self.cholesky = torch.linalg.cholesky(fisher + lam * torch.eye(len(fisher), dtype=fisher.dtype))
+            eye = torch.eye(len(fisher), dtype=fisher.dtype, device=fisher.device)
+            self.cholesky = torch.linalg.cholesky(fisher + lam * eye)
 
     def _eigenvalues(self, name: str) -> torch.Tensor | None:
         strategy, get = self.factors.strategy, self.factors.tensors.get
@@ -81,34 +100,83 @@ class Preconditioner:
             return get(f"{name}/lambda")
         return None
 
+    def basis(self, name: str, dtype: torch.dtype, device: torch.device) -> Basis:
+        """The module's eigenvectors in ``dtype`` on ``device``, converted once."""
+        key = (name, dtype, device)
+        if key not in self._bases:
+            self._bases[key] = compute_basis(self.factors, name, dtype, device)
+        return self._bases[key]
+
+    def weights(self, name: str, dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+        """1 / (curvature eigenvalues + damping) (out, in) in ``dtype`` on ``device``; None for identity."""
+        key = (name, dtype, device)
+        if key not in self._weights:
+            curvature = self._eigenvalues(name)
+            self._weights[key] = None if curvature is None else \
+                (1 / (curvature + self.damping[name])).to(device, dtype)
+        return self._weights[key]
+
     def apply(self, grads: Gradients) -> Gradients:
         """Preconditioned gradients, same shapes and dtype (float64 for exact)."""
         if self.factors.strategy == "exact":
-            flat = torch.cat([grads[n].flatten(1) for n in self.shapes], dim=1).double()
-            return self._split(torch.cholesky_solve(flat.T, self.cholesky).T)
+            flat = torch.cat([grads[n].flatten(1) for n in self.shapes], dim=1)
+            flat = flat.to(self.cholesky.device, self.cholesky.dtype)
+            return self._split(torch.cholesky_solve(flat.T, self.cholesky).T.to(flat.device))
         return {name: self._apply_module(name, grads[name]) for name in self.shapes}
 
     def _apply_module(self, name: str, grads: torch.Tensor) -> torch.Tensor:
-        strategy = self.factors.strategy
-        if strategy == "identity":
+        basis = self.basis(name, grads.dtype, grads.device)
+        weights = self.weights(name, grads.dtype, grads.device)
+        if weights is None:
             return grads
-        curvature = (self._eigenvalues(name) + self.damping[name]).to(grads.dtype)
-        if strategy == "diagonal":
-            return grads / curvature
-        q_s = self.factors.module(name, "S_vectors").to(grads.dtype)
-        q_a = self.factors.module(name, "A_vectors").to(grads.dtype)
-        return q_s @ ((q_s.T @ grads @ q_a) / curvature) @ q_a.T
+        if basis.a is None:
+            return grads * weights
+        return basis.s @ ((basis.s.T @ grads @ basis.a) * weights) @ basis.a.T
 
     def self_scores(self, grads: Gradients) -> torch.Tensor:
-        """g^T (G + lambda)^-1 g per example and module: (modules, rows)."""
+        """g^T (G + lambda)^-1 g per example and module: (modules, rows), from full gradient matrices."""
         conditioned = self.apply(grads)
         return torch.stack([(conditioned[n].double() * grads[n].double()).flatten(1).sum(1)
                             for n in self.shapes])
+
+    def self_score(self, name: str, seen: Captured) -> torch.Tensor:
+        """g^T (G + lambda)^-1 g of one module per example of a batch (B,), in the eigenbasis."""
+        dtype, device = seen.output_gradients[0].dtype, seen.output_gradients[0].device
+        rotated = rotate(seen, self.basis(name, dtype, device), dtype)
+        weights = self.weights(name, dtype, device)
+        if weights is not None and rotated.columns is not None:
+            weights = weights.index_select(1, rotated.columns)
+        return _weighted_squares(rotated, weights)
+
+    def condition(self, name: str, seen: Captured, columns: torch.Tensor | None) -> torch.Tensor:
+        """(G + lambda)^-1 G of a batch's per-example gradients (B, out, len(columns)): the input columns
+        ``columns`` only (None: all), in the model's dtype."""
+        dtype, device = seen.output_gradients[0].dtype, seen.output_gradients[0].device
+        basis, weights = self.basis(name, dtype, device), self.weights(name, dtype, device)
+        rotated = rotate(seen, basis, dtype)
+        matrices = rotated.matrices()
+        if weights is not None:
+            matrices = matrices * (weights if rotated.columns is None else weights.index_select(1, rotated.columns))
+        if basis.a is None:
+            if rotated.columns is not None:  # back to every column: the others' gradients are zero
+                full = matrices.new_zeros(*matrices.shape[:2], self.shapes[name][1])
+                matrices = full.index_copy_(2, rotated.columns, matrices)
+            return matrices if columns is None else matrices.index_select(2, columns)
+        q_a = basis.a if columns is None else basis.a.index_select(0, columns)
+        return basis.s @ (matrices @ q_a.T)
 
     def _split(self, flat: torch.Tensor) -> Gradients:
         sizes = [o * i for o, i in self.shapes.values()]
         return {name: part.reshape(-1, *shape)
                 for (name, shape), part in zip(self.shapes.items(), flat.split(sizes, dim=1))}
+
+
+def _weighted_squares(rotated: Rotated, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is not None:
+        return rotated.weighted_squares(weights)
+    if rotated.full is not None:
+        return rotated.full.square().flatten(1).sum(1)
+    return rotated.g.square().sum(1) * rotated.a.square().sum(1)
 
 
 def gradients(model: nn.Module, modules: dict[str, nn.Module], objective: Objective, inputs: torch.Tensor,
@@ -130,22 +198,35 @@ def compress(conditioned: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
     return u[..., :r] * s[:, None, :r], vh[:, :r].transpose(1, 2)
 
 
-def contract(query: torch.Tensor | tuple[torch.Tensor, torch.Tensor], seen: Captured) -> torch.Tensor:
-    """<query_q, G_b> for every query q and training example b: (Q, B), from activations and gradients."""
-    a, g = seen.activations.to(_dtype(query)), seen.gradients.to(_dtype(query))
+def contract(query: Query, seen: Captured, columns: torch.Tensor | None = None) -> torch.Tensor:
+    """<query_q, G_b> for every query q and training example b: (Q, B), from activations and gradients;
+    the query holds the input columns ``columns`` (None: all), the only ones the training rows fill."""
+    a, g = seen.activations, seen.gradients
+    if columns is not None:
+        a = a.index_select(2, columns)
+    a, g = a.to(_dtype(query)), g.to(_dtype(query))
     single = a.shape[1] == 1
     if isinstance(query, tuple):
         left, right = query
         if single:
             return torch.einsum("bo,qok,bi,qik->qb", g[:, 0], left, a[:, 0], right)
-        return torch.einsum("qok,boi,qik->qb", left, seen.per_example().to(left.dtype), right)
-    if single:
-        return torch.einsum("qoi,bi,bo->qb", query, a[:, 0], g[:, 0])
-    return query.flatten(1) @ seen.per_example().to(query.dtype).flatten(1).T
+        return torch.einsum("qok,boi,qik->qb", left, outer_sum(g, a), right)
+    if single:  # sum_oi Q[o, i] a_i g_o without per-example matrices
+        queries, outs = query.shape[:2]
+        return ((query.flatten(0, 1) @ a[:, 0].T).view(queries, outs, -1) * g[:, 0].T).sum(1)
+    return query.flatten(1) @ outer_sum(g, a).flatten(1).T
 
 
-def _dtype(query: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.dtype:
+def _dtype(query: Query) -> torch.dtype:
     return (query[0] if isinstance(query, tuple) else query).dtype
+
+
+def training_columns(model: nn.Module, modules: dict[str, nn.Module], sample: torch.Tensor) -> Columns:
+    """Each module's support columns for training rows shaped like ``sample`` (one row, batch axis)."""
+    with tracked(modules) as records, torch.no_grad():
+        model(sample)
+    return {name: Captured(modules[name], tuple(x for x, _ in seen), ()).support()
+            for name, seen in records.items()}
 
 
 @dataclass(frozen=True)
@@ -164,59 +245,109 @@ class Influence:
             raise InputError("the factors were fitted on other modules than this model has")
         return modules
 
-    def query_side(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, object]:
-        """Preconditioned (and, with a rank, compressed) query gradients of the measurement."""
-        grads = gradients(self.model, self.modules, self.task.measurement, inputs, targets,
-                          self.config.batch_size)
-        conditioned = Preconditioner(self.factors, self.config.damping).apply(grads)
+    @cached_property
+    def conditioner(self) -> Preconditioner:
+        return Preconditioner(self.factors, self.config.damping)
+
+    def query_side(self, inputs: torch.Tensor, targets: torch.Tensor,
+                   columns: Columns | None = None) -> dict[str, Query]:
+        """Preconditioned (and, with a rank, compressed) query gradients of the measurement: (Q, out,
+        in[+1]) per module, or only the input columns ``columns`` names (None: all)."""
+        modules, conditioner = self.modules, self.conditioner
+        columns = columns or dict.fromkeys(modules)
+        targets = targets.to(inputs.device)
+        if self.factors.strategy == "exact":
+            grads = gradients(self.model, modules, self.task.measurement, inputs, targets, self._query_rows)
+            conditioned = {name: matrix if columns[name] is None else matrix.index_select(2, columns[name])
+                           for name, matrix in conditioner.apply(grads).items()}
+        else:
+            conditioned = {}
+            for first in range(0, len(inputs), self._query_rows):
+                rows = slice(first, first + self._query_rows)
+                seen = capture(self.model, modules, inputs[rows],
+                               lambda out, t=targets[rows]: self.task.measurement(out, t))[0]
+                for name in modules:
+                    part = conditioner.condition(name, seen.pop(name), columns[name])
+                    if name not in conditioned:  # the whole block's matrices, filled batch by batch
+                        conditioned[name] = part.new_empty(len(inputs), *part.shape[1:])
+                    conditioned[name][rows] = part
         if self.config.rank is None:
             return conditioned
         return {name: compress(matrix, self.config.rank) for name, matrix in conditioned.items()}
 
+    @property
+    def _query_rows(self) -> int:
+        return self.config.query_batch_size or self.config.batch_size
+
     def pairwise(self, queries: torch.Tensor, query_targets: torch.Tensor, train: torch.Tensor,
                  labels: torch.Tensor, checkpoint: Checkpoint | None = None) -> torch.Tensor:
         """Scores (modules, queries, train examples); their sum over modules is the influence."""
-        query = self.query_side(queries, query_targets)
-        modules = self.modules
+        modules, labels = self.modules, labels.to(train.device)
+        columns = training_columns(self.model, modules, train[:1])
+        block = distributed.shard_rows(len(train), check=len(train))
+        out = torch.empty(len(modules), len(queries), block.stop - block.start, dtype=torch.float32,
+                          device=train.device)
+        step = self.config.query_block or len(queries)
+        for first in range(0, len(queries), step):
+            picked = slice(first, min(first + step, len(queries)))
 
-        def batch(rows: slice) -> torch.Tensor:
-            seen = capture(self.model, modules, train[rows], lambda out: self.task.loss(out, labels[rows]))[0]
-            return torch.stack([contract(query[name], seen[name]).double() for name in modules])
+            def scorer(picked: slice = picked) -> Callable[[slice], torch.Tensor]:
+                query = self.query_side(queries[picked], query_targets[picked], columns)
 
-        return self._columns("pairwise", len(train), batch, checkpoint)
+                def batch(rows: slice) -> torch.Tensor:
+                    seen = capture(self.model, modules, train[rows], lambda out: self.task.loss(out, labels[rows]))[0]
+                    return torch.stack([contract(query[name], seen.pop(name), columns[name]).double()
+                                        for name in modules])
+                return batch
+
+            stage = "pairwise" if step >= len(queries) else f"pairwise-queries{picked.start}-{picked.stop}"
+            self._fill(stage, out[:, picked], block, scorer, checkpoint)
+        return _gathered(out, len(train))
 
     def self_influence(self, train: torch.Tensor, labels: torch.Tensor,
                        checkpoint: Checkpoint | None = None) -> torch.Tensor:
         """Self-influence per module and training example: (modules, N)."""
-        modules, conditioner = self.modules, Preconditioner(self.factors, self.config.damping)
+        modules, conditioner, labels = self.modules, self.conditioner, labels.to(train.device)
 
         def batch(rows: slice) -> torch.Tensor:
             seen = capture(self.model, modules, train[rows], lambda out: self.task.loss(out, labels[rows]))[0]
-            return conditioner.self_scores({name: s.per_example() for name, s in seen.items()})
+            if self.factors.strategy == "exact":
+                return conditioner.self_scores({name: s.per_example() for name, s in seen.items()})
+            return torch.stack([conditioner.self_score(name, seen.pop(name)).double() for name in modules])
 
-        return self._columns("self", len(train), batch, checkpoint)
+        block = distributed.shard_rows(len(train), check=len(train))
+        out = torch.empty(len(modules), block.stop - block.start, dtype=torch.float32, device=train.device)
+        self._fill("self", out, block, lambda: batch, checkpoint)
+        return _gathered(out, len(train))
 
-    def _columns(self, stage: str, n: int, batch: Callable[[slice], torch.Tensor],
-                 checkpoint: Checkpoint | None) -> torch.Tensor:
-        """Concatenate ``batch(rows)`` (..., rows) over the data in chunks, checkpointing each chunk.
-
-        Under torchrun over this process's block of the ``n`` rows, then gathered from every process
-        along the last axis in row order; fewer rows than processes is an InputError.
-        """
-        block, name = distributed.shard_rows(n, check=n), checkpoint_stage(stage)
+    def _fill(self, stage: str, out: torch.Tensor, block: slice, scorer: Callable[[], Callable[[slice], torch.Tensor]],
+              checkpoint: Checkpoint | None) -> None:
+        """Write ``batch(rows)`` (..., rows) into ``out`` (..., block rows) over this process's ``block`` of
+        the training rows in chunks, checkpointing each chunk; ``scorer()`` makes ``batch`` (the query
+        side), and is not called when the checkpoint holds every row already."""
+        name = checkpoint_stage(stage)
         saved = checkpoint.load(name) if checkpoint is not None else None
-        columns, done = ([saved[0]["scores"]], saved[1]) if saved is not None else ([], 0)  # done: block rows
+        done = 0  # rows of the block done
+        if saved is not None:
+            done = saved[1]
+            out[..., :done] = saved[0]["scores"].to(out.device, out.dtype)
         advance(done)
+        if block.start + done >= block.stop:
+            return
+        batch = scorer()
         size, step = self.config.chunk_size, self.config.batch_size
         for start in range(block.start + done, block.stop, size):
             stop = min(start + size, block.stop)
             for first in range(start, stop, step):
-                columns.append(batch(slice(first, min(first + step, stop))))
-                advance(min(first + step, stop) - first)
+                last = min(first + step, stop)
+                out[..., first - block.start:last - block.start] = batch(slice(first, last))
+                advance(last - first)
             if checkpoint is not None:
-                columns = [torch.cat(columns, dim=-1)]
-                checkpoint.save(name, {"scores": columns[0]}, stop - block.start)
-        local = torch.cat(columns, dim=-1).float()
-        if distributed.world().size == 1:
-            return local
-        return distributed.gather_rows(local.movedim(-1, 0), n).movedim(0, -1).contiguous()
+                checkpoint.save(name, {"scores": out[..., :stop - block.start]}, stop - block.start)
+
+
+def _gathered(local: torch.Tensor, n: int) -> torch.Tensor:
+    """This process's block of scores (..., rows), or under torchrun every process's along the rows."""
+    if distributed.world().size == 1:
+        return local
+    return distributed.gather_rows(local.movedim(-1, 0), n).movedim(0, -1).contiguous()

@@ -50,8 +50,8 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 
 
 def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any]) -> None:
-    """Write the factors and their arguments into ``directory`` (which must exist)."""
-    tensors = {key: value.contiguous() for key, value in factors.tensors.items()}
+    """Write the factors and their arguments into ``directory`` (which must exist), from any device."""
+    tensors = {key: value.detach().cpu().contiguous() for key, value in factors.tensors.items()}
     save_file(tensors, str(directory / TENSORS_FILE))
     shapes = {name: list(shape) for name, shape in factors.shapes.items()}
     (directory / ARGUMENTS_FILE).write_text(json.dumps(
@@ -255,8 +255,8 @@ class PartialWork:
         _replace_text(self.folder / "arguments.json", self.identity)
         path = self.folder / f"{stage}.safetensors"
         tmp = path.with_name(f".{path.name}.tmp")
-        tensors = {key: value.contiguous() for key, value in sums.items()}
-        save_file({**tensors, "__done__": torch.tensor(done)}, str(tmp))
+        tensors = {key: value.detach().cpu().contiguous() for key, value in sums.items()}
+        save_file({**tensors, "__done__": torch.tensor(done, device="cpu")}, str(tmp))
         os.replace(tmp, path)
 
     def discard(self) -> None:

@@ -101,7 +101,7 @@ class RegressionTask:
 
     def fisher_outcomes(self, outputs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         # target = output - e_k / sqrt(2) gives the gradient sqrt(2) e_k^T J: summed over k, 2 J^T J.
-        detached, ones = outputs.detach(), torch.ones(outputs.shape[0], dtype=outputs.dtype)
+        detached, ones = outputs.detach(), torch.ones(outputs.shape[0], dtype=outputs.dtype, device=outputs.device)
         basis = torch.eye(outputs.shape[1], dtype=outputs.dtype, device=outputs.device)
         return [(detached - basis[k] * 0.5**0.5, ones) for k in range(outputs.shape[1])]
 

@@ -4,8 +4,14 @@ For a Linear or Conv2d module with weight W (out, in) and bias b, the gradient o
 G = sum_p g_p a_p^T over the module's positions p (one for a plain Linear, sequence positions for a
 Linear on (B, T, D), output pixels for a Conv2d), where a_p is the input at p with a 1 appended for the
 bias (Conv2d: the unfolded patch) and g_p the gradient of the loss with respect to the output at p.
-``capture`` records a and g for a batch in one forward and one backward pass; the per-example G is then
-an einsum, or never formed at all when the scores contract a and g directly.
+``capture`` records each module's inputs and output gradients for a batch in one forward and one backward
+pass; a and g are formed from them when a module's turn comes (a Conv2d's unfolded patches are several
+times its input, so only one module's exist at a time), and the per-example G is then an einsum, or never
+formed at all when the scores contract a and g directly.
+
+A Conv2d whose zero padding covers some kernel taps at every output position (a 3x3 convolution on a 1x1
+map: 8 taps of 9) has input columns that are zero for every example of that input size: ``Captured.support``
+names the others, so that products with a and G can skip the columns that are structurally zero.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import fnmatch
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -27,16 +34,66 @@ SUPPORTED = (nn.Linear, nn.Conv2d)
 
 @dataclass(frozen=True)
 class Captured:
-    """One module's view of a batch: activations (B, P, in[+1]) and output gradients (B, P, out)."""
+    """One module's view of a batch: its input and output gradient of every call (several for a module
+    called more than once per forward; their positions are concatenated, which is exact for the gradient).
 
-    activations: torch.Tensor
-    gradients: torch.Tensor
+    ``activations`` (B, P, in[+1]) and ``gradients`` (B, P, out) are formed anew on each access.
+    """
+
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    output_gradients: tuple[torch.Tensor, ...]
+
+    @property
+    def activations(self) -> torch.Tensor:
+        return _joined([_activations(self.module, x) for x in self.inputs])
+
+    @property
+    def gradients(self) -> torch.Tensor:
+        return _joined([_gradients(self.module, g) for g in self.output_gradients])
 
     def per_example(self) -> torch.Tensor:
         """Per-example gradient matrices (B, out, in[+1]) = sum_p g_p a_p^T."""
-        if self.activations.shape[1] == 1:
-            return self.gradients[:, 0, :, None] * self.activations[:, 0, None, :]
-        return torch.einsum("bpo,bpi->boi", self.gradients, self.activations)
+        return outer_sum(self.gradients, self.activations)
+
+    def support(self) -> torch.Tensor | None:
+        """Indices of the input columns (bias column included) that can be non-zero for inputs of this
+        size, or None when every column can: the others are zero padding in every example."""
+        if not isinstance(self.module, nn.Conv2d):
+            return None
+        masks = [_conv_support(_geometry(self.module), tuple(x.shape[-2:]), str(x.device)) for x in self.inputs]
+        if any(mask is None for mask in masks):
+            return None
+        live = masks[0] if len(masks) == 1 else torch.stack(masks).any(dim=0)
+        return None if bool(live.all()) else live.nonzero()[:, 0]
+
+
+def outer_sum(gradients: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """(B, out, in) = sum_p g_p a_p^T from (B, P, out) and (B, P, in)."""
+    if activations.shape[1] == 1:
+        return gradients[:, 0, :, None] * activations[:, 0, None, :]
+    return torch.einsum("bpo,bpi->boi", gradients, activations)
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def _geometry(module: nn.Conv2d) -> tuple:
+    return (module.in_channels, tuple(module.kernel_size), tuple(module.stride), tuple(module.dilation),
+            _padding(module), module.bias is not None)
+
+
+@lru_cache(maxsize=512)
+def _conv_support(geometry: tuple, size: tuple[int, int], device: str) -> torch.Tensor | None:
+    """Boolean mask of the unfolded columns that some output position reads from inside the image."""
+    channels, kernel, stride, dilation, padding, bias = geometry
+    ones = torch.ones(1, 1, *size, device=device)
+    taps = F.unfold(ones, kernel, dilation=dilation, padding=padding, stride=stride).amax(dim=2)[0] > 0
+    if bool(taps.all()):
+        return None
+    mask = taps.repeat(channels)  # unfold orders columns channel-major: c * taps + tap
+    return torch.cat([mask, mask.new_ones(1)]) if bias else mask
 
 
 def select_modules(model: nn.Module, patterns: str | list[str] | None = None) -> dict[str, nn.Module]:
@@ -127,16 +184,15 @@ def _gradients(module: nn.Module, grad_output: torch.Tensor) -> torch.Tensor:
 def tracked(modules: dict[str, nn.Module]) -> Iterator[dict[str, list[tuple[torch.Tensor, torch.Tensor]]]]:
     """Forward hooks that keep each tracked module's (activation, output) per call; always removed.
 
-    Yields a dict name -> list of (activations, output) recorded since it was last cleared. A module
-    called twice in one forward (shared weights) records both calls; their positions are concatenated,
-    which is exact for the gradient.
+    Yields a dict name -> list of (input, output) recorded since it was last cleared. A module called
+    twice in one forward (shared weights) records both calls.
     """
     records: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in modules}
     handles = []
 
     def hook_for(name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            records[name].append((_activations(module, args[0].detach()), output))
+            records[name].append((args[0].detach(), output))
         return hook
 
     try:
@@ -167,10 +223,9 @@ def capture(model: nn.Module, modules: dict[str, nn.Module], inputs: torch.Tenso
         grads = torch.autograd.grad(objective(outputs), [output for _, output in calls], allow_unused=True)
     captured, position = {}, 0
     for name, seen in records.items():
-        acts, outs = [], []
-        for (activation, output), grad in zip(seen, grads[position:position + len(seen)]):
-            acts.append(activation)
-            outs.append(_gradients(modules[name], torch.zeros_like(output) if grad is None else grad))
+        grads_of = grads[position:position + len(seen)]
         position += len(seen)
-        captured[name] = Captured(torch.cat(acts, dim=1), torch.cat(outs, dim=1))
+        captured[name] = Captured(modules[name], tuple(x for x, _ in seen),
+                                  tuple(torch.zeros_like(out) if g is None else g
+                                        for (_, out), g in zip(seen, grads_of)))
     return captured, outputs.detach()

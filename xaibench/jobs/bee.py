@@ -23,9 +23,12 @@ from xaibench.attribution.context import embed
 from xaibench.attribution.policy import ThompsonPolicy
 from xaibench.core.distributed import world
 from xaibench.core.errors import InputError
+from xaibench.core.devices import device_record, resolve_device
 from xaibench.core.memory import RowPlan
+from xaibench.core.precision import autocast, check_precision
 from xaibench.core.runs import check_file_destination
 from xaibench.data.prepare import Prepared, Selection, default_split, prepare
+from xaibench.metrics import METRICS
 from xaibench.jobs.explain import supplied_params
 from xaibench.models import LoadedModel, ModelSource, load_model
 
@@ -45,6 +48,8 @@ class PretrainConfig:
     seed: int = 0
     batch_size: int | None = None
     max_memory: str | None = None
+    device: str = "auto"  # xaibench.core.devices
+    dtype: str = "float32"  # xaibench.core.precision
 
 
 def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
@@ -53,8 +58,10 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     method = METHODS.get("bee")()
     raw = {**config.params, "metric": config.metric}
     parse_params(method.Params, raw, owner="method 'bee'")  # fail before loading anything
-    memory = RowPlan.of(config.batch_size, config.max_memory)
-    loaded = config.source.load()
+    check_precision(config.dtype, [method, METRICS.get(config.metric)])
+    device = resolve_device(config.device)
+    memory = RowPlan.of(config.batch_size, config.max_memory, device)
+    loaded = config.source.load(device)
     out = Path(config.out) if config.out else Path("policies") / f"{config.source.stem}-{config.metric}.safetensors"
     _check_destination(out, config.overwrite)
     prepared = _prepared(loaded, config.selection, "train", memory)
@@ -62,14 +69,16 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(config.seed)
     params = parse_params(method.Params, {**raw, **supplied_params(method, prepared, generator, raw, loaded)},
                           owner="method 'bee'")
-    outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, batch_size, generator)
-    contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, batch_size)
+    with autocast(config.dtype, device):
+        outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, batch_size, generator)
+        contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, batch_size)
     shares = outcome.policy.choice_probabilities(contexts, torch.Generator().manual_seed(config.seed)).mean(0)
     metadata = {"metric": config.metric, "model_sha256": loaded.sha256, "samples": str(len(prepared.data)),
                 "world_size": str(world().size),
                 "rounds": str(params.rounds), "n_steps": str(params.n_steps),
                 "context_layer": str(params.context_layer), "created": _now(), "xaibench": __version__,
-                "memory": json.dumps(memory.record())}
+                "memory": json.dumps(memory.record()),
+                "device": json.dumps(device_record(config.device, device)), "dtype": config.dtype}
     if world().main:  # under torchrun every process learned the same policy; rank 0 saves it
         out.parent.mkdir(parents=True, exist_ok=True)
         outcome.policy.save(out, metadata)
@@ -89,10 +98,12 @@ class ArmShares:
 
 
 def arm_distributions(model: str, policies: list[str], selection: Selection, batch_size: int | None,
-                      seed: int, trust_model: bool = False, max_memory: str | None = None) -> ArmShares:
+                      seed: int, trust_model: bool = False, max_memory: str | None = None,
+                      device: str = "auto") -> ArmShares:
     """Per policy file: the mean probability of each arm over the contexts of the selected data."""
-    memory = RowPlan.of(batch_size, max_memory)
-    loaded = load_model(model, trust_model=trust_model)
+    placed = resolve_device(device)
+    memory = RowPlan.of(batch_size, max_memory, placed)
+    loaded = load_model(model, trust_model=trust_model, device=placed)
     prepared = _prepared(loaded, selection, "test", memory)
     batch_size = memory.rows(loaded.module, prepared.inputs[:1])
     out: dict[str, dict[str, float]] = {}

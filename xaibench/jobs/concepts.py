@@ -30,8 +30,9 @@ from xaibench.concepts.extract import (
     top_crops,
     upsampled,
 )
-from xaibench.concepts.split import default_layer, split_model
+from xaibench.concepts.split import split_at_default_layer, split_model
 from xaibench.core import distributed
+from xaibench.core.devices import device_record, on_cpu, require_float64, resolve_device
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.memory import RowPlan
 from xaibench.core.runs import default_run_dir, run_record, staged_dir, versions, write_json
@@ -55,6 +56,7 @@ class ConceptJob:
     out: Path | None = None
     overwrite: bool = False
     max_memory: str | None = None
+    device: str = "auto"  # xaibench.core.devices
     format: str = "png"  # figure files besides the PNGs the report embeds: png, pdf or svg
 
 
@@ -64,7 +66,7 @@ def class_images(loaded: LoadedModel, job: ConceptJob, memory: RowPlan) -> tuple
     everything = prepare(loaded, replace(selection, n=None, indices=None), memory)
     names = everything.meta.class_names
     index = names.index(job.class_spec) if job.class_spec in names else _class_index(job.class_spec, len(names))
-    labels = everything.data.y if everything.data.y is not None else everything.predictions
+    labels = everything.data.y if everything.data.y is not None else everything.predictions.cpu()
     positions = torch.nonzero(labels == index).flatten()[: selection.n or DEFAULT_IMAGES]
     if positions.numel() == 0:
         raise InputError(f"no images of class {names[index]!r} in {selection.data}")
@@ -91,13 +93,16 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     """
     started = time.perf_counter()
     fmt = check_format(job.format)  # a usage error before the work
-    memory = RowPlan.of(job.settings.batch_size, job.max_memory)
-    loaded = job.source.load()
+    device = require_float64(resolve_device(job.device), "concept extraction (its factorisations)")
+    memory = RowPlan.of(job.settings.batch_size, job.max_memory, device)
+    loaded = job.source.load(device)
     images, index = class_images(loaded, job, memory)
     # rows of the whole model bound every pass: crops and the head's rows cost less
     settings = replace(job.settings, batch_size=memory.rows(loaded.module, images.inputs[:1]))
-    layer = job.layer or default_layer(loaded.module)
-    split = split_model(loaded.module, layer, images.inputs[:4])
+    probe = images.inputs[:4]
+    split = (split_model(loaded.module, job.layer, probe) if job.layer
+             else split_at_default_layer(loaded.module, probe))
+    layer = split.layer
     found = extract(split, images.inputs, images.targets, settings)  # sharded under torchrun
     out = job.out or default_run_dir("concepts", job.source.stem, images.meta.class_names[index])
     summary = {
@@ -119,7 +124,8 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
         record = run_record("concepts", argv, config, job.settings.seed)
         write_json(staging / "run.json", {**record, "model": {"path": loaded.path, "sha256": loaded.sha256,
                                                               "meta": images.meta.to_dict()},
-                                          "memory": memory.record()})
+                                          "memory": memory.record(),
+                                          "device": device_record(job.device, device)})
     return {"run_dir": str(out), **summary}
 
 
@@ -160,12 +166,12 @@ def _tensors(found: Extraction) -> dict[str, torch.Tensor]:
     tensors = {"dictionary": found.bank.dictionary, "offset": found.bank.offset, "codes": found.codes,
                "image_codes": found.image_codes, "local_importance": found.local,
                "importance": found.importance}
-    return {name: tensor.contiguous() for name, tensor in tensors.items()}
+    return on_cpu(tensors)
 
 
 def _display(images: torch.Tensor, prepared: Prepared) -> np.ndarray:
     """Model inputs (N, C, H, W) as display images (N, H, W[, 3]) in [0, 1]."""
-    raw = denormalise(images, prepared.meta).detach().double().numpy()
+    raw = denormalise(images, prepared.meta).detach().cpu().double().numpy()
     return np.stack([to_display(x, prepared.meta.value_range) for x in raw])
 
 
@@ -183,21 +189,21 @@ def _figures(folder: Path, found: Extraction, split: Any, images: Prepared, sett
         return png
 
     figures = {}
-    if found.maps.ndim == 4:
-        order, codes = top_crops(crop_codes(split, images.inputs, found, settings), MONTAGE_CROPS)
+    if images.inputs.ndim == 4 and found.maps.ndim > 2:  # maps per position or per patch token
+        order, codes = top_crops(crop_codes(split, images.inputs, found, settings).cpu(), MONTAGE_CROPS)
         shown = _display(crop_images(images.inputs, order, settings.patch_size).flatten(0, 1), images)
         figures["montage"] = drawn("montage", draw.write_concept_montage,
                                    shown.reshape(*order.shape, *shown.shape[1:]), codes.numpy(),
-                                   found.importance.numpy())
-        code_maps = upsampled(found.image_codes, tuple(images.inputs.shape[2:]))
+                                   found.importance.cpu().numpy())
+        code_maps = upsampled(found.image_codes, tuple(images.inputs.shape[2:])).cpu()
         figures["maps"] = drawn("maps", draw.write_concept_maps, _display(images.inputs, images),
-                                code_maps.clamp(min=0).numpy(), found.importance.numpy(),
-                                local_importance=found.local.numpy())
-    figures["importance"] = drawn("importance", draw.write_importance_chart, found.importance.numpy())
-    correct = (images.predictions == images.targets).numpy()
-    embedding, stats = clusters.cluster_graph(found.local.numpy(), correct, settings.seed)
-    graph = drawn("clusters", clusters.write_cluster_graph, embedding, found.local.numpy(), correct,
-                  found.importance.numpy())
+                                code_maps.clamp(min=0).numpy(), found.importance.cpu().numpy(),
+                                local_importance=found.local.cpu().numpy())
+    figures["importance"] = drawn("importance", draw.write_importance_chart, found.importance.cpu().numpy())
+    correct = (images.predictions == images.targets).cpu().numpy()
+    embedding, stats = clusters.cluster_graph(found.local.cpu().numpy(), correct, settings.seed)
+    graph = drawn("clusters", clusters.write_cluster_graph, embedding, found.local.cpu().numpy(), correct,
+                  found.importance.cpu().numpy())
     if graph is not None:  # None: every image ranks the concepts alike, and the report says so
         figures["clusters"] = graph
     concept_page.write_concept_report(folder, {**summary, "clusters": stats}, figures)

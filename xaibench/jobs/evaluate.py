@@ -21,7 +21,9 @@ from safetensors.torch import save_file
 from xaibench.attribution import METHODS, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
+from xaibench.core.devices import device_record, on_cpu, resolve_device
 from xaibench.core.memory import RowPlan
+from xaibench.core.precision import autocast, check_precision
 from xaibench.core.method_notes import collecting
 from xaibench.core.progress import advance, reporting
 from xaibench.data.prepare import Prepared, Selection, prepare
@@ -65,6 +67,8 @@ class EvaluateConfig:
     seed: int = 0
     batch_size: int | None = None
     max_memory: str | None = None
+    device: str = "auto"  # xaibench.core.devices
+    dtype: str = "float32"  # xaibench.core.precision
     scale: str = "shared"  # heatmap colours: one scale per method for all its samples, or per "sample"
     format: str = "png"  # heatmap files besides the PNGs the report embeds: png, pdf or svg
 
@@ -85,28 +89,32 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     style = HeatmapStyle(scale=config.scale, format=config.format)  # a bad value fails before the work
     reused_runs = [Path(p) for p in config.attributions]
     plan = make_plan(config.methods, config.metrics, config.params, config.reference, reused_runs)
+    check_precision(config.dtype, [*map(METHODS.get, plan.attributed), *map(METRICS.get, plan.metrics)])
     out = Path(config.out) if config.out else runs.default_run_dir(
         "evaluate", config.source.stem)
     runs.check_destination(out, config.overwrite)
-    memory = RowPlan.of(config.batch_size, config.max_memory)
-    loaded = config.source.load()
+    device = resolve_device(config.device)
+    memory = RowPlan.of(config.batch_size, config.max_memory, device)
+    loaded = config.source.load(device)
     selection = reused_selection(reused_runs, config.selection)
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
     prepared = prepare(loaded, selection, memory)
     batch_size = memory.rows(loaded.module, prepared.inputs[:1])
     plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None)
-    _dry_run(plan, prepared, loaded.module, batch_size)
+    with autocast(config.dtype, device):
+        _dry_run(plan, prepared, loaded.module, batch_size)
     timings: dict[str, Any] = {"load": time.perf_counter() - started}
     reused = reused_attributions(reused_runs, loaded.sha256, prepared)
     explainers = {name: _explainer(name, plan, config, prepared, reused.get(name), loaded, batch_size)
                   for name in plan.attributed}
-    attributions, details = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress,
-                                          timings)
-    reference = attributions.get(plan.reference) if plan.reference else None
-    tic = time.perf_counter()
-    results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress,
-                     batch_size)
+    with autocast(config.dtype, device):
+        attributions, details = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress,
+                                              timings)
+        reference = attributions.get(plan.reference) if plan.reference else None
+        tic = time.perf_counter()
+        results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress,
+                         batch_size)
     timings["metrics"] = time.perf_counter() - tic
     summary = _summary(plan, prepared, loaded, results, config.seed)
     summary["details"] = details
@@ -126,7 +134,8 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         timings["reports"] = time.perf_counter() - tic
         record = runs.run_record("evaluate", argv, _config_dict(config), config.seed)
         record.update(model=model_record(loaded, prepared), data=data_record(prepared),
-                      methods=plan.methods, metrics=list(plan.metrics), memory=memory.record(), timings=timings,
+                      methods=plan.methods, metrics=list(plan.metrics), memory=memory.record(),
+                      device=device_record(config.device, device), dtype=config.dtype, timings=timings,
                       outputs=[runs.ATTRIBUTIONS_FILE, METRICS_FILE, CSV_FILE, "report.md",
                                "report.html", runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
@@ -144,13 +153,13 @@ def _attributions(plan: Plan, prepared: Prepared, model: torch.nn.Module, reused
     rows = distributed.shard_rows(n, check=n)
     for name in plan.attributed:
         if name in reused:
-            out[name] = reused[name].attributions
+            out[name] = reused[name].attributions.to(prepared.inputs.device)
             continue
         tic = time.perf_counter()
         progress = on_progress(name, rows.stop - rows.start) if on_progress else nullcontext()
         with progress, collecting() as noted, sampled_shard(rows, n):
             local = explainers[name](model, prepared.inputs[rows], prepared.targets[rows])
-        out[name] = distributed.gather_rows(local, n)
+        out[name] = distributed.gather_rows(local.float(), n)
         if noted:
             details[name] = noted
         timings[f"attribute:{name}"] = time.perf_counter() - tic
@@ -177,8 +186,8 @@ def _dry_run(plan: Plan, prepared: Prepared, model: torch.nn.Module, batch_size:
     """Every metric once on the first sample with stand-in attributions, so that a bad parameter value
     (a substrate that does not exist, blur on tabular data) fails before minutes of attributions."""
     inputs = prepared.inputs[:1]
-    stand_in = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0))
-    masks = None if prepared.data.masks is None else prepared.data.masks[:1]
+    stand_in = torch.randn(inputs.shape, generator=torch.Generator().manual_seed(0), device="cpu").to(inputs.device)
+    masks = None if prepared.data.masks is None else prepared.data.masks[:1].to(inputs.device)
     for name in plan.metrics:
         with reporting(lambda _: None):
             METRICS.get(name)().compute(
@@ -196,7 +205,7 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
     total = len(plan.methods) * len(plan.metrics)
     n = len(prepared.data)
     rows = distributed.shard_rows(n)
-    masks = None if prepared.data.masks is None else prepared.data.masks[rows]
+    masks = None if prepared.data.masks is None else prepared.data.masks[rows].to(prepared.inputs.device)
     progress = on_progress("metrics", total) if on_progress else nullcontext()
     with progress:
         for method in plan.methods:
@@ -210,8 +219,9 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
                         masks=masks, explainer=explainer, reference=None if reference is None else reference[rows],
                         batch_size=batch_size, generator=torch.Generator().manual_seed(config.seed),
                         **plan.params.get(metric_name, {}))
-                result = replace(local, scores=distributed.gather_rows(local.scores, n),
-                                 curve=None if local.curve is None else distributed.gather_rows(local.curve, n))
+                result = replace(local, scores=distributed.gather_rows(local.scores, n).cpu(),
+                                 curve=None if local.curve is None else distributed.gather_rows(local.curve, n).cpu(),
+                                 curve_x=None if local.curve_x is None else local.curve_x.cpu())
                 entry = summarise(result, torch.Generator().manual_seed(config.seed))
                 entry["seconds"] = round(time.perf_counter() - tic, 4)
                 results[method][metric_name] = entry
@@ -246,7 +256,7 @@ def _heatmaps(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tens
     raw = prepared.data.x[:shown]
     files: dict[str, list[Path]] = {}
     for name in plan.methods:
-        maps = attributions[name][:shown]
+        maps = attributions[name][:shown].cpu()
         spec = heatmap_spec(prepared, attributions[name], METHODS.get(name), model_path, style)
         flags = spec["misclassified"]
         spec.update(stems=spec["stems"][:shown], captions=spec["captions"][:shown],
@@ -260,15 +270,15 @@ def _heatmaps(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tens
 
 
 def _write_tensors(staging: Path, prepared: Prepared, attributions: dict[str, torch.Tensor]) -> None:
-    tensors = {f"attributions/{name}": value.contiguous() for name, value in attributions.items()}
-    tensors.update(inputs=prepared.inputs.contiguous(), targets=prepared.targets,
-                   predictions=prepared.predictions, probabilities=prepared.probabilities.contiguous(),
+    tensors = {f"attributions/{name}": value for name, value in attributions.items()}
+    tensors.update(inputs=prepared.inputs, targets=prepared.targets,
+                   predictions=prepared.predictions, probabilities=prepared.probabilities,
                    indices=prepared.data.indices)
     if prepared.data.y is not None:
         tensors["labels"] = prepared.data.y
     if prepared.data.masks is not None:
         tensors["masks"] = prepared.data.masks.to(torch.uint8)
-    save_file(tensors, str(staging / runs.ATTRIBUTIONS_FILE), metadata={"methods": ",".join(attributions)})
+    save_file(on_cpu(tensors), str(staging / runs.ATTRIBUTIONS_FILE), metadata={"methods": ",".join(attributions)})
 
 
 def _write_csv(path: Path, summary: dict[str, Any]) -> None:

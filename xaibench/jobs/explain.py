@@ -14,7 +14,9 @@ from safetensors.torch import save_file
 from xaibench.attribution import METHODS, describe_params, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
+from xaibench.core.devices import device_record, on_cpu, resolve_device
 from xaibench.core.memory import RowPlan
+from xaibench.core.precision import autocast, check_precision
 from xaibench.core.method_notes import collecting
 from xaibench.data import DATASETS, load_data
 from xaibench.data.prepare import Prepared, Selection, normalise, prepare
@@ -37,6 +39,8 @@ class ExplainConfig:
     seed: int = 0
     batch_size: int | None = None
     max_memory: str | None = None
+    device: str = "auto"  # xaibench.core.devices
+    dtype: str = "float32"  # xaibench.core.precision
     scale: str = "shared"  # heatmap colour scale: "shared" by all samples or one per "sample"
     format: str = "png"  # heatmap files: png, pdf or svg
 
@@ -59,12 +63,14 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     started = time.perf_counter()
     method = METHODS.get(config.method)()
     parse_params(method.Params, config.params, owner=f"method {method.name!r}")  # fail before loading
+    check_precision(config.dtype, [method])
     style = config.heatmap_style
     out = Path(config.out) if config.out else runs.default_run_dir(
         "explain", config.source.stem, method.name)
     runs.check_destination(out, config.overwrite)
-    plan = RowPlan.of(config.batch_size, config.max_memory)
-    loaded = config.source.load()
+    device = resolve_device(config.device)
+    plan = RowPlan.of(config.batch_size, config.max_memory, device)
+    loaded = config.source.load(device)
     selection = config.selection
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
@@ -76,10 +82,11 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     tic = time.perf_counter()
     rows = distributed.shard_rows(len(prepared.data), check=len(prepared.data))
     progress = on_progress(rows.stop - rows.start) if on_progress else nullcontext()
-    with progress, collecting() as details, sampled_shard(rows, len(prepared.data)):
+    with (progress, collecting() as details, sampled_shard(rows, len(prepared.data)),
+          autocast(config.dtype, device)):
         local = method.attribute(loaded.module, prepared.inputs[rows], target=prepared.targets[rows],
                                  batch_size=batch_size, generator=generator, **config.params, **extra)
-    attributions = distributed.gather_rows(local, len(prepared.data))
+    attributions = distributed.gather_rows(local.float(), len(prepared.data)).cpu()
     timings["attribute"] = time.perf_counter() - tic
     if not distributed.world().main:  # rank 0 writes the run
         return ExplainResult(out, [], len(prepared.data), time.perf_counter() - started)
@@ -95,7 +102,8 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
                       method={"name": method.name,
                               "params": {**describe_params(method.Params), **config.params},
                               "details": details},
-                      heatmaps=spec, memory=plan.record(),
+                      heatmaps=spec, memory=plan.record(), device=device_record(config.device, device),
+                      dtype=config.dtype,
                       timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
     files = [out / p.relative_to(staging) for p in heatmaps]
@@ -123,8 +131,9 @@ def reference_samples(method: Any, prepared: Prepared, generator: torch.Generato
         return {}
     name = prepared.data.name
     pool = load_data(f"{name}:train" if name in DATASETS else name)  # a file: all of it
-    picks = torch.randperm(len(pool), generator=generator)[:method.reference_count]
-    return {"references": normalise(prepared.preprocessing.apply(pool.select(picks)).x, prepared.meta)}
+    picks = torch.randperm(len(pool), generator=generator, device="cpu")[:method.reference_count]
+    references = prepared.preprocessing.apply(pool.select(picks)).x.to(prepared.inputs.device)
+    return {"references": normalise(references, prepared.meta)}
 
 
 def write_attached(directory: Path, files: dict[str, str], prefix: str = "") -> list[str]:
@@ -163,7 +172,7 @@ def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any,
         "feature_names": list(meta.feature_names) if meta.feature_names else None,
         "value_range": list(meta.value_range) if meta.value_range else None,
         "title": f"{method.name} · {Path(model_path).stem}",
-        "misclassified": None if labels is None else (labels != prepared.predictions).tolist(),
+        "misclassified": None if labels is None else (labels != prepared.predictions.cpu()).tolist(),
         "value_label": value_label(prepared),
         "style": asdict(style),
     }
@@ -182,7 +191,7 @@ def render_run_heatmaps(spec: dict[str, Any], attributions: torch.Tensor, raw_in
     """Render the heatmaps described by ``spec`` (a run.json "heatmaps" entry) into ``out_dir``."""
     value_range = spec.get("value_range")
     return render_heatmaps(
-        attributions.numpy(), raw_inputs.numpy(), modality=spec["modality"], signed=spec["signed"],
+        attributions.cpu().numpy(), raw_inputs.cpu().numpy(), modality=spec["modality"], signed=spec["signed"],
         out_dir=out_dir, stems=spec["stems"], captions=spec["captions"],
         feature_names=spec.get("feature_names"), value_range=tuple(value_range) if value_range else None,
         style=style, title=spec.get("title", ""), misclassified=spec.get("misclassified"),
@@ -192,18 +201,18 @@ def render_run_heatmaps(spec: dict[str, Any], attributions: torch.Tensor, raw_in
 
 def _write_attributions(staging: Path, prepared: Prepared, attributions: torch.Tensor, method: str) -> None:
     tensors = {
-        "attributions": attributions.contiguous(),
-        "inputs": prepared.inputs.contiguous(),
+        "attributions": attributions,
+        "inputs": prepared.inputs,
         "targets": prepared.targets,
         "predictions": prepared.predictions,
-        "probabilities": prepared.probabilities.contiguous(),
+        "probabilities": prepared.probabilities,
         "indices": prepared.data.indices,
     }
     if prepared.data.y is not None:
         tensors["labels"] = prepared.data.y
     if prepared.data.masks is not None:
         tensors["masks"] = prepared.data.masks.to(torch.uint8)
-    save_file(tensors, str(staging / runs.ATTRIBUTIONS_FILE), metadata={"method": method})
+    save_file(on_cpu(tensors), str(staging / runs.ATTRIBUTIONS_FILE), metadata={"method": method})
 
 
 def model_record(loaded: LoadedModel, prepared: Prepared) -> dict[str, Any]:

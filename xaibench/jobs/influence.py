@@ -9,6 +9,12 @@ Under torchrun every process loads the model and the data and computes its share
 removes the partial folder, after the last collective, when every process has saved its checkpoints.
 A checkpoint belongs to its rank and world size, so an interrupted multi-process run resumes with the
 same number of processes.
+
+``--device`` places the model, the data, the factors and every pass (``xaibench.core.devices``); the
+scores come back to the CPU to be written, and run.json records the device. Rows per pass come from the
+memory budget with what influence keeps per row on top of the model's own activations
+(``influence.footprint``), and the queries are scored in blocks whose preconditioned gradients fit the
+budget.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from typing import Any
 from safetensors.torch import save_file
 
 from xaibench.core import distributed
+from xaibench.core.devices import device_record, resolve_device
 from xaibench.core.errors import InputError
 from xaibench.core.memory import RowPlan
 from xaibench.core.runs import check_destination, default_run_dir, run_record, staged_dir, write_json
 from xaibench.data.prepare import Prepared, Selection, default_split, prepare
-from xaibench.influence.factors import Factors, FitConfig, fit_factors
+from xaibench.influence.factors import EXACT_LIMIT, Factors, FitConfig, fit_factors, sum_device
+from xaibench.influence.footprint import Footprint
 from xaibench.influence.scores import Influence, ScoreConfig
 from xaibench.influence.storage import (
     PartialWork,
@@ -52,7 +60,7 @@ def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | RowP
             "preprocessing": asdict(selection.preprocessing),
             "normalisation": {"mean": prepared.meta.mean, "std": prepared.meta.std},
             "samples": len(prepared.data), "fingerprint": fingerprint(prepared.inputs, prepared.data.y)}
-    return TrainData(prepared, prepared.data.y, spec)
+    return TrainData(prepared, prepared.data.y.to(prepared.inputs.device), spec)
 
 
 @dataclass(frozen=True)
@@ -64,14 +72,16 @@ class FitJob:
     overwrite: bool = False
     batch_size: int | None = None  # --batch-size; None: rows per pass from the memory budget
     max_memory: str | None = None
+    device: str = "auto"
 
 
 def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     """Fit factors and write the factors directory; a summary for the CLI."""
     started = time.perf_counter()
     check_destination(job.out, job.overwrite)  # before the work, on every process
-    memory = RowPlan.of(job.batch_size, job.max_memory)
-    loaded = job.source.load()
+    device = resolve_device(job.device)
+    memory = RowPlan.of(job.batch_size, job.max_memory, device)
+    loaded = job.source.load(device)
     data = load_train(loaded, job.train, memory)
     config = replace(job.config, batch_size=influence_rows(memory, loaded, data.prepared))
     arguments = fit_arguments(config, loaded, data)
@@ -87,17 +97,30 @@ def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
         save_factors(staging, factors, arguments)
         record = run_record("influence fit", argv, asdict(config), config.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "data": data.spec,
+                                          "device": device_record(job.device, device),
                                           "memory": memory.record(),
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
     return {**summary, "seconds": round(time.perf_counter() - started, 3)}
 
 
-def influence_rows(memory: RowPlan, loaded: LoadedModel, prepared: Prepared) -> int:
-    """Rows per pass for influence: a pass also keeps per-example gradients (float32, and float64
-    copies when scoring) of the tracked parameters, bounded here by all the model's parameters."""
-    gradient_bytes = 12 * sum(p.numel() for p in loaded.module.parameters())
-    return memory.rows(loaded.module, prepared.inputs[:1], extra_row_bytes=gradient_bytes)
+def influence_rows(memory: RowPlan, loaded: LoadedModel, prepared: Prepared, queries: int = 0) -> int:
+    """Rows per training pass: the model's own cost of a row plus what influence keeps per row on top
+    (``Footprint.training_row``), against ``queries`` queries at once when scoring."""
+    sample = prepared.inputs[:1]
+    extra = Footprint.of(loaded.module, sample, EXACT_LIMIT).training_row(queries)
+    return memory.rows(loaded.module, sample, extra_row_bytes=extra)
+
+
+def query_plan(memory: RowPlan, loaded: LoadedModel, queries: Prepared) -> tuple[int, int | None]:
+    """Rows per pass of the query gradients, and queries per block: as many as the budget holds
+    preconditioned (all of them when --batch-size replaces the budget)."""
+    sample = queries.inputs[:1]
+    footprint = Footprint.of(loaded.module, sample, EXACT_LIMIT)
+    rows = memory.rows(loaded.module, sample, extra_row_bytes=footprint.query_row())
+    if memory.budget is None:
+        return rows, None
+    return rows, max(1, memory.budget.bytes // footprint.query())
 
 
 def fit_arguments(config: FitConfig, loaded: LoadedModel, data: TrainData) -> dict[str, Any]:
@@ -127,6 +150,7 @@ class ScoreJob:
     batch_size: int | None = None  # --batch-size; None: rows per pass from the memory budget
     max_memory: str | None = None
     format: str = "png"  # the montage's file format: png, pdf or svg
+    device: str = "auto"
 
 
 def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
@@ -135,10 +159,15 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     check_format(job.format)  # a usage error before the work
     if job.out is not None:
         check_destination(job.out, job.overwrite)  # before the work, on every process
-    memory = RowPlan.of(job.batch_size, job.max_memory)
-    loaded = job.source.load()
+    device = resolve_device(job.device)
+    memory = RowPlan.of(job.batch_size, job.max_memory, device)
+    loaded = job.source.load(device)
     data = load_train(loaded, job.train, memory)
-    job = replace(job, score=replace(job.score, batch_size=influence_rows(memory, loaded, data.prepared)))
+    queries = None if job.query is None else prepare(loaded, job.query, memory)
+    query_rows, block = (None, None) if queries is None else query_plan(memory, loaded, queries)
+    held = 0 if queries is None else min(block or len(queries.inputs), len(queries.inputs))
+    rows = influence_rows(memory, loaded, data.prepared, held)
+    job = replace(job, score=replace(job.score, batch_size=rows, query_batch_size=query_rows, query_block=block))
     factors, fitted = _factors(job, loaded, data)
     task = ClassificationTask(job.measurement)
     influence = Influence(loaded.module, task, factors, job.score)
@@ -146,17 +175,18 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     # rank 0's default, so that every process checkpoints beside the same destination
     out = job.out or Path(distributed.broadcast_object(str(default_run_dir(command.replace(" ", "-"),
                                                                           Path(loaded.path).stem))))
-    # the rows per pass change no score, so a resumed run may use another memory budget
-    score_arguments = {k: v for k, v in asdict(job.score).items() if k != "batch_size"}
+    # the rows per pass and the query blocks change no score, so a resumed run may use another budget
+    score_arguments = {k: v for k, v in asdict(job.score).items()
+                       if k not in ("batch_size", "query_batch_size", "query_block")}
     arguments = {"command": command, "factors": fitted, "train": data.spec, "score": score_arguments,
                  "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
     partial = PartialWork.beside(out, arguments)
-    if job.query is None:
-        values = influence.self_influence(data.prepared.inputs, data.labels, partial)
-        ranking, queries = self_ranking(values.sum(0), data, job.top_k), None
+    if queries is None:
+        values = influence.self_influence(data.prepared.inputs, data.labels, partial).cpu()
+        ranking = self_ranking(values.sum(0), data, job.top_k)
     else:
-        queries = prepare(loaded, job.query, memory)
-        values = influence.pairwise(queries.inputs, queries.targets, data.prepared.inputs, data.labels, partial)
+        values = influence.pairwise(queries.inputs, queries.targets, data.prepared.inputs, data.labels,
+                                    partial).cpu()
         ranking = query_rankings(values.sum(0), queries, data, job.top_k)
     summary = {"sign": SIGN, "strategy": factors.strategy, "measurement": job.measurement,
                "damping": job.score.damping if job.score.damping is not None else "0.1 x mean eigenvalue",
@@ -171,6 +201,7 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
         montage = _montage(staging, summary, data, queries, job.format)
         record = run_record(command, argv, arguments, job.fit.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "train": data.spec,
+                                          "device": device_record(job.device, device),
                                           "memory": memory.record(),
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
@@ -183,7 +214,9 @@ def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData) -> tuple[Facto
         config = replace(job.fit, batch_size=job.score.batch_size)
         factors = fit_factors(loaded.module, ClassificationTask(), data.prepared.inputs, data.labels, config)
         return factors, fit_arguments(config, loaded, data)
-    return load_factors(job.factors, loaded.module, loaded.sha256)
+    factors, arguments = load_factors(job.factors, loaded.module, loaded.sha256)
+    wide = sum_device(loaded.device)  # float64 where the device has it
+    return Factors(factors.strategy, factors.shapes, {k: v.to(wide) for k, v in factors.tensors.items()}), arguments
 
 
 def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Prepared | None,
@@ -194,8 +227,9 @@ def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Pr
     from xaibench.report.montage import write_influence_montage, write_self_montage
 
     path = figure_file(folder, "montage", fmt)
+    train = replace(data.prepared, inputs=data.prepared.inputs.cpu())  # the images, drawn from the CPU
     if queries is None:
-        write_self_montage(path, summary, data.prepared)
+        write_self_montage(path, summary, train)
     else:
-        write_influence_montage(path, summary, queries, data.prepared)
+        write_influence_montage(path, summary, replace(queries, inputs=queries.inputs.cpu()), train)
     return path.name

@@ -87,10 +87,10 @@ def _check_same_inputs(run_dir: Path, tensors: dict[str, torch.Tensor], prepared
         raise InputError(f"{run_dir} explains other samples; select the same ones "
                          f"(--indices {','.join(str(int(i)) for i in tensors['indices'])})")
     same_shape = tensors["inputs"].shape == prepared.inputs.shape
-    if not same_shape or not torch.allclose(tensors["inputs"], prepared.inputs, rtol=1e-5, atol=1e-6):
+    if not same_shape or not torch.allclose(tensors["inputs"], prepared.inputs.cpu(), rtol=1e-5, atol=1e-6):
         raise InputError(f"{run_dir} explains other inputs (another dataset or split, or other preprocessing "
                          "flags?); pass its --data and its --resize, --center-crop, --mean, --std or --normalize")
-    if not torch.equal(tensors["targets"].long(), prepared.targets.long()):
+    if not torch.equal(tensors["targets"].long(), prepared.targets.long().cpu()):
         raise InputError(f"{run_dir} explains other target classes; pass the --target it was made with")
 
 

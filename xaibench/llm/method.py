@@ -145,7 +145,7 @@ def _whole(account: dict[str, Any], samples: list[Any], transcript: str) -> tupl
 def rank_scores(rankings: list[tuple[str, ...] | None], features: list[str]) -> torch.Tensor:
     """(N, F) rank scores: F - i for the feature at rank i, 0 for the unranked, NaN rows for None."""
     count = len(features)
-    scores = torch.zeros(len(rankings), count)
+    scores = torch.zeros(len(rankings), count, device="cpu")
     position = {name: j for j, name in enumerate(features)}
     for row, ranking in enumerate(rankings):
         if ranking is None:

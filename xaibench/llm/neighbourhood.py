@@ -58,9 +58,10 @@ def neighbourhood(model: torch.nn.Module, x: torch.Tensor, target: int, low: tor
         raise InputError(f"cannot keep {n_low} + {n_high} samples and a query out of {n_samples}")
     span = (high - low).clamp(min=1e-12)
     point = ((x - low) / span).round(decimals=3)
-    scaled = (point + std * torch.randn(n_samples, x.shape[0], generator=generator)).round(decimals=3)
-    probabilities = torch.empty(n_samples)
-    hits = torch.empty(n_samples, dtype=torch.long)  # 1 where the explained class is predicted
+    noise = torch.randn(n_samples, x.shape[0], generator=generator, device="cpu").to(point)  # CPU draws, moved
+    scaled = (point + std * noise).round(decimals=3)
+    probabilities = torch.empty(n_samples, device=x.device)
+    hits = torch.empty(n_samples, dtype=torch.long, device=x.device)  # 1 where the explained class is predicted
     with torch.no_grad():
         for rows in row_slices(n_samples, batch_size):
             logits = model(low + scaled[rows] * span).float()
@@ -69,8 +70,8 @@ def neighbourhood(model: torch.nn.Module, x: torch.Tensor, target: int, low: tor
         point_output = int(model((low + point * span)[None]).argmax(dim=1)[0] == target)
     order = probabilities.argsort()
     kept = torch.cat([order[:n_low], order[n_samples - n_high:]])
-    kept = kept[torch.randperm(kept.numel(), generator=generator)]
+    kept = kept[torch.randperm(kept.numel(), generator=generator, device="cpu").to(kept.device)]
     rest = order[n_low:n_samples - n_high]
-    query = int(rest[torch.randint(0, rest.numel(), (1,), generator=generator)])
+    query = int(rest[torch.randint(0, rest.numel(), (1,), generator=generator, device="cpu").to(rest.device)])
     return Neighbourhood(point, scaled[kept], hits[kept], probabilities[kept], point_output, scaled[query],
                          int(hits[query]))

@@ -1,4 +1,6 @@
-"""The architectures xaibench ships: small classifiers for the bundled datasets.
+"""The architectures xaibench ships: small classifiers for the bundled datasets, and reference
+architectures of real size (ResNet-18, ``xaibench.models.resnet``; ViT, ``xaibench.models.vit``) whose
+parameter names are torchvision's, so that a researcher's weights load with ``--arch``.
 
 Each factory returns an ``nn.Module`` producing logits and is registered in ``ARCHITECTURES``;
 checkpoints name them as ``"xaibench.models.archs:<factory>"``. Only these factories may be resolved
@@ -7,7 +9,7 @@ from a file without ``--trust-model`` (see ``xaibench.models.checkpoint``).
 Every activation is its own ``nn.ReLU`` instance and nothing runs in place: captum's DeepLift and guided
 backpropagation hook ``nn.ReLU`` modules, which breaks on functional or shared activations. Layers are
 named (``conv1``, ``relu1``, ..., ``fc``) so that a layer method can address them, e.g. ``conv4`` for
-Grad-CAM on ``shapes_cnn``.
+Grad-CAM on ``shapes_cnn``. The reference architectures' modules are imported only when one is built.
 """
 
 from __future__ import annotations
@@ -134,3 +136,42 @@ def logreg(in_features: int, num_classes: int) -> nn.Module:
         num_classes: number of output logits.
     """
     return torch.nn.Sequential(OrderedDict([("fc", torch.nn.Linear(in_features, num_classes))]))
+
+
+@ARCHITECTURES.register("resnet18", modality="image", input_shape=(3, 224, 224),
+                        description="ResNet-18 with torchvision's parameter names, input (3, 224, 224); "
+                                    "also 32x32")
+def resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    """ResNet-18 (He et al., CVPR 2016) that loads torchvision's ``resnet18`` weights
+    (``xaibench.models.resnet``).
+
+    Args:
+        num_classes: number of output logits.
+        in_channels: channels of the input images.
+    """
+    from xaibench.models.resnet import resnet18 as build
+
+    return build(num_classes, in_channels)
+
+
+@ARCHITECTURES.register("vit", modality="image", input_shape=(3, 224, 224),
+                        description="Vision Transformer, by default ViT-Tiny/16 with torchvision's parameter "
+                                    "names, input (3, image_size, image_size)")
+def vit(image_size: int = 224, patch_size: int = 16, num_layers: int = 12, num_heads: int = 3,
+        hidden_dim: int = 192, mlp_dim: int = 768, num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
+    """Vision Transformer (Dosovitskiy et al., ICLR 2021) that loads torchvision's ``VisionTransformer``
+    weights of the same sizes (``xaibench.models.vit``); the defaults are ViT-Tiny/16.
+
+    Args:
+        image_size: side of the square input images, a multiple of ``patch_size``.
+        patch_size: side of a patch.
+        num_layers: transformer blocks.
+        num_heads: attention heads per block (they divide ``hidden_dim``).
+        hidden_dim: token width.
+        mlp_dim: hidden width of each block's MLP.
+        num_classes: number of output logits.
+        in_channels: channels of the input images.
+    """
+    from xaibench.models.vit import vit as build
+
+    return build(image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes, in_channels)

@@ -13,7 +13,6 @@ or an architecture the user passed with ``--arch``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -241,7 +240,7 @@ def _construct(
     """``factory(**kwargs)``, on the meta device when ``on_meta``. A ``fallible`` build gives None when
     it fails (a user's factory may need real values there): the real build then decides."""
     try:
-        with torch.device("meta") if on_meta else contextlib.nullcontext():
+        with torch.device("meta" if on_meta else "cpu"):  # explicit: weights load on the CPU first
             module = factory(**kwargs)
     except Exception as error:  # the factory may be anyone's code: any failure is reported
         if fallible:

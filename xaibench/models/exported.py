@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xaibench.core.devices import module_device
 from xaibench.models.exported_layers import leafspec_notice_ignored, unflattened
 
 PROBE_SEED = 0  # the random rows on which the batched and the chunked forward must agree
@@ -90,7 +91,7 @@ def exported_module(program: torch.export.ExportedProgram) -> ExportedModule:
     """The program as an ``ExportedModule``, running at any batch size where that is shown to be sound."""
     root = unflattened(program)
     size = fixed_batch_size(program)
-    probe = None if size is None else _example(program, size + 1)
+    probe = None if size is None else _example(program, size + 1, module_device(root))
     if probe is not None and runs_any_batch(root, probe, size):
         root.check_input_constraints = False  # it would refuse other batch sizes: the wrapper checks the rest
         return ExportedModule(root, None, tuple(probe.shape[1:]))
@@ -150,13 +151,14 @@ def _input(program: torch.export.ExportedProgram) -> torch.Tensor | None:
     return None
 
 
-def _example(program: torch.export.ExportedProgram, rows: int) -> torch.Tensor | None:
-    """Random rows (zeros for integer inputs) shaped as the program's input but for the batch; None
-    when another axis is dynamic too."""
+def _example(program: torch.export.ExportedProgram, rows: int, device: torch.device) -> torch.Tensor | None:
+    """Random rows (zeros for integer inputs) on ``device``, shaped as the program's input but for the
+    batch (drawn on the CPU, the same on any device); None when another axis is dynamic too."""
     value = _input(program)
     if value is None or not all(isinstance(n, int) for n in value.shape[1:]):
         return None
     shape = (rows, *value.shape[1:])
     if not value.dtype.is_floating_point:
-        return torch.zeros(shape, dtype=value.dtype)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(PROBE_SEED)).to(value.dtype)
+        return torch.zeros(shape, dtype=value.dtype, device=device)
+    draws = torch.Generator().manual_seed(PROBE_SEED)
+    return torch.randn(shape, generator=draws, device="cpu").to(device, value.dtype)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xaibench.core.devices import module_device, resolve_device
 from xaibench.core.errors import InputError, UntrustedModelError
 from xaibench.core.lazy import lazy_import
 from xaibench.core.ownership import file_digest
@@ -62,6 +63,11 @@ class LoadedModel:
     path: str
     sha256: str
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (the CPU for a model without any)."""
+        return module_device(self.module)
+
 
 @dataclass(frozen=True)
 class LoadRequest:
@@ -91,13 +97,15 @@ class ModelSource:
         """The file name without its suffix, printable: default output names are made of it."""
         return printable(Path(self.path).stem)
 
-    def load(self) -> LoadedModel:
-        return load_model(self.path, trust_model=self.trust_model, arch=self.arch, arch_kwargs=self.arch_kwargs)
+    def load(self, device: torch.device | str | None = None) -> LoadedModel:
+        """The model, moved to ``device`` when given."""
+        return load_model(self.path, trust_model=self.trust_model, arch=self.arch, arch_kwargs=self.arch_kwargs,
+                          device=device)
 
 
 def load_model(
     path: str | Path, *, trust_model: bool = False, arch: str | None = None,
-    arch_kwargs: dict[str, Any] | None = None,
+    arch_kwargs: dict[str, Any] | None = None, device: torch.device | str | None = None,
 ) -> LoadedModel:
     """Load a model file of any supported format (see the module docstring).
 
@@ -108,6 +116,8 @@ def load_model(
         arch: architecture to build (required for bare weights): a registered name or
             ``"module:factory"``; overrides a checkpoint's own.
         arch_kwargs: factory arguments; default: the checkpoint's, else none.
+        device: where the model is moved after loading on the CPU (default: it stays there); a text is
+            what ``--device`` takes (auto, cpu, cuda, cuda:N, mps), see ``xaibench.core.devices``.
 
     Raises:
         InputError: missing, empty, corrupt or unrecognised file; bare weights without ``arch``;
@@ -122,6 +132,8 @@ def load_model(
         raise UntrustedModelError(f"{file} {loader.risk}; loading it can run code from the file; "
                                   "pass --trust-model only for files you trust")
     module, meta = loader(request, payload)
+    if device is not None:
+        module = module.to(resolve_device(device) if isinstance(device, str) else device)
     return LoadedModel(module.eval(), meta, name, printable(file), file_digest(file))
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from xaibench.core.devices import module_device
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.lazy import lazy_import
 from xaibench.models.layers import hook_refusal, layer_type
@@ -61,7 +62,7 @@ def summarize(loaded: LoadedModel, input_shape: tuple[int, ...] | None = None) -
 
 def _output_shapes(module: nn.Module, leaves: list[tuple[str, nn.Module]],
                    shape: tuple[int, ...]) -> dict[str, Shape | None]:
-    sample = torch.zeros((1, *shape))
+    sample = torch.zeros((1, *shape), device=module_device(module))
     with _recording(leaves) as shapes, torch.no_grad():
         try:
             module(sample)
