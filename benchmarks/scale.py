@@ -170,12 +170,14 @@ def tensor_peak(profiled: profile) -> int:
 
 def rounds(runs: dict[str, Callable[[], object]], repeats: int, device: torch.device,
            after_first: Callable[[], None] | None = None) -> dict[str, dict[str, list]]:
-    """Seconds, peak tensor bytes and peak RSS growth of every run, ``repeats`` rounds, interleaved in
-    the order given; ``after_first`` runs (untimed) after the first run of the first round."""
+    """Wall and CPU seconds, peak tensor bytes and peak RSS growth of every run, ``repeats`` rounds,
+    interleaved in the order given (reversed in odd rounds, so that neither side always runs first);
+    ``after_first`` runs (untimed) after the first run of the first round."""
     fields = ("seconds", "cpu_seconds", "peak_bytes", "peak_rss_bytes")
     out: dict[str, dict[str, list]] = {key: {field: [] for field in fields} for key in runs}
     for round_ in range(repeats):
-        for index, (key, run) in enumerate(runs.items()):
+        order = list(runs.items())
+        for index, (key, run) in enumerate(order if round_ % 2 == 0 else order[::-1]):  # odd rounds reversed
             for field, value in zip(fields, measured(run, device)):
                 out[key][field].append(value)
             if round_ == 0 and index == 0 and after_first is not None:
@@ -346,7 +348,8 @@ def gradcam(work: Workload, repeats: int, device: torch.device) -> dict[str, Any
 # the run
 
 
-def run_cases(chosen: list[str], sizes: Sizes, repeats: int, device: torch.device) -> list[dict[str, Any]]:
+def run_cases(chosen: list[str], metrics: list[str], sizes: Sizes, repeats: int,
+              device: torch.device) -> list[dict[str, Any]]:
     """The chosen cases, model by model; each result is printed as it comes."""
     results: list[dict[str, Any]] = []
 
@@ -363,7 +366,7 @@ def run_cases(chosen: list[str], sizes: Sizes, repeats: int, device: torch.devic
             done(bee(work, sizes, repeats, device))
         if "resnet_metrics" in chosen:
             maps = attribute("saliency", work.model, work.x, target=work.target, batch_size=work.rows)
-            for name in METRICS:
+            for name in metrics:
                 done(metric(name, work, maps, repeats, device))
     if any(case.startswith("vit") for case in chosen):
         work = workload("vit", sizes, device)
@@ -381,6 +384,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated of {', '.join(CASES)}")
+    parser.add_argument("--metrics", default=",".join(METRICS), help="metrics of resnet_metrics, comma-separated")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.threads is not None:
@@ -393,7 +397,8 @@ def main() -> None:
     device = resolve_device(args.device)
     sizes = QUICK if args.quick else FULL
     load_before, tic = os.getloadavg(), time.perf_counter()
-    results = run_cases(chosen, sizes, args.repeats, device)
+    metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    results = run_cases(chosen, metrics, sizes, args.repeats, device)
     report = {
         "benchmark": "scale", "quick": args.quick, "sizes": sizes.__dict__, "repeats": args.repeats,
         "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),

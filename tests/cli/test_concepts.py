@@ -1,4 +1,5 @@
-"""``xaibench concepts`` end to end through the installed entry point."""
+"""``xaibench concepts`` end to end: test_concepts_writes_bank_metrics_figures_and_report goes through the
+installed entry point, the others run the same ``main`` in this process (``cli_in_process``)."""
 
 from __future__ import annotations
 
@@ -71,15 +72,15 @@ def test_concepts_format_svg_writes_vector_figures_beside_the_report_pngs(cli_in
     assert not (tmp_path / "bad").exists()
 
 
-def test_a_saved_bank_draws_concept_maps_for_new_images(cli, tmp_path):
+def test_a_saved_bank_draws_concept_maps_for_new_images(cli_in_process, tmp_path):
     from xaibench.concepts.extract import concept_maps, encode_maps
     from xaibench.concepts.split import feature_maps, split_model
     from xaibench.data.prepare import Selection, prepare
     from xaibench.jobs.concepts import load_bank
     from xaibench.models import load_model
 
-    assert cli("concepts", CNN, "--class", "3", "-n", "8", "-k", "3", "--importance", "occlusion",
-               "--out", "run").code == 0
+    assert cli_in_process("concepts", CNN, "--class", "3", "-n", "8", "-k", "3", "--importance", "occlusion",
+                          "--out", "run").code == 0
     bank, layer = load_bank(tmp_path / "run")
     saved = load_file(str(tmp_path / "run" / "bank.safetensors"))
     assert layer == "relu3" and bank.method == "nmf" and torch.equal(bank.dictionary, saved["dictionary"])

@@ -111,7 +111,7 @@ def test_categories_skip_what_cannot_run_and_named_metrics_must_run(cli_in_proce
     skipped = {s["metric"] for s in summary["skipped"]}
     assert "pointing_game" in skipped and "sparseness" not in skipped
     named = cli_in_process("evaluate", LOGREG, "--methods", "saliency", "--metrics", "pointing_game", "-n", "4",
-                "--out", str(tmp_path / "b"))
+                           "--out", str(tmp_path / "b"))
     assert named.code == 2 and "masks" in named.stderr and not (tmp_path / "b").exists()
 
 
@@ -146,7 +146,7 @@ def test_existing_run_is_kept_without_overwrite(cli_in_process, tmp_path):
     _evaluate(cli_in_process, out, LOGREG, "--methods", "saliency", "--metrics", "sparseness", "-n", "2")
     before = (out / "metrics.json").read_bytes()
     again = cli_in_process("evaluate", LOGREG, "--methods", "saliency", "--metrics", "complexity", "-n", "2",
-                "--out", str(out))
+                           "--out", str(out))
     assert again.code == 2 and (out / "metrics.json").read_bytes() == before
 
 
@@ -167,12 +167,12 @@ def test_reuses_attributions_of_an_explain_run(cli_in_process, tmp_path):
 def test_reuse_refuses_other_inputs_targets_and_parameters(cli_in_process, tmp_path):
     explained = tmp_path / "explained"
     assert cli_in_process("explain", LOGREG, "--method", "integrated_gradients", "-n", "4", "-p", "n_steps=4",
-               "--out", str(explained)).code == 0
+                          "--out", str(explained)).code == 0
     cases = [(["--data", "breast_cancer:train"], "other inputs"), (["--target", "0"], "target"),
              (["-p", "integrated_gradients.n_steps=8"], "--attributions run")]
     for extra, message in cases:
         result = cli_in_process("evaluate", LOGREG, "--attributions", str(explained), "--metrics", "sparseness",
-                     *extra, "--out", str(tmp_path / "run"))
+                                *extra, "--out", str(tmp_path / "run"))
         assert result.code == 2 and message in result.stderr, (extra, result.stderr)
     # robustness metrics re-explain with the reused run's parameters (n_steps=4), not the defaults
     _evaluate(cli_in_process, tmp_path / "ok", LOGREG, "--attributions", str(explained), "--metrics", "max_sensitivity")

@@ -198,7 +198,7 @@ def test_bare_weights_with_arch_and_arch_args(cli_in_process, tmp_path):
     save_file({k: v.contiguous() for k, v in loaded.module.state_dict().items()}, str(weights))
     args = ("--arch", "logreg", "--arch-arg", "in_features=30", "--arch-arg", "num_classes=2")
     result = cli_in_process("explain", str(weights), *args, "--data", "breast_cancer", "-n", "3",
-                 "-m", "input_x_gradient", "--out", str(tmp_path / "w"), "--json")
+                            "-m", "input_x_gradient", "--out", str(tmp_path / "w"), "--json")
     assert result.code == 0, result.stderr
     reference, _ = _explain(cli_in_process, tmp_path / "ref", "breast_cancer_logreg.pt", "-n", "3",
                             "-m", "input_x_gradient")
@@ -211,8 +211,8 @@ def test_bare_weights_with_arch_and_arch_args(cli_in_process, tmp_path):
 def test_path_method_with_a_training_baseline_family(cli_in_process, tmp_path):
     """train_sample needs training data: explain loads it for the path method, as for expected_gradients."""
     out = tmp_path / "run"
-    result = cli_in_process("explain", str(SAMPLES / "breast_cancer_logreg.pt"), "--method", "path_integrated_gradients",
-                 "-p", "baseline=train_sample", "-n", "3", "--out", str(out))
+    result = cli_in_process("explain", str(SAMPLES / "breast_cancer_logreg.pt"), "--method",
+                            "path_integrated_gradients", "-p", "baseline=train_sample", "-n", "3", "--out", str(out))
     assert result.code == 0, result.stderr
     record = json.loads((out / "run.json").read_text())
     assert record["method"]["params"]["baseline"] == "train_sample"
@@ -222,5 +222,5 @@ def test_path_method_with_a_training_baseline_family(cli_in_process, tmp_path):
     plain = attribute("path_integrated_gradients", loaded.module, tensors["inputs"], target=tensors["targets"])
     assert not torch.allclose(tensors["attributions"], plain)
     refused = cli_in_process("explain", str(SAMPLES / "breast_cancer_logreg.pt"), "--method", "integrated_gradients",
-                  "-p", "baseline=train_sample", "-n", "1", "--out", str(tmp_path / "no"))
+                             "-p", "baseline=train_sample", "-n", "1", "--out", str(tmp_path / "no"))
     assert refused.code == 2 and "unknown baseline" in refused.stderr

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.cli.conftest import SAMPLES, run_cli, run_main
+from tests.cli.conftest import SAMPLES, run_main
 from xaibench.data import load_data
 
 DIGITS = str(SAMPLES / "digits_cnn.pt")
@@ -34,7 +34,7 @@ def test_two_class_folders_keep_the_models_class_indices(tmp_path: Path) -> None
     folder = tmp_path / "digits"
     expected = _digit_folder(folder, {"3": 3, "7": 7})
     out = tmp_path / "run"
-    result = run_cli("explain", DIGITS, "--data", str(folder), "-m", "saliency", "--target", "label",
+    result = run_main("explain", DIGITS, "--data", str(folder), "-m", "saliency", "--target", "label",
                      "--out", str(out), "--json", cwd=tmp_path)
     assert result.code == 0, result.stderr
     tensors = load_file(str(out / "attributions.safetensors"))

@@ -1,5 +1,7 @@
-"""``xaibench llm-explain`` and ``explain --method llm`` through the installed entry point, against a
-scripted chat-completions server on 127.0.0.1."""
+"""``xaibench llm-explain`` and ``explain --method llm`` against a scripted chat-completions server on
+127.0.0.1. The first run of test_llm_explain_shows_the_reply_the_ranking_the_ground_truth_and_the_cost and
+test_keys_and_url_credentials_never_reach_the_output_or_the_run (which checks the argv a run records) go
+through the installed entry point; the others run the same ``main`` in this process (``cli_in_process``)."""
 
 from __future__ import annotations
 
@@ -34,14 +36,15 @@ def top5() -> list[str]:
     return [names[j] for j in order], [letters(30)[j] for j in order]
 
 
-def test_llm_explain_shows_the_reply_the_ranking_the_ground_truth_and_the_cost(cli, env, top5) -> None:
+def test_llm_explain_shows_the_reply_the_ranking_the_ground_truth_and_the_cost(cli, cli_in_process, env,
+                                                                              top5) -> None:
     names, labels = top5
     with serving(lambda body: Answer(text="Comparing the samples...\nAnswer: " + ", ".join(labels))) as server:
         args = ("llm-explain", LOGREG, "--base-url", server.url, "--llm", "scripted", "--api-key-env",
                 "SCRIPTED_KEY", "-p", "prompt_price=2.5", "-p", "completion_price=10")
         first = cli(*args, "--out", "run", "--json", env=env)
         assert first.code == 0, first.stderr
-        human = cli(*args, "--out", "again", env=env)
+        human = cli_in_process(*args, "--out", "again", env=env)
         assert len(server.requests) == 1  # the second run came from the cache
     doc = first.json()
     sample = doc["samples"][0]
@@ -58,13 +61,13 @@ def test_llm_explain_shows_the_reply_the_ranking_the_ground_truth_and_the_cost(c
         assert KEY not in text
 
 
-def test_replay_reruns_a_recorded_run_without_a_server(cli, env, tmp_path) -> None:
+def test_replay_reruns_a_recorded_run_without_a_server(cli_in_process, env, tmp_path) -> None:
     with serving(lambda body: Answer(text="Answer: A, B, C, D, E")) as server:
-        recorded = cli("explain", LOGREG, "--method", "llm", "-n", "2", "-p", f"base_url={server.url}",
-                       "-p", "llm_model=scripted", "--out", "recorded", "--json", env=env)
+        recorded = cli_in_process("explain", LOGREG, "--method", "llm", "-n", "2", "-p", f"base_url={server.url}",
+                                  "-p", "llm_model=scripted", "--out", "recorded", "--json", env=env)
     assert recorded.code == 0, recorded.stderr
-    replayed = cli("llm-explain", LOGREG, "-n", "2", "--backend", "replay", "--transcript",
-                   str(tmp_path / "recorded"), "--out", "replayed", "--json", env=env)
+    replayed = cli_in_process("llm-explain", LOGREG, "-n", "2", "--backend", "replay", "--transcript",
+                              str(tmp_path / "recorded"), "--out", "replayed", "--json", env=env)
     assert replayed.code == 0, replayed.stderr
     assert [s["ranking"] for s in replayed.json()["samples"]] == [["mean radius", "mean texture", "mean perimeter",
                                                                    "mean area", "mean smoothness"]] * 2
@@ -86,10 +89,10 @@ def test_bad_input_is_one_line_and_exit_2(cli_in_process, env) -> None:
     assert image.code == 2 and "does not apply to image" in image.stderr
 
 
-def test_a_failing_server_is_exit_1_with_one_line(cli, env, tmp_path) -> None:
+def test_a_failing_server_is_exit_1_with_one_line(cli_in_process, env, tmp_path) -> None:
     with serving(lambda body: Answer(status=503, headers={"retry-after-ms": "10"})) as server:
-        result = cli("llm-explain", LOGREG, "--base-url", server.url, "--llm", "x", "-p", "retries=1",
-                     "--out", "failed", env=env)
+        result = cli_in_process("llm-explain", LOGREG, "--base-url", server.url, "--llm", "x", "-p", "retries=1",
+                                "--out", "failed", env=env)
     assert result.code == 1 and "answered HTTP 503 (2 attempts)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "failed").exists()
 
@@ -113,11 +116,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (lambda recorded: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff", "transcript.jsonl:1 is not a transcript record: "
      "not UTF-8 text"),
 ], ids=["null-reply", "binary-file"])
-def test_a_tampered_transcript_is_exit_2_and_leaves_no_run(cli, env, tmp_path, recorded, tamper, message) -> None:
+def test_a_tampered_transcript_is_exit_2_and_leaves_no_run(cli_in_process, env, tmp_path, recorded, tamper,
+                                                           message) -> None:
     """Before the check, a null reply crashed the printer (exit 1) after the run was written."""
     (tmp_path / "transcript.jsonl").write_bytes(tamper(recorded.read_bytes()))
-    result = cli("llm-explain", LOGREG, "--backend", "replay", "--transcript", "transcript.jsonl", "--out",
-                 "replayed", env=env)
+    result = cli_in_process("llm-explain", LOGREG, "--backend", "replay", "--transcript", "transcript.jsonl",
+                            "--out", "replayed", env=env)
     assert result.code == 2 and result.stderr.strip() == f"error: {message}", result.stderr
     assert not (tmp_path / "replayed").exists()
 

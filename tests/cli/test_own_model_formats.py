@@ -1,4 +1,4 @@
-"""A researcher's own CNN in every format, on their own image folder, through the installed entry point.
+"""A researcher's own CNN in every format, on their own image folder, through the CLI.
 
 Nothing is trained: a small CNN is built here and saved as a state_dict beside the module that defines
 it (``--arch ownnet:make``, found in the current folder), as TorchScript, as a torch.export program and
@@ -6,6 +6,10 @@ as a pickled module (safetensors with ``--arch`` is tested in test_explain.py). 
 folder that holds two of its ten classes (``3/`` and ``7/``) at 48x48 while the model takes 32x32
 (``--resize 32``); ``--classes 10`` names its classes 0..9. Labels and targets must be the model's class
 indices 3 and 7, never the folders' positions 0 and 1.
+
+The commands run the CLI's ``main`` in this process, each with ``ownnet`` dropped from ``sys.modules`` and
+with the current folder not on ``sys.path`` (as in an installed console script), so each must find the
+module from the current folder itself; tests/cli/test_user_code.py does the same through the entry point.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import importlib
 import json
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.cli.conftest import run_cli
+from tests.cli.conftest import run_main
 
 MODULE = textwrap.dedent("""
     import torch
@@ -97,9 +100,14 @@ def test_every_format_explains_evaluates_and_extracts_concepts(workspace: Path, 
     for name in ("ownnet.py", "images"):
         (tmp_path / name).symlink_to(workspace / name)
     (tmp_path / FORMATS[fmt][0]).symlink_to(workspace / FORMATS[fmt][0])
-    commands = _commands(FORMATS[fmt])
-    with ThreadPoolExecutor(max_workers=2) as pool:  # four interpreter starts: two at a time
-        results = dict(zip(commands, pool.map(lambda args: run_cli(*args, cwd=tmp_path), commands.values())))
+    assert "" not in sys.path and all(Path(entry).resolve() != tmp_path.resolve() for entry in sys.path)
+    results = {}
+    for name, args in _commands(FORMATS[fmt]).items():
+        sys.modules.pop("ownnet", None)  # found afresh from the current folder by every command
+        path = list(sys.path)
+        results[name] = run_main(*args, cwd=tmp_path)
+        assert sys.path == path  # the folder was on the import path only while importing
+    sys.modules.pop("ownnet", None)
     layered = ("gradcam", "concepts")
     for name, result in results.items():
         if fmt == "torchscript" and name in layered:  # TorchScript runs no Python hooks: refused, saying why

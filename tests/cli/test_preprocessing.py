@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.cli.conftest import SAMPLES, run_cli, run_main
+from tests.cli.conftest import SAMPLES, run_main
 from xaibench.data import load_data
 from xaibench.data.transforms import PRESETS, resize_images, resize_masks
 
@@ -42,8 +42,8 @@ def resized_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resized")
     folder = _large_digits(root / "digits64")
     out = root / "run"
-    result = run_cli("explain", DIGITS, "--data", str(folder), "-m", "saliency", "--resize", "32", "--mean",
-                     "0.5", "--std", "0.25", "--out", str(out), "--json", cwd=root)
+    result = run_main("explain", DIGITS, "--data", str(folder), "-m", "saliency", "--resize", "32", "--mean",
+                      "0.5", "--std", "0.25", "--out", str(out), "--json", cwd=root)
     assert result.code == 0, result.stderr
     return out
 

@@ -25,11 +25,11 @@ DIGITS = str(SAMPLES / "digits_cnn.pt")
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> dict[str, Path]:
-    """One explain run and one evaluate run, made once; tests tamper with copies."""
+    """One explain run and one evaluate run, made once (in this process); tests tamper with copies."""
     root = tmp_path_factory.mktemp("made")
-    explain = run_cli("explain", DIGITS, "--method", "saliency", "--n", "3", "--out", str(root / "explain"))
+    explain = run_main("explain", DIGITS, "--method", "saliency", "--n", "3", "--out", str(root / "explain"))
     assert explain.code == 0, explain.stderr
-    evaluate = run_cli("evaluate", DIGITS, "--methods", "saliency,random", "--metrics", "deletion,sparseness",
+    evaluate = run_main("evaluate", DIGITS, "--methods", "saliency,random", "--metrics", "deletion,sparseness",
                        "--n", "3", "--out", str(root / "evaluate"))
     assert evaluate.code == 0, evaluate.stderr
     return {"explain": root / "explain", "evaluate": root / "evaluate"}

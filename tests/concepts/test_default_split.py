@@ -10,7 +10,7 @@ from torch import nn
 
 from tests.concepts.test_split import cnn
 from xaibench.concepts.extract import Settings, concept_maps, extract, upsampled
-from xaibench.concepts.split import default_layer, feature_maps, split_at_default_layer
+from xaibench.concepts.split import default_layer, feature_maps, split_at_default_layer, split_model
 from xaibench.core.errors import InputError
 from xaibench.models import archs
 
@@ -106,6 +106,10 @@ def test_small_cnns_keep_their_default_and_no_split_point_is_refused():
     x = torch.rand(3, 1, 8, 8)
     assert outputs_reproduced(cnn(), x)[0] == "3"
     torch.manual_seed(0)
-    assert outputs_reproduced(NeedsItsBatchSize().eval(), x)[0] == "relu"  # injected into 3 zero rows
+    needs = NeedsItsBatchSize().eval()
+    assert outputs_reproduced(needs, x)[0] == "relu"  # injected into as many zero rows as it is given
+    single = split_model(needs, "relu", x[:1])  # one probe row is checked as two
+    with torch.no_grad():
+        torch.testing.assert_close(single.h(feature_maps(single, x, None)), needs(x), rtol=0, atol=0)
     with pytest.raises(InputError, match="no layer around conv reproduces the model's outputs"):
         split_at_default_layer(Residual().eval(), x)

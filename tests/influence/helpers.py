@@ -36,6 +36,16 @@ def tiny_cnn(seed: int = 0) -> nn.Module:
                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 3)).double()
 
 
+def padded_cnn(seed: int = 0) -> nn.Module:
+    """Convolutions on maps so small that zero padding fills some kernel taps at every position: on (2, 3, 3)
+    inputs, "0" sees 2x2 outputs (every tap used somewhere: 4 positions), "2" a 1x1 output reading 4 of 9
+    taps, "4" a 1x1 map reading only its centre tap (as a ResNet-18's layer4 at 32x32)."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Tanh(),
+                         nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False), nn.Tanh(),
+                         nn.Conv2d(4, 5, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(5, 3)).double()
+
+
 def autograd_gradients(model: nn.Module, modules: dict[str, nn.Module], inputs: torch.Tensor,
                        targets: torch.Tensor, loss) -> dict[str, torch.Tensor]:
     """Per-example gradient matrices (B, out, in[+1]) of ``loss`` on each example alone, by torch.func."""

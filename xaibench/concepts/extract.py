@@ -27,7 +27,9 @@ from xaibench.core.errors import InputError
 
 @dataclass(frozen=True)
 class Settings:
-    """How to extract: decomposition, concept count, activation mode, importance estimator."""
+    """How to extract: decomposition, concept count, activation mode, importance estimator, and the rows
+    of a pass: ``batch_size`` through g (the model up to the layer), ``head_batch_size`` through h (the
+    model after it, cheaper per row; None: ``batch_size``)."""
 
     method: str = "nmf"
     n_concepts: int = 10
@@ -36,6 +38,12 @@ class Settings:
     patch_size: float = 0.25
     seed: int = 0
     batch_size: int | None = None
+    head_batch_size: int | None = None
+
+    @property
+    def head_rows(self) -> int | None:
+        """The most rows per call of h (importance estimators, concept metrics)."""
+        return self.batch_size if self.head_batch_size is None else self.head_batch_size
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ def extract(split: Split, inputs: torch.Tensor, target: torch.Tensor, settings: 
     # all images, so every process draws them from the same fresh generator, as one process does.
     local = estimator(concept_head(split, bank), image_codes,
                       target[block] if isinstance(target, torch.Tensor) and target.ndim else target,
-                      batch_size=settings.batch_size, generator=torch.Generator().manual_seed(settings.seed))
+                      batch_size=settings.head_rows, generator=torch.Generator().manual_seed(settings.seed))
     maps, image_codes, local = (distributed.gather_rows(t, n) for t in (maps, image_codes, local))
     return Extraction(bank, rows, fitted.codes, maps, image_codes, local, local.mean(0))
 

@@ -83,7 +83,7 @@ def split_at_default_layer(model: nn.Module, probe: torch.Tensor) -> Split:
         InputError: the model has no convolution, or no module around ``default_layer`` reproduces it.
         IncompatibleError: the split needs hooks, which the model's layers cannot run.
     """
-    start = default_layer(model)
+    start, probe = default_layer(model), _two_rows(probe)
     expected = _outputs(model, probe)
     parts = start.split(".")
     for depth in range(len(parts), 0, -1):  # the layer, then the modules holding it, innermost first
@@ -103,6 +103,7 @@ def split_model(model: nn.Module, layer: str, probe: torch.Tensor) -> Split:
         InputError: h(g(x)) does not reproduce the model (a skip connection across the layer), or the
             layer gives tokens that cannot be arranged as a grid.
     """
+    probe = _two_rows(probe)
     split = _checked(model, layer, probe, _outputs(model, probe))
     if split is None:
         raise InputError(f"the model cannot be split at {layer}: the layers after it do not reproduce the "
@@ -113,6 +114,12 @@ def split_model(model: nn.Module, layer: str, probe: torch.Tensor) -> Split:
 def _outputs(model: nn.Module, probe: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(probe)
+
+
+def _two_rows(probe: torch.Tensor) -> torch.Tensor:
+    """``probe`` with at least two rows: on one, an h that runs the layers before the split on one row
+    could not be told from one that runs them on every row."""
+    return probe if probe.shape[0] > 1 else probe.expand(2, *probe.shape[1:])
 
 
 def _checked(model: nn.Module, layer: str, probe: torch.Tensor, expected: torch.Tensor) -> Split | None:

@@ -143,8 +143,8 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
     if config.strategy in ("kfac", "ekfac"):
         sums = data.run("covariance", _covariance_sums)
         for name in modules:
-            for side in ("A", "S"):
-                values, vectors = _eigh(sums[f"{name}/{side}"] / sums[f"{name}/{side}_count"])
+            for side in ("A", "S"):  # each sum let go once decomposed: the largest are 4608 x 4608 float64
+                values, vectors = _eigh(sums.pop(f"{name}/{side}"), sums[f"{name}/{side}_count"])
                 factors.tensors[f"{name}/{side}_values"] = values
                 factors.tensors[f"{name}/{side}_vectors"] = vectors
     if config.strategy in ("ekfac", "diagonal"):
@@ -157,12 +157,12 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
     return factors
 
 
-def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues and eigenvectors of the symmetrised float64 matrix of a covariance (positive
-    semi-definite), its exactly zero rows and columns split off: their unit vectors come first, with
-    eigenvalue 0, then the eigenpairs of the rest in ascending order."""
-    matrix = matrix.double()
-    matrix = (matrix + matrix.T) / 2
+def _eigh(total: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues and eigenvectors of the covariance ``total / count`` (positive semi-definite),
+    symmetrised in float64, its exactly zero rows and columns split off: their unit vectors come first,
+    with eigenvalue 0, then the eigenpairs of the rest in ascending order."""
+    total = total.double()
+    matrix = (total + total.T).mul_(0.5 / count)
     live = matrix.diagonal() != 0  # a zero diagonal entry of a covariance zeroes its row and column
     if bool(live.all()):
         return torch.linalg.eigh(matrix)
@@ -176,7 +176,21 @@ def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return all_values, all_vectors
 
 
-Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, "torch.Tensor | Block"]]
+
+
+def _accumulate(total: dict[str, torch.Tensor], key: str, value: torch.Tensor | Block, wide: torch.device) -> None:
+    """Add a batch's ``value`` to ``total[key]``, a float64 sum on ``wide``."""
+    if isinstance(value, Block):
+        if key not in total:
+            total[key] = torch.zeros(value.size, value.size, dtype=torch.float64, device=wide)
+        index = value.index.to(wide)
+        total[key][index[:, None], index] += widened(value.value, wide)
+    elif key in total:
+        total[key].add_(widened(value, wide))
+    else:
+        first = widened(value, wide)  # a copy of its own: a batch may return one tensor under two keys
+        total[key] = first.clone() if first is value else first
 
 
 @dataclass
@@ -211,10 +225,7 @@ class _Pass:
             for first in range(start, stop, self.config.batch_size):
                 rows = slice(first, min(first + self.config.batch_size, stop))
                 for key, value in sums(self, rows, uniforms).items():
-                    if key in total:
-                        total[key].add_(value.to(wide, torch.float64))
-                    else:  # a copy of its own: a batch may return one tensor under two keys
-                        total[key] = value.to(wide, torch.float64, copy=True)
+                    _accumulate(total, key, value, wide)
                 advance(rows.stop - rows.start)
             if self.checkpoint is not None:
                 self.checkpoint.save(name, total, stop - block.start)
@@ -249,13 +260,27 @@ class _Pass:
         return capture(self.model, self.modules, self.inputs[rows], objective)[0]
 
 
-def _covariance_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    out = {}
+@dataclass(frozen=True)
+class Block:
+    """A sum that fills only the rows and columns ``index`` of a (size, size) matrix (zero elsewhere)."""
+
+    value: torch.Tensor
+    index: torch.Tensor
+    size: int
+
+
+def _covariance_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor | Block]:
+    out: dict[str, torch.Tensor | Block] = {}
     for name, seen in data.captured(rows, uniforms).items():
-        a, g = seen.activations.flatten(0, 1), seen.gradients.flatten(0, 1)
-        count = torch.tensor(float(a.shape[0]), dtype=torch.float64, device=a.device)
-        out.update({f"{name}/A": a.T @ a, f"{name}/S": g.T @ g, f"{name}/A_count": count,
-                    f"{name}/S_count": count})
+        a, g = seen.activations, seen.gradients.flatten(0, 1)
+        count = torch.tensor(float(a.shape[0] * a.shape[1]), dtype=torch.float64, device=a.device)
+        support, size = seen.support(), a.shape[2]
+        if support is not None:  # the other columns are zero padding
+            a = a.index_select(2, support)
+        a = a.flatten(0, 1)
+        covariance = a.T @ a
+        out.update({f"{name}/A": covariance if support is None else Block(covariance, support, size),
+                    f"{name}/S": g.T @ g, f"{name}/A_count": count, f"{name}/S_count": count})
     return out
 
 
@@ -271,7 +296,7 @@ def _lambda_sums(factors: Factors) -> Sums:
                 bases[name] = compute_basis(factors, name, dtype, data.inputs.device)
             rotated = rotate(seen, bases[name], dtype)
             squares = rotated.square_sum()
-            if rotated.columns is not None:  # the other columns' gradients are zero
+            if rotated.columns is not None:  # the other columns' (rotated) gradients are zero
                 squares = squares.new_zeros(factors.shapes[name]).index_copy_(1, rotated.columns, squares)
             out[f"{name}/lambda"] = squares
         return out
@@ -283,8 +308,7 @@ def compute_basis(factors: Factors, name: str, dtype: torch.dtype, device: torch
     """The module's eigenvectors in ``dtype`` on ``device`` (no basis for diagonal or identity)."""
     if factors.strategy not in ("kfac", "ekfac"):
         return Basis()
-    return Basis(factors.module(name, "S_vectors").to(device, dtype),
-                 factors.module(name, "A_vectors").to(device, dtype))
+    return Basis(factors.module(name, "S_vectors"), factors.module(name, "A_vectors"), dtype, device)
 
 
 def sum_device(device: torch.device) -> torch.device:
@@ -292,18 +316,23 @@ def sum_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
+def widened(value: torch.Tensor, wide: torch.device) -> torch.Tensor:
+    """``value`` in float64 on ``wide``: moved first (MPS has no float64), then converted."""
+    return value.to(wide).to(torch.float64)
+
+
 def _exact_sums(data: _Pass, rows: slice, uniforms: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Per batch: sum_i g_i g_i^T over flattened gradients, weighted over labels for the true Fisher."""
     wide = sum_device(data.inputs.device)
     if data.config.fisher == "empirical":
-        flat = flat_gradients(data.captured(rows, None)).to(wide, torch.float64)
+        flat = widened(flat_gradients(data.captured(rows, None)), wide)
         return {"exact/fisher": flat.T @ flat}
     with torch.no_grad():
         outputs = data.model(data.inputs[rows])
     fisher = 0
     for targets, weights in data.task.fisher_outcomes(outputs):
         seen = capture(data.model, data.modules, data.inputs[rows], lambda out, t=targets: data.task.loss(out, t))[0]
-        flat = flat_gradients(seen).to(wide, torch.float64) * weights.to(wide, torch.float64).sqrt()[:, None]
+        flat = widened(flat_gradients(seen), wide) * widened(weights, wide).sqrt()[:, None]
         fisher = fisher + flat.T @ flat
     return {"exact/fisher": fisher}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from xaibench.influence.eigenbasis import by_pairs
 from xaibench.influence.tracking import Captured, select_modules, tracked
 
 
@@ -62,8 +63,10 @@ class Footprint:
         """A training pass (fit, self-influence, pairwise against ``queries`` queries at once)."""
         def one(m: ModuleShape) -> int:
             sides = 2 * m.positions * (m.ins + m.support + 2 * m.outs)
+            pairs = (m.positions + 32) * (m.ins + m.outs) if by_pairs(m.positions) else 0
             matrices = 2 * m.outs * m.ins if m.positions > 1 else 0
-            return sides + matrices + queries * m.outs
+            products = min(queries * m.positions, m.positions + queries + 100) * m.outs
+            return sides + pairs + matrices + products
         return self.element * (self._outputs() + max(map(one, self.modules))) + 16 * self.exact_width
 
     def query_row(self) -> int:

@@ -10,13 +10,15 @@ examples the model fits against the grain of the rest, mislabelled ones first.
 
 Damping lambda is absolute, or with ``damping=None`` 0.1 x the mean curvature eigenvalue of each module
 (of the whole matrix for exact). The query side is preconditioned once per block of queries (Grosse et
-al., section 2.3; ``ScoreConfig.query_block`` queries at a time, all by default), optionally compressed to
-rank r per module by SVD; training gradients are contracted from activations and output gradients batch
-by batch and module by module, so per-example gradient matrices exist for one module of one batch at a
-time at most (and not at all for single-position modules). Self-influence never leaves the eigenbasis:
+al., section 2.3; ``ScoreConfig.query_block`` queries at a time, all by default, each block one pass over
+the training data), optionally compressed to rank r per module by SVD. Training gradients are contracted
+from activations and output gradients batch by batch and module by module, so per-example gradient
+matrices exist for one module of one batch at a time at most, and not at all where a module has few
+positions (``contract``). Self-influence never leaves the eigenbasis:
 g^T (G + lambda)^-1 g = sum (Q_S^T G Q_A)^2 / (Lambda + lambda), from the rotated gradients
 (``eigenbasis``). Input columns that are zero padding for every training example are left out of the
-query side and of every product (``Captured.support``).
+query side and of every product (``Captured.support``): their gradients are zero, so with damping 0 a
+zero curvature there no longer turns every score into NaN (0 / 0).
 
 Devices: everything runs where the model and the data are, in the model's dtype (float64 for the exact
 strategy); the scores are float32 there, and come back to the CPU only when the caller moves them.
@@ -41,7 +43,7 @@ from torch import nn
 from xaibench.core import distributed
 from xaibench.core.errors import InputError
 from xaibench.core.progress import advance
-from xaibench.influence.eigenbasis import Basis, Rotated, rotate
+from xaibench.influence.eigenbasis import Basis, rotate
 from xaibench.influence.factors import Checkpoint, Factors, checkpoint_stage, compute_basis
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import Captured, capture, outer_sum, select_modules, tracked
@@ -129,9 +131,10 @@ class Preconditioner:
         weights = self.weights(name, grads.dtype, grads.device)
         if weights is None:
             return grads
-        if basis.a is None:
+        if not basis.rotates:
             return grads * weights
-        return basis.s @ ((basis.s.T @ grads @ basis.a) * weights) @ basis.a.T
+        q_a = basis.rows(None)[0]
+        return basis.s @ ((basis.s.T @ grads @ q_a) * weights) @ q_a.T
 
     def self_scores(self, grads: Gradients) -> torch.Tensor:
         """g^T (G + lambda)^-1 g per example and module: (modules, rows), from full gradient matrices."""
@@ -146,24 +149,21 @@ class Preconditioner:
         weights = self.weights(name, dtype, device)
         if weights is not None and rotated.columns is not None:
             weights = weights.index_select(1, rotated.columns)
-        return _weighted_squares(rotated, weights)
+        return rotated.weighted_squares(weights)
 
     def condition(self, name: str, seen: Captured, columns: torch.Tensor | None) -> torch.Tensor:
         """(G + lambda)^-1 G of a batch's per-example gradients (B, out, len(columns)): the input columns
         ``columns`` only (None: all), in the model's dtype."""
         dtype, device = seen.output_gradients[0].dtype, seen.output_gradients[0].device
         basis, weights = self.basis(name, dtype, device), self.weights(name, dtype, device)
-        rotated = rotate(seen, basis, dtype)
+        rotated = rotate(seen, basis, dtype, pairs=False)
         matrices = rotated.matrices()
         if weights is not None:
             matrices = matrices * (weights if rotated.columns is None else weights.index_select(1, rotated.columns))
-        if basis.a is None:
-            if rotated.columns is not None:  # back to every column: the others' gradients are zero
-                full = matrices.new_zeros(*matrices.shape[:2], self.shapes[name][1])
-                matrices = full.index_copy_(2, rotated.columns, matrices)
-            return matrices if columns is None else matrices.index_select(2, columns)
-        q_a = basis.a if columns is None else basis.a.index_select(0, columns)
-        return basis.s @ (matrices @ q_a.T)
+        if not basis.rotates:  # the input columns ``columns`` of matrices on the columns ``rotated.columns``
+            return _moved(matrices, rotated.columns, columns, self.shapes[name][1])
+        q_a, eigen = basis.rows(columns)  # the rotated columns that are not zero on ``columns``
+        return basis.s @ (_moved(matrices, rotated.columns, eigen, self.shapes[name][1]) @ q_a.T)
 
     def _split(self, flat: torch.Tensor) -> Gradients:
         sizes = [o * i for o, i in self.shapes.values()]
@@ -171,12 +171,15 @@ class Preconditioner:
                 for (name, shape), part in zip(self.shapes.items(), flat.split(sizes, dim=1))}
 
 
-def _weighted_squares(rotated: Rotated, weights: torch.Tensor | None) -> torch.Tensor:
-    if weights is not None:
-        return rotated.weighted_squares(weights)
-    if rotated.full is not None:
-        return rotated.full.square().flatten(1).sum(1)
-    return rotated.g.square().sum(1) * rotated.a.square().sum(1)
+def _moved(matrices: torch.Tensor, held: torch.Tensor | None, wanted: torch.Tensor | None,
+           width: int) -> torch.Tensor:
+    """``matrices`` (..., len(held)) holding the columns ``held`` of a ``width``-column matrix that is
+    zero elsewhere, as the columns ``wanted`` (None: all)."""
+    if held is wanted:
+        return matrices
+    if held is not None:
+        matrices = matrices.new_zeros(*matrices.shape[:-1], width).index_copy_(-1, held, matrices)
+    return matrices if wanted is None else matrices.index_select(-1, wanted)
 
 
 def gradients(model: nn.Module, modules: dict[str, nn.Module], objective: Objective, inputs: torch.Tensor,
@@ -200,7 +203,11 @@ def compress(conditioned: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.
 
 def contract(query: Query, seen: Captured, columns: torch.Tensor | None = None) -> torch.Tensor:
     """<query_q, G_b> for every query q and training example b: (Q, B), from activations and gradients;
-    the query holds the input columns ``columns`` (None: all), the only ones the training rows fill."""
+    the query holds the input columns ``columns`` (None: all), the only ones the training rows fill.
+
+    sum_p g_p^T Q a_p costs Q P out in multiply-adds and no per-example matrix; forming G first costs P
+    out in, writing and reading B matrices (about 100 multiply-adds per entry on a CPU, measured), then
+    Q out in: the first is taken while Q P < P + Q + 100."""
     a, g = seen.activations, seen.gradients
     if columns is not None:
         a = a.index_select(2, columns)
@@ -211,9 +218,10 @@ def contract(query: Query, seen: Captured, columns: torch.Tensor | None = None) 
         if single:
             return torch.einsum("bo,qok,bi,qik->qb", g[:, 0], left, a[:, 0], right)
         return torch.einsum("qok,boi,qik->qb", left, outer_sum(g, a), right)
-    if single:  # sum_oi Q[o, i] a_i g_o without per-example matrices
-        queries, outs = query.shape[:2]
-        return ((query.flatten(0, 1) @ a[:, 0].T).view(queries, outs, -1) * g[:, 0].T).sum(1)
+    queries, outs, positions = query.shape[0], query.shape[1], a.shape[1]
+    if queries * positions < positions + queries + 100:  # sum_p g_p^T Q a_p, no per-example matrices
+        products = (query.flatten(0, 1) @ a.flatten(0, 1).T).view(queries, outs, *a.shape[:2])
+        return (products * g.permute(2, 0, 1)).sum((1, 3))
     return query.flatten(1) @ outer_sum(g, a).flatten(1).T
 
 

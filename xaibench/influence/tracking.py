@@ -61,11 +61,8 @@ class Captured:
         size, or None when every column can: the others are zero padding in every example."""
         if not isinstance(self.module, nn.Conv2d):
             return None
-        masks = [_conv_support(_geometry(self.module), tuple(x.shape[-2:]), str(x.device)) for x in self.inputs]
-        if any(mask is None for mask in masks):
-            return None
-        live = masks[0] if len(masks) == 1 else torch.stack(masks).any(dim=0)
-        return None if bool(live.all()) else live.nonzero()[:, 0]
+        sizes = {tuple(x.shape[-2:]) for x in self.inputs}
+        return _conv_support(_geometry(self.module), tuple(sorted(sizes)), str(self.inputs[0].device))
 
 
 def outer_sum(gradients: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
@@ -85,15 +82,18 @@ def _geometry(module: nn.Conv2d) -> tuple:
 
 
 @lru_cache(maxsize=512)
-def _conv_support(geometry: tuple, size: tuple[int, int], device: str) -> torch.Tensor | None:
-    """Boolean mask of the unfolded columns that some output position reads from inside the image."""
+def _conv_support(geometry: tuple, sizes: tuple[tuple[int, int], ...], device: str) -> torch.Tensor | None:
+    """Indices of the unfolded columns that some output position reads from inside an image of one of
+    ``sizes``, None when that is every column. Cached: the same tensor for the same arguments."""
     channels, kernel, stride, dilation, padding, bias = geometry
-    ones = torch.ones(1, 1, *size, device=device)
-    taps = F.unfold(ones, kernel, dilation=dilation, padding=padding, stride=stride).amax(dim=2)[0] > 0
+    taps = torch.zeros(kernel[0] * kernel[1], dtype=torch.bool, device=device)
+    for size in sizes:
+        ones = torch.ones(1, 1, *size, device=device)
+        taps |= F.unfold(ones, kernel, dilation=dilation, padding=padding, stride=stride).amax(dim=2)[0] > 0
     if bool(taps.all()):
         return None
     mask = taps.repeat(channels)  # unfold orders columns channel-major: c * taps + tap
-    return torch.cat([mask, mask.new_ones(1)]) if bias else mask
+    return (torch.cat([mask, mask.new_ones(1)]) if bias else mask).nonzero()[:, 0]
 
 
 def select_modules(model: nn.Module, patterns: str | list[str] | None = None) -> dict[str, nn.Module]:

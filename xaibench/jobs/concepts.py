@@ -97,12 +97,14 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     memory = RowPlan.of(job.settings.batch_size, job.max_memory, device)
     loaded = job.source.load(device)
     images, index = class_images(loaded, job, memory)
-    # rows of the whole model bound every pass: crops and the head's rows cost less
+    # rows of the whole model bound every pass through g (crops cost less); h's rows are measured below
     settings = replace(job.settings, batch_size=memory.rows(loaded.module, images.inputs[:1]))
     probe = images.inputs[:4]
     split = (split_model(loaded.module, job.layer, probe) if job.layer
              else split_at_default_layer(loaded.module, probe))
     layer = split.layer
+    with torch.no_grad():  # h's rows cost what the layers after the split keep, measured on one row
+        settings = replace(settings, head_batch_size=memory.rows(split.h, split.g(images.inputs[:1])))
     found = extract(split, images.inputs, images.targets, settings)  # sharded under torchrun
     out = job.out or default_run_dir("concepts", job.source.stem, images.meta.class_names[index])
     summary = {
@@ -137,7 +139,7 @@ def concept_metrics(found: Extraction, split: Any, target: torch.Tensor, setting
     inputs = ConceptInputs(
         activations=found.activations, codes=found.codes, bank=found.bank, head=concept_head(split, found.bank),
         image_codes=found.image_codes, importances=found.local, target=target,
-        refit=DECOMPOSITIONS.get(settings.method)().fit, batch_size=settings.batch_size, seed=settings.seed)
+        refit=DECOMPOSITIONS.get(settings.method)().fit, batch_size=settings.head_rows, seed=settings.seed)
     out = {}
     for chosen in choose_metrics("all", concept=True):
         name, metric = chosen.name, METRICS.get(chosen.name)
