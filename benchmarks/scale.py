@@ -27,24 +27,29 @@ Cases, each "ours" against its floor, interleaved round by round:
                         output, in chunks of the plan's rows. Target 1.15.
 
 Peak memory of each call, of ours and of the floor's runs: on CUDA ``torch.cuda.max_memory_allocated``
-minus the memory allocated before the call (peak statistics reset before it). On the CPU two figures:
-"tensors", the most bytes of tensors allocated during the call and alive at once, from the "[memory]"
-events torch's CPU allocator reports to ``torch.profiler`` (``profile_memory=True``; every timed call,
-ours and floor alike, runs under the profiler, which after its first start costs no measurable time);
-and "RSS growth", the process's peak resident set (VmHWM, reset by writing 5 to /proc/self/clear_refs)
-minus its resident set before the call, after ``gc.collect`` and glibc's ``malloc_trim``: what the
-operating system sees, tensors plus the heap memory glibc keeps after frees, Python objects and library
-buffers. "under budget" compares the tensors' peak with the budget the rows per pass came from.
+minus the memory allocated before the call (peak statistics reset before it). On the CPU, by
+``--memory``: "tensors" (default), the most bytes of tensors allocated during the call and alive at
+once, from the "[memory]" events torch's CPU allocator reports to ``torch.profiler``
+(``profile_memory=True``; every timed call, ours and floor alike, runs under the profiler, which after
+its first start costs no measurable time; it prints two lines per call on stderr); or "rss", the
+process's peak resident set (VmHWM, reset by writing 5 to /proc/self/clear_refs) minus its resident set
+before the call, after ``gc.collect`` and glibc's ``malloc_trim``: what the operating system sees,
+tensors plus the heap glibc keeps after frees (a ResNet-18 pass of 17 rows: about 400 MiB of tensors,
+530-590 MiB of RSS growth). The profiler itself raises the resident set (by 150-300 MiB on that
+pass), so the two are never measured in the same run. "under budget" compares the peak with the
+budget the rows per pass came from.
 
 Reported per case: the best wall time of ``--repeats`` rounds for ours and the floor, their ratio and, in
 brackets, the median of per-round ratios; and the same ratio in CPU seconds of the process (all its
-threads, ``time.process_time``), which other processes on a shared machine move far less than wall time
-(they deschedule us, they do not add to our CPU time; on CUDA it is not recorded). The target is
-checked on the wall ratio. Before the first round each model gets a light warm-up (one
-forward and one forward + backward pass at the plan's rows), not a full round: a ResNet-18 IG call takes
-minutes on two shared CPU cores.
+threads, ``time.process_time``; not on CUDA). Other processes on a shared machine move CPU time less
+than wall time (they deschedule us rather than add to our time), though not by nothing: shared caches
+and torch's threads waiting for each other still make it vary. The target is checked on the wall
+ratio. Rounds alternate the order of ours and the floor. Before the first round each model gets a light
+warm-up (one forward and one forward + backward pass at the plan's rows), not a full round: a ResNet-18
+IG call takes minutes on two shared CPU cores.
 
-    .venv/bin/python benchmarks/scale.py [--device cpu|cuda] [--quick] [--repeats 1] [--only resnet_ig,...]
+    .venv/bin/python benchmarks/scale.py [--device cpu|cuda] [--quick] [--repeats 1] [--memory tensors|rss]
+        [--only resnet_ig,resnet_bee,resnet_metrics,vit_ig,vit_gradcam] [--metrics deletion,...]
 
 ``--quick`` is a smoke test (2 images of 64x64, ViT at image_size 64, 8 path steps, BEE T=1 with 4
 steps). Writes benchmarks/results/scale.json (scale_quick.json with --quick) and prints markdown tables.
@@ -133,10 +138,20 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def measured(run: Callable[[], object], device: torch.device) -> tuple[float, float | None, int, int | None]:
-    """(wall seconds, CPU seconds or None on CUDA, peak tensor bytes, peak resident-set growth or None
-    on CUDA) of ``run()``; see the module docstring."""
+@dataclass(frozen=True)
+class Settings:
+    """Where and how cases run: the device, timed rounds, and the memory measured on the CPU
+    ("tensors" or "rss", see the module docstring)."""
+
+    device: torch.device
+    repeats: int
+    memory: str
+
+
+def measured(run: Callable[[], object], settings: Settings) -> tuple[float, float | None, int]:
+    """(wall seconds, CPU seconds or None on CUDA, peak bytes) of ``run()``; see the module docstring."""
     gc.collect()
+    device = settings.device
     if device.type == "cuda":
         synchronise(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -144,16 +159,23 @@ def measured(run: Callable[[], object], device: torch.device) -> tuple[float, fl
         start = time.perf_counter()
         run()
         synchronise(device)
-        return time.perf_counter() - start, None, torch.cuda.max_memory_allocated(device) - before, None
+        return time.perf_counter() - start, None, torch.cuda.max_memory_allocated(device) - before
+    if settings.memory == "tensors":
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiled:
+            seconds, cpu = _timed(run)
+        return seconds, cpu, tensor_peak(profiled)
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     before = _status_kib("VmRSS") * 1024
     with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
         clear.write("5")  # resets VmHWM to the current resident set
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiled:
-        start, cpu = time.perf_counter(), time.process_time()
-        run()
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return seconds, cpu, tensor_peak(profiled), _status_kib("VmHWM") * 1024 - before
+    seconds, cpu = _timed(run)
+    return seconds, cpu, _status_kib("VmHWM") * 1024 - before
+
+
+def _timed(run: Callable[[], object]) -> tuple[float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def tensor_peak(profiled: profile) -> int:
@@ -168,28 +190,26 @@ def tensor_peak(profiled: profile) -> int:
     return peak
 
 
-def rounds(runs: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+def rounds(runs: dict[str, Callable[[], object]], settings: Settings,
            after_first: Callable[[], None] | None = None) -> dict[str, dict[str, list]]:
-    """Wall and CPU seconds, peak tensor bytes and peak RSS growth of every run, ``repeats`` rounds,
-    interleaved in the order given (reversed in odd rounds, so that neither side always runs first);
-    ``after_first`` runs (untimed) after the first run of the first round."""
-    fields = ("seconds", "cpu_seconds", "peak_bytes", "peak_rss_bytes")
+    """Wall and CPU seconds and peak bytes of every run, ``settings.repeats`` rounds, interleaved in
+    the order given (reversed in odd rounds, so that neither side always runs first); ``after_first``
+    runs (untimed) after the first run of the first round."""
+    fields = ("seconds", "cpu_seconds", "peak_bytes")
     out: dict[str, dict[str, list]] = {key: {field: [] for field in fields} for key in runs}
-    for round_ in range(repeats):
+    for round_ in range(settings.repeats):
         order = list(runs.items())
         for index, (key, run) in enumerate(order if round_ % 2 == 0 else order[::-1]):  # odd rounds reversed
-            for field, value in zip(fields, measured(run, device)):
+            for field, value in zip(fields, measured(run, settings)):
                 out[key][field].append(value)
             if round_ == 0 and index == 0 and after_first is not None:
                 after_first()
     return out
 
 
-def peaks(*runs: dict[str, list]) -> dict[str, int | None]:
-    """The largest peak tensor bytes and peak RSS growth over every round of ``runs``."""
-    rss = [value for run in runs for value in run["peak_rss_bytes"] if value is not None]
-    return {"tensor_bytes": max(value for run in runs for value in run["peak_bytes"]),
-            "rss_bytes": max(rss) if rss else None}
+def peak(*runs: dict[str, list]) -> int:
+    """The largest peak over every round of ``runs``."""
+    return max(value for run in runs for value in run["peak_bytes"])
 
 
 def summary(case: str, kind: str, work: Workload, ours: dict[str, list], floor: dict[str, list],
@@ -202,7 +222,7 @@ def summary(case: str, kind: str, work: Workload, ours: dict[str, list], floor: 
     best |= floor_best or {}
     seconds, cpu = min(ours["seconds"]), None if None in ours["cpu_seconds"] else min(ours["cpu_seconds"])
     ratio = seconds / best["seconds"]
-    peak = peaks(ours)
+    ours_peak = peak(ours)
     budget = work.plan.budget.bytes if work.plan.budget is not None else None
     return {
         "case": case, "model": work.name, "n": work.x.shape[0], "input_shape": list(work.x.shape[1:]),
@@ -211,9 +231,9 @@ def summary(case: str, kind: str, work: Workload, ours: dict[str, list], floor: 
             o / f for o, f in zip(ours["seconds"], floor["seconds"])),
         "cpu_seconds": cpu, "floor_cpu_seconds": best["cpu_seconds"],
         "cpu_ratio": None if cpu is None else cpu / best["cpu_seconds"],
-        "target": TARGETS[kind], "meets_target": ratio <= TARGETS[kind], "peak": peak,
-        "floor_peak": peaks(*floor_runs),
-        "peak_under_budget": None if budget is None else peak["tensor_bytes"] <= budget,
+        "target": TARGETS[kind], "meets_target": ratio <= TARGETS[kind], "peak_bytes": ours_peak,
+        "floor_peak_bytes": peak(*floor_runs),
+        "peak_under_budget": None if budget is None else ours_peak <= budget,
         "rounds": {"ours": ours, "floor": floor}, **extra,
     }
 
@@ -252,7 +272,7 @@ def workload(name: str, sizes: Sizes, device: torch.device) -> Workload:
 # cases
 
 
-def integrated_gradients(work: Workload, sizes: Sizes, repeats: int, device: torch.device) -> dict[str, Any]:
+def integrated_gradients(work: Workload, sizes: Sizes, settings: Settings) -> dict[str, Any]:
     """integrated_gradients end to end against one forward + backward over the same path points."""
     points = work.x.repeat_interleave(sizes.n_steps, 0)
     point_target = work.target.repeat_interleave(sizes.n_steps)
@@ -261,13 +281,13 @@ def integrated_gradients(work: Workload, sizes: Sizes, repeats: int, device: tor
         "ours": lambda: attribute("integrated_gradients", work.model, work.x, target=work.target,
                                   batch_size=work.rows, n_steps=sizes.n_steps),
     }
-    times = rounds(runs, repeats, device)
+    times = rounds(runs, settings)
     return summary(f"{work.name} integrated_gradients", "integrated_gradients", work, times["ours"],
                    times["floor"], [times["floor"]], n_steps=sizes.n_steps,
                    path_points=points.shape[0])
 
 
-def bee(work: Workload, sizes: Sizes, repeats: int, device: torch.device) -> dict[str, Any]:
+def bee(work: Workload, sizes: Sizes, settings: Settings) -> dict[str, Any]:
     """BEE with T rounds against T x (one path integral + one deletion call), as bee_cost.py."""
     alphas, weights = quadrature("gausslegendre", sizes.bee_steps)
     zeros = torch.zeros_like(work.x)
@@ -281,7 +301,7 @@ def bee(work: Workload, sizes: Sizes, repeats: int, device: torch.device) -> dic
                                   generator=torch.Generator().manual_seed(0), rounds=sizes.bee_rounds,
                                   n_steps=sizes.bee_steps, metric="deletion"),
     }
-    times = rounds(runs, repeats, device)
+    times = rounds(runs, settings)
     path, metric_s, t = times["path"], times["metric"], sizes.bee_rounds
     parts = {key: [t * (p + m) if p is not None else None for p, m in zip(path[key], metric_s[key])]
              for key in ("seconds", "cpu_seconds")}
@@ -293,7 +313,7 @@ def bee(work: Workload, sizes: Sizes, repeats: int, device: torch.device) -> dic
                    metric_seconds=min(metric_s["seconds"]))
 
 
-def metric(name: str, work: Workload, maps: torch.Tensor, repeats: int, device: torch.device) -> dict[str, Any]:
+def metric(name: str, work: Workload, maps: torch.Tensor, settings: Settings) -> dict[str, Any]:
     """One metric with default parameters against a replay of its forward passes."""
     counting = CountingModel(work.model).eval()
 
@@ -312,18 +332,18 @@ def metric(name: str, work: Workload, maps: torch.Tensor, repeats: int, device: 
         recorded["rows"] = prebuilt(work.x, recorded["passes"]) if recorded["passes"] else work.x
 
     runs = {"ours": run, "floor": lambda: replay(work.model, recorded["rows"], recorded["passes"])}
-    times = rounds(runs, repeats, device, after_first=record_passes)
+    times = rounds(runs, settings, after_first=record_passes)
     passes = recorded["passes"]
     if not passes:  # no model passes (sparseness): no floor to compare with
         return {"case": f"{work.name} {name}", "model": work.name, "n": work.x.shape[0],
                 "rows_per_pass": work.rows, "seconds": min(times["ours"]["seconds"]), "forward_passes": 0,
-                "rows": 0, "peak": peaks(times["ours"]), "rounds": {"ours": times["ours"]}}
+                "rows": 0, "peak_bytes": peak(times["ours"]), "rounds": {"ours": times["ours"]}}
     return summary(f"{work.name} {name}", "metric", work, times["ours"], times["floor"],
                    [times["floor"]], forward_passes=len(passes), rows=sum(size for size, _ in passes),
                    gradient_passes=sum(grad for _, grad in passes), largest_pass=max(s for s, _ in passes))
 
 
-def gradcam(work: Workload, repeats: int, device: torch.device) -> dict[str, Any]:
+def gradcam(work: Workload, settings: Settings) -> dict[str, Any]:
     """Grad-CAM on the ViT's last block against a forward + the gradient at the block's output."""
     _name, block = find_layer(work.model, VIT_LAYER)
 
@@ -339,7 +359,7 @@ def gradcam(work: Workload, repeats: int, device: torch.device) -> dict[str, Any
 
     runs = {"floor": floor, "ours": lambda: attribute("gradcam", work.model, work.x, target=work.target,
                                                       batch_size=work.rows, layer=VIT_LAYER)}
-    times = rounds(runs, repeats, device)
+    times = rounds(runs, settings)
     return summary(f"{work.name} gradcam ({VIT_LAYER})", "gradcam", work, times["ours"],
                    times["floor"], [times["floor"]], layer=VIT_LAYER)
 
@@ -348,8 +368,7 @@ def gradcam(work: Workload, repeats: int, device: torch.device) -> dict[str, Any
 # the run
 
 
-def run_cases(chosen: list[str], metrics: list[str], sizes: Sizes, repeats: int,
-              device: torch.device) -> list[dict[str, Any]]:
+def run_cases(chosen: list[str], metrics: list[str], sizes: Sizes, settings: Settings) -> list[dict[str, Any]]:
     """The chosen cases, model by model; each result is printed as it comes."""
     results: list[dict[str, Any]] = []
 
@@ -359,21 +378,21 @@ def run_cases(chosen: list[str], metrics: list[str], sizes: Sizes, repeats: int,
         print(f"  {record['case']}: {record['seconds']:.2f} s, ratio {ratio}", flush=True)
 
     if any(case.startswith("resnet") for case in chosen):
-        work = workload("resnet18", sizes, device)
+        work = workload("resnet18", sizes, settings.device)
         if "resnet_ig" in chosen:
-            done(integrated_gradients(work, sizes, repeats, device))
+            done(integrated_gradients(work, sizes, settings))
         if "resnet_bee" in chosen:
-            done(bee(work, sizes, repeats, device))
+            done(bee(work, sizes, settings))
         if "resnet_metrics" in chosen:
             maps = attribute("saliency", work.model, work.x, target=work.target, batch_size=work.rows)
             for name in metrics:
-                done(metric(name, work, maps, repeats, device))
+                done(metric(name, work, maps, settings))
     if any(case.startswith("vit") for case in chosen):
-        work = workload("vit", sizes, device)
+        work = workload("vit", sizes, settings.device)
         if "vit_ig" in chosen:
-            done(integrated_gradients(work, sizes, repeats, device))
+            done(integrated_gradients(work, sizes, settings))
         if "vit_gradcam" in chosen:
-            done(gradcam(work, repeats, device))
+            done(gradcam(work, settings))
     return results
 
 
@@ -385,6 +404,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated of {', '.join(CASES)}")
     parser.add_argument("--metrics", default=",".join(METRICS), help="metrics of resnet_metrics, comma-separated")
+    parser.add_argument("--memory", choices=("tensors", "rss"), default="tensors",
+                        help="peak memory measured on the CPU (see the docstring)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.threads is not None:
@@ -398,10 +419,11 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     load_before, tic = os.getloadavg(), time.perf_counter()
     metrics = [name.strip() for name in args.metrics.split(",") if name.strip()]
-    results = run_cases(chosen, metrics, sizes, args.repeats, device)
+    settings = Settings(device, args.repeats, "cuda allocator" if device.type == "cuda" else args.memory)
+    results = run_cases(chosen, metrics, sizes, settings)
     report = {
         "benchmark": "scale", "quick": args.quick, "sizes": sizes.__dict__, "repeats": args.repeats,
-        "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+        "memory": settings.memory, "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "xaibench": xaibench.__version__},
         "load_average": {"start": load_before, "end": os.getloadavg()},
@@ -432,28 +454,26 @@ def mib(size: float | None) -> str:
 
 
 def print_tables(report: dict[str, Any]) -> None:
-    """One markdown table: seconds, floor, ratio [median per round], target, and the peaks of ours and
-    (in brackets) of the floor's runs: tensors, resident set growth, against the budget."""
+    """One markdown table: seconds, floor, ratio [median per round], CPU seconds, target, and the peak
+    memory of ours and (in brackets) of the floor's runs against the budget."""
     load = report["load_average"]
     print(f"\n{report['device']} ({report['device_name']}), torch {report['versions']['torch']}, "
           f"{report['threads']} threads, best of {report['repeats']}, load average "
-          f"{load['start'][0]:.2f} -> {load['end'][0]:.2f}, {report['wall_seconds'] / 60:.1f} min\n")
+          f"{load['start'][0]:.2f} -> {load['end'][0]:.2f}, {report['wall_seconds'] / 60:.1f} min, "
+          f"peak memory: {report['memory']}\n")
     print("| case | rows/pass | ours s | floor s | ours / floor [median] | CPU s ours / floor | target "
-          "| peak tensors MiB [floor] | peak RSS growth MiB [floor] | budget MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| peak MiB [floor] | budget MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in report["results"]:
-        peak = r["peak"]
         if "ratio" not in r:
             print(f"| {r['case']} | {r['rows_per_pass']} | {r['seconds']:.3f} | - | no model pass | - | - | "
-                  f"{mib(peak['tensor_bytes'])} | {mib(peak['rss_bytes'])} | - |")
+                  f"{mib(r['peak_bytes'])} | - |")
             continue
         met = "met" if r["meets_target"] else "MISSED"
         over = "" if r["peak_under_budget"] in (None, True) else " OVER"
-        floor = r["floor_peak"]
         print(f"| {r['case']} | {r['rows_per_pass']} | {r['seconds']:.3f} | {r['floor_seconds']:.3f} | "
               f"{r['ratio']:.3f} [{r['median_round_ratio']:.3f}] | {cpu_cell(r)} | {r['target']} {met} | "
-              f"{mib(peak['tensor_bytes'])}{over} [{mib(floor['tensor_bytes'])}] | "
-              f"{mib(peak['rss_bytes'])} [{mib(floor['rss_bytes'])}] | {mib(r['budget_bytes'])} |")
+              f"{mib(r['peak_bytes'])}{over} [{mib(r['floor_peak_bytes'])}] | {mib(r['budget_bytes'])} |")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ def test_concepts_writes_bank_metrics_figures_and_report(cli, tmp_path):
         assert (run / f"{figure}.png").read_bytes()[:4] == b"\x89PNG"
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="montage.png"' not in html
+    model_rows, head_rows = json.loads((run / "run.json").read_text())["memory"]["passes"]
+    assert model_rows["sample_shape"] == [1, 32, 32] and head_rows["sample_shape"] == [32, 8, 8]
+    assert head_rows["rows_per_pass"] > model_rows["rows_per_pass"]  # h, after relu3, costs less per row
 
 
 def test_concepts_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path):

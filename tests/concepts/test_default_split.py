@@ -10,7 +10,12 @@ from torch import nn
 
 from tests.concepts.test_split import cnn
 from xaibench.concepts.extract import Settings, concept_maps, extract, upsampled
-from xaibench.concepts.split import default_layer, feature_maps, split_at_default_layer, split_model
+from xaibench.concepts.split import (
+    default_layer,
+    feature_maps,
+    split_at_default_layer,
+    split_model,
+)
 from xaibench.core.errors import InputError
 from xaibench.models import archs
 

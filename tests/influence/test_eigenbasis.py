@@ -80,3 +80,21 @@ def test_query_blocks_give_the_same_scores():
     whole = Influence(model, TASK, factors, ScoreConfig(batch_size=3)).pairwise(q, t, x, y)
     blocks = Influence(model, TASK, factors, ScoreConfig(batch_size=3, query_batch_size=1, query_block=2))
     torch.testing.assert_close(blocks.pairwise(q, t, x, y), whole, rtol=1e-6, atol=1e-9)
+
+
+def test_an_eigendecomposition_that_fails_to_converge_falls_back_to_the_svd(monkeypatch):
+    model, (x, y) = padded_cnn(), data(6)
+    expected = fit_factors(model, TASK, x, y, FitConfig(strategy="kfac", fisher="empirical"))
+
+    def fails(matrix: torch.Tensor) -> None:
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", fails)
+    factors = fit_factors(model, TASK, x, y, FitConfig(strategy="kfac", fisher="empirical"))
+    for key, vectors in factors.tensors.items():
+        if key.endswith("_vectors"):
+            values = factors.tensors[key.replace("vectors", "values")]
+            reference = expected.tensors[key] @ torch.diag(expected.tensors[key.replace("vectors", "values")]) \
+                @ expected.tensors[key].T
+            torch.testing.assert_close(vectors @ torch.diag(values) @ vectors.T, reference)
+            assert bool((values[1:] >= values[:-1]).all())

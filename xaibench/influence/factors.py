@@ -165,15 +165,27 @@ def _eigh(total: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch
     matrix = (total + total.T).mul_(0.5 / count)
     live = matrix.diagonal() != 0  # a zero diagonal entry of a covariance zeroes its row and column
     if bool(live.all()):
-        return torch.linalg.eigh(matrix)
+        return _eigenpairs(matrix)
     kept, dropped = live.nonzero()[:, 0], (~live).nonzero()[:, 0]
-    values, vectors = torch.linalg.eigh(matrix[kept][:, kept])
+    values, vectors = _eigenpairs(matrix[kept][:, kept])
     size, zeros = len(matrix), len(dropped)
     all_values = torch.cat([values.new_zeros(zeros), values])
     all_vectors = matrix.new_zeros(size, size)
     all_vectors[dropped, torch.arange(zeros, device=matrix.device)] = 1
     all_vectors[kept[:, None], torch.arange(zeros, size, device=matrix.device)] = vectors
     return all_values, all_vectors
+
+
+def _eigenpairs(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh``, or where it fails to converge (LAPACK's divide and conquer can, on many
+    repeated eigenvalues) the singular value decomposition, which for a positive semi-definite matrix
+    gives the same eigenpairs, reordered to ascending values."""
+    try:
+        return torch.linalg.eigh(matrix)
+    except torch.linalg.LinAlgError:
+        vectors, values, _ = torch.linalg.svd(matrix)
+        order = values.argsort()
+        return values[order], vectors[:, order]
 
 
 Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, "torch.Tensor | Block"]]
