@@ -234,7 +234,7 @@ def summary(case: str, kind: str, work: Workload, ours: dict[str, list], floor: 
         "target": TARGETS[kind], "meets_target": ratio <= TARGETS[kind], "peak_bytes": ours_peak,
         "floor_peak_bytes": peak(*floor_runs),
         "peak_under_budget": None if budget is None else ours_peak <= budget,
-        "rounds": {"ours": ours, "floor": floor}, **extra,
+        "times": {"ours": ours, "floor": floor}, **extra,
     }
 
 
@@ -337,7 +337,7 @@ def metric(name: str, work: Workload, maps: torch.Tensor, settings: Settings) ->
     if not passes:  # no model passes (sparseness): no floor to compare with
         return {"case": f"{work.name} {name}", "model": work.name, "n": work.x.shape[0],
                 "rows_per_pass": work.rows, "seconds": min(times["ours"]["seconds"]), "forward_passes": 0,
-                "rows": 0, "peak_bytes": peak(times["ours"]), "rounds": {"ours": times["ours"]}}
+                "rows": 0, "peak_bytes": peak(times["ours"]), "times": {"ours": times["ours"]}}
     return summary(f"{work.name} {name}", "metric", work, times["ours"], times["floor"],
                    [times["floor"]], forward_passes=len(passes), rows=sum(size for size, _ in passes),
                    gradient_passes=sum(grad for _, grad in passes), largest_pass=max(s for s, _ in passes))
