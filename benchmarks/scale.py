@@ -44,9 +44,12 @@ brackets, the median of per-round ratios; and the same ratio in CPU seconds of t
 threads, ``time.process_time``; not on CUDA). Other processes on a shared machine move CPU time less
 than wall time (they deschedule us rather than add to our time), though not by nothing: shared caches
 and torch's threads waiting for each other still make it vary. The target is checked on the wall
-ratio. Rounds alternate the order of ours and the floor. Before the first round each model gets a light
-warm-up (one forward and one forward + backward pass at the plan's rows), not a full round: a ResNet-18
-IG call takes minutes on two shared CPU cores.
+ratio. On a small shared machine pass ``--threads 1``: with two threads on two busy cores, every
+parallel region waits for a descheduled partner thread, and the same call ran 2-6x slower from one
+moment to the next (ViT-Tiny, 80 path points: 11-37 s with two threads, 6.2-6.5 s with one), which no
+ratio of single rounds survives. Rounds alternate the order of ours and the floor. Before the first
+round each model gets a light warm-up (one forward and one forward + backward pass at the plan's rows),
+not a full round: a ResNet-18 IG call takes minutes on two shared CPU cores.
 
     .venv/bin/python benchmarks/scale.py [--device cpu|cuda] [--quick] [--repeats 1] [--memory tensors|rss]
         [--only resnet_ig,resnet_bee,resnet_metrics,vit_ig,vit_gradcam] [--metrics deletion,...]
@@ -226,7 +229,8 @@ def summary(case: str, kind: str, work: Workload, ours: dict[str, list], floor: 
     budget = work.plan.budget.bytes if work.plan.budget is not None else None
     return {
         "case": case, "model": work.name, "n": work.x.shape[0], "input_shape": list(work.x.shape[1:]),
-        "rows_per_pass": work.rows, "budget_bytes": budget, "seconds": seconds, "floor_seconds": best["seconds"],
+        "rows_per_pass": work.rows, "budget_bytes": budget, "seconds": seconds,
+        "floor_seconds": best["seconds"],
         "ratio": ratio, "median_round_ratio": statistics.median(
             o / f for o, f in zip(ours["seconds"], floor["seconds"])),
         "cpu_seconds": cpu, "floor_cpu_seconds": best["cpu_seconds"],
@@ -368,7 +372,8 @@ def gradcam(work: Workload, settings: Settings) -> dict[str, Any]:
 # the run
 
 
-def run_cases(chosen: list[str], metrics: list[str], sizes: Sizes, settings: Settings) -> list[dict[str, Any]]:
+def run_cases(chosen: list[str], metrics: list[str], sizes: Sizes,
+              settings: Settings) -> list[dict[str, Any]]:
     """The chosen cases, model by model; each result is printed as it comes."""
     results: list[dict[str, Any]] = []
 
@@ -403,7 +408,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds; the best is reported")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated of {', '.join(CASES)}")
-    parser.add_argument("--metrics", default=",".join(METRICS), help="metrics of resnet_metrics, comma-separated")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help="metrics of resnet_metrics, comma-separated")
     parser.add_argument("--memory", choices=("tensors", "rss"), default="tensors",
                         help="peak memory measured on the CPU (see the docstring)")
     parser.add_argument("--out", type=Path, default=None)
@@ -423,7 +429,8 @@ def main() -> None:
     results = run_cases(chosen, metrics, sizes, settings)
     report = {
         "benchmark": "scale", "quick": args.quick, "sizes": sizes.__dict__, "repeats": args.repeats,
-        "memory": settings.memory, "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+        "memory": settings.memory, "device": str(device), "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "xaibench": xaibench.__version__},
         "load_average": {"start": load_before, "end": os.getloadavg()},
@@ -446,7 +453,7 @@ def cpu_cell(record: dict[str, Any]) -> str:
     """``ours / floor = ratio`` in CPU seconds, or "-" on CUDA."""
     if record["cpu_ratio"] is None:
         return "-"
-    return f"{record['cpu_seconds']:.1f} / {record['floor_cpu_seconds']:.1f} = {record['cpu_ratio']:.3f}"
+    return f"{record['cpu_seconds']:.2f} / {record['floor_cpu_seconds']:.2f} = {record['cpu_ratio']:.3f}"
 
 
 def mib(size: float | None) -> str:
