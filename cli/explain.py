@@ -23,8 +23,9 @@ def explain(
     indices: str = common.INDICES,
     target: str = common.TARGET,
     param: list[str] = common.PARAM,
-    layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="the last convolution",
-                              help="Layer for layer methods (gradcam), e.g. conv3; xaibench inspect lists them."),
+    layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="CAMs: the last learned map before the head",
+                              help="Layer for layer methods (the CAMs, bee's layer variant), e.g. conv3; "
+                                   "xaibench inspect lists them."),
     out: str = common.out_option("runs/explain-<model>-<method>-<time>"),
     scale: str = common.scale_option(),
     fmt: str = common.format_option(),

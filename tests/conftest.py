@@ -1,4 +1,5 @@
-"""Toy models shared by the test suites: one linear and one small non-linear model per modality.
+"""Toy models shared by the test suites: one linear and one small non-linear model per modality, and a
+tiny ViT for the methods that need attention modules (``model_for``).
 
 Shapes: image (2, 8, 8), sequence (2, 16), tabular (6,); 3 classes. Seeds are fixed, so every test
 sees the same weights.
@@ -68,3 +69,24 @@ def make_linear(modality: str, seed: int = 0) -> Linear:
 def make_net(modality: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return small_net(modality).eval()
+
+
+def make_vit(seed: int = 0) -> nn.Module:
+    """A 2-block ViT on the (2, 8, 8) images: a class token and 4x4 patches of 2x2 pixels, 2 heads of width 4."""
+    from xaibench.models.vit import vit
+
+    torch.manual_seed(seed)
+    return vit(image_size=8, patch_size=2, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16,
+               num_classes=CLASSES, in_channels=SHAPES["image"][0]).eval()
+
+
+#: the toy model of each kind a method may need (its ``model_kind`` class attribute), per modality
+MODEL_KINDS = {"attention": {"image": make_vit}}
+
+
+def model_for(name: str, modality: str, seed: int = 0) -> nn.Module:
+    """The toy model method ``name`` runs on: the small net, or the model of the kind it needs."""
+    from xaibench.attribution import METHODS
+
+    kind = METHODS.get(name).model_kind
+    return make_net(modality, seed) if kind is None else MODEL_KINDS[kind][modality](seed)

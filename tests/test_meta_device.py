@@ -38,6 +38,7 @@ from xaibench.concepts.extract import Extraction, Settings, concept_head, concep
 from xaibench.concepts.split import MODES, Split, split_model
 from xaibench.data.builtin import DATASETS
 from xaibench.data.spec import load_data, select
+from xaibench.models.vit import vit
 
 SHAPES = {"image": (3, 8, 8), "sequence": (2, 16), "tabular": (6,)}
 N = 2
@@ -70,6 +71,9 @@ with torch.random.fork_rng(devices=[]):
     torch.manual_seed(0)
     MODELS = {"image": image_net().eval(), "sequence": sequence_net().eval(), "tabular": tabular_net().eval()}
     LINEAR = {modality: linear_net(shape).eval() for modality, shape in SHAPES.items()}
+    #: the model of each kind a method may need (its ``model_kind``), per modality
+    MODEL_KINDS = {"attention": {"image": vit(image_size=8, patch_size=2, num_layers=2, num_heads=2, hidden_dim=8,
+                                               mlp_dim=16, num_classes=3, in_channels=3).eval()}}
 INPUTS = {m: torch.rand((N, *s), generator=torch.Generator().manual_seed(1)) for m, s in SHAPES.items()}
 REFERENCES = {m: torch.rand((5, *s), generator=torch.Generator().manual_seed(2)) for m, s in SHAPES.items()}
 
@@ -165,6 +169,8 @@ FAST: dict[str, dict[str, Any]] = {
     "integrated_gradients": {"n_steps": 4},
     "path_integrated_gradients": {"n_steps": 4},
     "blur_ig": {"n_steps": 4},
+    "guided_ig": {"n_steps": 4},
+    "rise": {"n_masks": 8, "grid": 3},
     "shapley_value_sampling": {"n_samples": 2, "patch": 2},
     "lime": {"n_samples": 10, "patch": 2, "alpha": 1e-5},
     "kernel_shap": {"n_samples": 10, "patch": 2},
@@ -186,6 +192,7 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("path_integrated_gradients", "tabular", {"baseline": "train_mean"}),
     ("feature_ablation", "image", {"baseline": "white", "patch": 3}),
     ("blur_ig", "sequence", {}),
+    ("rise", "sequence", {"baseline": "mean"}),
     ("gradcam", "sequence", {}),
     ("occlusion", "image", {"baseline": "black", "window": 3}),
     ("gradient_shap", "image", {"baselines": "black", "stdev": 0.1}),
@@ -219,7 +226,11 @@ def placed(module: nn.Module, device: str) -> nn.Module:
 
 
 def explained(name: str, modality: str, params: dict[str, Any], device: str = "cpu") -> torch.Tensor:
-    model = LINEAR[modality] if name == "coefficients" else MODELS[modality]  # a ground truth of linear models
+    kind = METHODS.get(name).model_kind  # the kind of model a method needs, if any
+    if name == "coefficients":
+        model = LINEAR[modality]  # a ground truth of linear models
+    else:
+        model = MODELS[modality] if kind is None else MODEL_KINDS[kind][modality]
     params = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in params.items()}
     return attribute(name, placed(model, device), INPUTS[modality].to(device), target=TARGET.to(device),
                      batch_size=3, generator=torch.Generator().manual_seed(SEED), **params)

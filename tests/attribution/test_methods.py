@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import SHAPES, make_inputs, make_linear, make_net
+from tests.conftest import SHAPES, make_inputs, make_linear, make_net, model_for
 from xaibench.attribution import METHODS, attribute
 from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.core.progress import reporting
@@ -30,6 +30,8 @@ FAST: dict[str, dict[str, Any]] = {
     "integrated_gradients": {"n_steps": 8},
     "path_integrated_gradients": {"n_steps": 8},
     "blur_ig": {"n_steps": 8},
+    "guided_ig": {"n_steps": 8},
+    "rise": {"n_masks": 16, "grid": 3},
     "shapley_value_sampling": {"n_samples": 2, "patch": 2},
     "lime": {"n_samples": 30, "patch": 2, "alpha": 1e-5},
     "kernel_shap": {"n_samples": 30, "patch": 2},
@@ -110,7 +112,7 @@ def test_registry_lists_the_standard_methods() -> None:
 
 @pytest.mark.parametrize(("name", "modality"), CASES)
 def test_method_contract(name: str, modality: str) -> None:
-    model = make_linear(modality) if name in LINEAR_ONLY else make_net(modality)
+    model = make_linear(modality) if name in LINEAR_ONLY else model_for(name, modality)
     x = make_inputs(modality)
     reported: list[int] = []
     with reporting(reported.append):
@@ -121,7 +123,7 @@ def test_method_contract(name: str, modality: str) -> None:
     assert torch.equal(run(name, model, x), full)
 
     rows: list[int] = []  # rows reaching the first layer (DeepLift's own pre-hook repacks the model's input)
-    first = model[0] if isinstance(model, nn.Sequential) else model.fc
+    first = next(m for m in model.modules() if not list(m.children()))  # the first leaf: model[0], fc, conv_proj
     handle = first.register_forward_pre_hook(lambda _, args: rows.append(args[0].shape[0]))
     try:
         chunked = run(name, model, x, batch_size=2)
@@ -183,7 +185,7 @@ class NoGradients(nn.Module):
 @pytest.mark.parametrize("name", METHODS.list())
 def test_model_without_gradients(name: str) -> None:
     modality = METHODS.get(name).modalities[0]
-    model, x = NoGradients(make_net(modality)), make_inputs(modality)
+    model, x = NoGradients(model_for(name, modality)), make_inputs(modality)
     if METHODS.get(name).needs_gradients:
         with pytest.raises(IncompatibleError, match="gives no gradients"):
             run(name, model, x)

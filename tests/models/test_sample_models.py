@@ -38,8 +38,9 @@ TABLE = _table()
 
 
 def test_table_matches_the_recipes():
-    assert sorted(TABLE) == sorted(TRAIN.RECIPES)
-    for name, recipe in TRAIN.RECIPES.items():
+    shipped = {name: recipe for name, recipe in TRAIN.RECIPES.items() if recipe.shipped}
+    assert sorted(TABLE) == sorted(shipped)
+    for name, recipe in shipped.items():
         assert (TABLE[name]["dataset"], TABLE[name]["epochs"]) == (recipe.dataset, str(recipe.epochs))
         assert TABLE[name]["architecture"].startswith(f"`{recipe.arch}`")
 

@@ -34,9 +34,16 @@ METHODS: Registry[type[Method]] = Registry(
         "xaibench.attribution.noise",
         "xaibench.attribution.path",
         "xaibench.attribution.cam",
+        "xaibench.attribution.cam_weights",
+        "xaibench.attribution.cam_forward",
+        "xaibench.attribution.fullgrad",
+        "xaibench.attribution.attention",
+        "xaibench.attribution.lrp",
         "xaibench.attribution.perturbation",
         "xaibench.attribution.control",
         "xaibench.attribution.bee",
+        "xaibench.attribution.guided_ig",
+        "xaibench.attribution.rise",
         "xaibench.llm.method",
     ),
 )
@@ -46,7 +53,8 @@ class Method:
     """Base class of attribution methods. Subclasses set the metadata and implement ``_attribute``.
 
     Metadata (class attributes): ``modalities`` it applies to, ``category`` (gradient, path, cam,
-    perturbation, control, llm), ``signed`` (whether maps carry a sign), ``needs_gradients``,
+    perturbation, attention, control, llm), ``model_kind`` (None: any model; "attention": one with
+    torch.nn.MultiheadAttention modules), ``signed`` (whether maps carry a sign), ``needs_gradients``,
     ``stochastic`` (uses the generator), ``needs_references`` / ``reference_count`` (training samples it
     is given), ``remote`` (every explanation is a request to a service, so metrics that re-explain are
     not run on it), ``description`` (one line for listings).
@@ -55,6 +63,7 @@ class Method:
     name: ClassVar[str]
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
     category: ClassVar[str] = "gradient"
+    model_kind: ClassVar[str | None] = None  # the kind of model it needs (tests pick their toy model by it)
     signed: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
