@@ -20,7 +20,7 @@ def methods(
                             help="Only methods for this modality."),
     json_mode: bool = common.JSON,
 ) -> None:
-    """List attribution methods with their modalities and parameters."""
+    """List attribution methods: modalities, what each computes (with its paper) and its parameters."""
     from xaibench.attribution import METHODS, describe_params
 
     common.parse_modality(modality)
@@ -34,8 +34,10 @@ def methods(
             "signed": cls.signed, "needs_gradients": cls.needs_gradients, "stochastic": cls.stochastic,
             "params": describe_params(cls.Params), "description": cls.description,
         })
-    Output(json_mode).result(rows, lambda console: _table(console, rows, ["name", "category",
-                                                                          "modalities", "params"]))
+    shown = [{**row, "about": row["description"] + (f"\n  {_cell(row['params'])}" if row["params"] else "")}
+             for row in rows]  # the paper, then the parameters with their defaults
+    Output(json_mode).result(rows, lambda console: _table(console, shown, ["name", "category", "modalities",
+                                                                           "about"]))
 
 
 def metrics(

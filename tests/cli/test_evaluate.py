@@ -115,6 +115,19 @@ def test_categories_skip_what_cannot_run_and_named_metrics_must_run(cli_in_proce
     assert named.code == 2 and "masks" in named.stderr and not (tmp_path / "b").exists()
 
 
+def test_a_pair_the_method_cannot_explain_is_skipped_and_the_rest_kept(cli_in_process, tmp_path):
+    # input_invariance re-explains a model that shifts its input first; lrp refuses that subtraction
+    summary = _evaluate(cli_in_process, tmp_path / "run", SHAPES, "--methods", "lrp,saliency",
+                        "--metrics", "input_invariance,sparseness", "-n", "2")
+    skipped = [(s["method"], s["metric"]) for s in summary["skipped"]]
+    assert skipped == [("lrp", "input_invariance")]
+    assert "sub" in summary["skipped"][0]["reason"]
+    results = json.loads((tmp_path / "run" / "metrics.json").read_text())["results"]
+    assert set(results["lrp"]) == {"sparseness"}
+    assert set(results["saliency"]) == {"input_invariance", "sparseness"}
+    assert "input_invariance" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_localisation_runs_on_shapes_masks(cli_in_process, tmp_path):
     out = tmp_path / "run"
     _evaluate(cli_in_process, out, SHAPES, "--methods", "gradcam,random", "--metrics",

@@ -12,7 +12,8 @@ effective bias. The map is
 
 rescale taking each sample's tensor (all of a layer's channels together, as the authors' code does) to
 [0, 1] (minimum subtracted, divided by the maximum), then summed over channels; the sum over channels
-and the upsampling (bilinear for images, linear for sequences) commute, so channels are summed first.
+and the upsampling (bilinear for images, linear for sequences) commute, so channels are summed first, and
+the layers of one resolution are summed before they are upsampled together.
 
 Layers: Conv1d, Conv2d, Linear, BatchNorm1d and BatchNorm2d with a bias. Like the authors' code, only
 layers whose output is laid out like the input (convolutions, batch norms) give a map; a linear layer's
@@ -141,12 +142,31 @@ def rescaled(values: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, shifted / torch.where(top > 0, top, torch.ones_like(top)), torch.zeros_like(shifted))
 
 
+def rescaled_channel_sum(values: torch.Tensor) -> torch.Tensor:
+    """``rescaled(values).sum(1, keepdim=True)`` without building the rescaled tensor: the shift and the
+    scale are per sample, so the division moves out of the channel sum onto the (N, 1, ...) map, 64 to
+    512 times smaller than a ResNet-18's batch-norm outputs."""
+    magnitude = values.abs()
+    flat = magnitude.flatten(1)
+    low, high = flat.amin(1), flat.amax(1)  # on a CPU 10x faster than aminmax or min and max
+    shape = (-1, *(1,) * (values.ndim - 1))
+    top = (high - low).view(shape)
+    summed = magnitude.sub_(low.view(shape)).sum(1, keepdim=True)
+    return torch.where(top > 0, summed / torch.where(top > 0, top, torch.ones_like(top)), torch.zeros_like(summed))
+
+
 def fullgrad_map(parts: FullGradients, inputs: torch.Tensor) -> torch.Tensor:
-    """FullGrad's map (N, 1, *spatial) from the decomposition of ``inputs``."""
-    total = rescaled(parts.input).sum(1, keepdim=True)
+    """FullGrad's map (N, 1, *spatial) from the decomposition of ``inputs``. Upsampling is linear, so the
+    maps of one resolution are summed first and upsampled once."""
+    by_size: dict[tuple[int, ...], torch.Tensor] = {}
     for bias in parts.biases:
         if bias.placed:
-            total = total + upsample_map(rescaled(bias.value).sum(1, keepdim=True), inputs)
+            part = rescaled_channel_sum(bias.value)
+            size = tuple(part.shape[2:])
+            by_size[size] = by_size[size] + part if size in by_size else part
+    total = rescaled_channel_sum(parts.input)
+    for part in by_size.values():
+        total = total + upsample_map(part, inputs)
     return total
 
 

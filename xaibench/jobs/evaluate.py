@@ -22,9 +22,10 @@ from xaibench.attribution import METHODS, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
 from xaibench.core.devices import device_record, on_cpu, resolve_device
+from xaibench.core.errors import IncompatibleError
 from xaibench.core.memory import RowPlan
-from xaibench.core.precision import autocast, check_precision
 from xaibench.core.method_notes import collecting
+from xaibench.core.precision import autocast, check_precision
 from xaibench.core.progress import advance, reporting
 from xaibench.data.prepare import Prepared, Selection, prepare
 from xaibench.jobs.evaluate_plan import Plan, make_plan
@@ -113,10 +114,10 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
                                               timings)
         reference = attributions.get(plan.reference) if plan.reference else None
         tic = time.perf_counter()
-        results = _score(plan, config, prepared, loaded.module, attributions, reference, explainers, on_progress,
-                         batch_size)
+        results, skipped = _score(plan, config, prepared, loaded.module, attributions, reference, explainers,
+                                  on_progress, batch_size)
     timings["metrics"] = time.perf_counter() - tic
-    summary = _summary(plan, prepared, loaded, results, config.seed)
+    summary = _summary(replace(plan, skipped=[*plan.skipped, *skipped]), prepared, loaded, results, config.seed)
     summary["details"] = details
     if not distributed.world().main:  # rank 0 writes the run
         return EvaluateResult(out, summary, time.perf_counter() - started)
@@ -199,9 +200,11 @@ def _dry_run(plan: Plan, prepared: Prepared, model: torch.nn.Module, batch_size:
 def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.nn.Module,
            attributions: dict[str, torch.Tensor], reference: torch.Tensor | None,
            explainers: dict[str, Explainer], on_progress: Progress | None,
-           batch_size: int) -> dict[str, dict[str, Any]]:
-    """Summaries per method and metric; one progress step per pair."""
+           batch_size: int) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """Summaries per method and metric, and the pairs skipped because the method cannot explain the
+    model a metric makes; one progress step per pair."""
     results: dict[str, dict[str, Any]] = {name: {} for name in plan.methods}
+    skipped: list[dict[str, str]] = []
     total = len(plan.methods) * len(plan.metrics)
     n = len(prepared.data)
     rows = distributed.shard_rows(n)
@@ -213,12 +216,20 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
             for metric_name in plan.metrics:
                 metric = METRICS.get(metric_name)()
                 tic = time.perf_counter()
-                with reporting(lambda _: None), sampled_shard(rows, n):  # the bar counts pairs
-                    local = metric.compute(
-                        model, prepared.inputs[rows], attributions[method][rows], target=prepared.targets[rows],
-                        masks=masks, explainer=explainer, reference=None if reference is None else reference[rows],
-                        batch_size=batch_size, generator=torch.Generator().manual_seed(config.seed),
-                        **plan.params.get(metric_name, {}))
+                try:
+                    with reporting(lambda _: None), sampled_shard(rows, n):  # the bar counts pairs
+                        local = metric.compute(
+                            model, prepared.inputs[rows], attributions[method][rows],
+                            target=prepared.targets[rows], masks=masks, explainer=explainer,
+                            reference=None if reference is None else reference[rows], batch_size=batch_size,
+                            generator=torch.Generator().manual_seed(config.seed), **plan.params.get(metric_name, {}))
+                except IncompatibleError as error:
+                    # found only while scoring: a metric that re-explains on a model it changes (a shifted
+                    # input, a randomised layer) that this method cannot handle. Every rank meets it alike;
+                    # the other pairs' minutes of work are kept and the pair is listed as skipped.
+                    skipped.append({"method": method, "metric": metric_name, "reason": str(error)})
+                    advance(1)
+                    continue
                 result = replace(local, scores=distributed.gather_rows(local.scores, n).cpu(),
                                  curve=None if local.curve is None else distributed.gather_rows(local.curve, n).cpu(),
                                  curve_x=None if local.curve_x is None else local.curve_x.cpu())
@@ -226,7 +237,7 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
                 entry["seconds"] = round(time.perf_counter() - tic, 4)
                 results[method][metric_name] = entry
                 advance(1)
-    return results
+    return results, skipped
 
 
 def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any], seed: int) -> dict[str, Any]:
