@@ -11,7 +11,9 @@ Models: ``sample_models/shapes_cnn.pt`` (shipped) and ``shapes_resnet18``, the p
 ``sample_models/train.py --only shapes_resnet18`` into a temporary folder (deterministic: the same weights
 on every run; about 2 minutes on two cores). Data: the shapes test split, the first N samples; their
 object masks are the localisation ground truth. Every method runs with its default parameters and the
-default target layer (CAMs: the last convolution of the shapes CNN, the output of ResNet's ``layer4``).
+default target layer (CAMs: the last convolution's batch norm in the shapes CNN, the output of ResNet's
+``layer4``). Left out: the attention methods (they need a transformer; tests/attribution/test_attention.py
+checks them on the ViT) and ``coefficients`` (a linear model's ground truth).
 
 The sanity check is MPRT (Adebayo et al. 2018, cascading randomisation from the output layer): a method
 passes when the rank correlation between its maps and the maps of the fully randomised model (the last
@@ -51,10 +53,12 @@ COSTLY = ("shapley_value_sampling", "kernel_shap", "lime", "occlusion", "feature
 
 
 def image_methods() -> list[str]:
-    """Every registered method that applies to images."""
+    """Every registered method that applies to images and to a CNN: not the attention methods (they need
+    a transformer) nor ``coefficients`` (the ground truth of linear models)."""
     out = subprocess.run([str(BIN), "methods", "--modality", "image", "--json"], capture_output=True,
                          text=True, check=True)
-    return [row["name"] for row in json.loads(out.stdout)]
+    return [row["name"] for row in json.loads(out.stdout)
+            if row["category"] != "attention" and row["name"] != "coefficients"]
 
 
 def train_resnet(folder: Path) -> tuple[Path, str]:
