@@ -7,9 +7,10 @@ Each model is scored through the installed entry point, as a user would run it:
     xaibench evaluate MODEL --methods <the sanity set> --metrics mprt -n M --out RUN_MPRT
 
 Models: ``sample_models/shapes_cnn.pt`` (shipped) and ``shapes_resnet18``, the project's ResNet-18
-(``xaibench.models.resnet18``, torchvision's layout, 11.2M parameters) trained 3 epochs on shapes by
-``sample_models/train.py --only shapes_resnet18`` into a temporary folder (deterministic: the same weights
-on every run; about 2 minutes on two cores). Data: the shapes test split, the first N samples; their
+(``xaibench.models.resnet18``, torchvision's layout, 11.2M parameters) trained 8 epochs on shapes by
+``sample_models/train.py --only shapes_resnet18`` into a temporary folder (deterministic: the same
+weights on every run; 5-10 minutes on two shared cores; ``--resnet FILE`` takes one trained before).
+Data: the shapes test split, the first N samples; their
 object masks are the localisation ground truth. Every method runs with its default parameters and the
 default target layer (CAMs: the last convolution's batch norm in the shapes CNN, the output of ResNet's
 ``layer4``). Left out: the attention methods (they need a transformer; tests/attribution/test_attention.py
@@ -86,8 +87,9 @@ def sanity(record: dict, method: str) -> dict | None:
     result = record["results"].get(method, {}).get("mprt")
     if result is None:
         return None
-    last = result["curve"]["mean"][-1]
-    return {"mprt": result["mean"], "fully_randomised": last, "passes": last < SANITY_THRESHOLD}
+    last = result["curve"]["mean"][-1]  # null where every map is constant (no rank correlation)
+    return {"mprt": result["mean"], "fully_randomised": last,
+            "passes": None if last is None else last < SANITY_THRESHOLD}
 
 
 def compare(name: str, model: Path, args: argparse.Namespace, runs: Path) -> dict:
@@ -133,7 +135,8 @@ def print_table(result: dict) -> None:
     for method, row in result["rows"].items():
         check = row["sanity"]
         verdict = ("not run", "-", "-") if check is None else (
-            "passes" if check["passes"] else "FAILS", cell(check["mprt"]), cell(check["fully_randomised"]))
+            {True: "passes", False: "FAILS", None: "undefined"}[check["passes"]], cell(check["mprt"]),
+            cell(check["fully_randomised"]))
         print(f"| {method} | " + " | ".join(cell(row[m]) for m in METRICS)
               + f" | {verdict[1]} | {verdict[2]} | {verdict[0]} |")
 
@@ -147,6 +150,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 samples, 2 for MPRT: a smoke run")
     parser.add_argument("--screenshot", type=Path, default=None, help="PNG of the ResNet's report")
     parser.add_argument("--runs", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--resnet", type=Path, default=None,
+                        help="a shapes_resnet18.pt trained before by train.py (default: train it now)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "method_comparison.json")
     args = parser.parse_args()
     args.mprt_methods = [m for m in args.mprt_methods.split(",") if m]
@@ -156,7 +161,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = args.runs or Path(tmp) / "runs"
         models, training = {"shapes_cnn": ROOT / "sample_models" / "shapes_cnn.pt"}, None
-        if "shapes_resnet18" in args.models:
+        if args.resnet is not None:
+            models["shapes_resnet18"], training = args.resnet, f"given: {args.resnet}"
+        elif "shapes_resnet18" in args.models:
             models["shapes_resnet18"], training = train_resnet(Path(tmp) / "models")
         for name in args.models.split(","):
             results.append(compare(name, models[name], args, runs))

@@ -51,7 +51,7 @@ RECIPES: dict[str, Recipe] = {
                                 weight_decay=1e-4),
     "breast_cancer_logreg": Recipe("breast_cancer", "logreg", epochs=40, lr=1e-2, batch_size=32),
     # a realistic CNN for benchmarks (method_comparison.py); 45 MB of weights, so not shipped
-    "shapes_resnet18": Recipe("shapes", "resnet18", epochs=3, lr=1e-3, batch_size=32, shipped=False),
+    "shapes_resnet18": Recipe("shapes", "resnet18", epochs=8, lr=1e-3, batch_size=32, shipped=False),
 }
 
 

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+import xaibench.attribution.cam_forward as cam_forward_module
 from tests.attribution.test_methods import hooks_left
 from xaibench.attribution import attribute
+from xaibench.core.devices import decomposition_device
 from xaibench.core.progress import reporting
 from xaibench.models.archs import resnet18, vit
 
@@ -105,6 +107,18 @@ def test_eigencam_centred_sign_follows_the_largest_entry() -> None:
     centred = 5.0 * (m - m.mean())
     got = attribute("eigencam", rank_one([3.0, 4.0]), torch.cat([m, -m]), target=0, layer="conv", center=True)
     torch.testing.assert_close(got, torch.relu(torch.cat([centred, centred])))
+
+
+def test_eigencam_svd_runs_on_the_cpu_for_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPS has no SVD kernel: the decomposition runs where ``decomposition_device`` says, the map comes back."""
+    assert decomposition_device(torch.device("mps")) == torch.device("cpu")
+    assert decomposition_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    asked: list[torch.device] = []
+    monkeypatch.setattr(cam_forward_module, "decomposition_device",
+                        lambda device: asked.append(device) or torch.device("cpu"))
+    m = torch.tensor([[[[0.0, 1.0], [1.0, 6.0]]]])
+    torch.testing.assert_close(attribute("eigencam", rank_one([3.0, 4.0]), m, target=0, layer="conv"), 5.0 * m)
+    assert asked == [torch.device("cpu")]
 
 
 def count_rows(module: nn.Module) -> tuple[list[int], object]:
@@ -259,10 +273,19 @@ def test_ablationcam_on_vit_tokens_is_its_definition() -> None:
 @pytest.mark.parametrize("name", ["scorecam", "ablationcam", "eigencam"])
 @pytest.mark.parametrize("model_name", ["resnet18", "vit"])
 def test_reference_models_with_the_default_layer(name: str, model_name: str) -> None:
+    """ResNet-18's layer4 at 64x64 and the tiny ViT's last ln_1 are 2x2 and 4x4 grids: the maps vary over
+    the image (those of a single position would be constant). The target is the predicted class: on the
+    random ResNet the logits of classes 0 and 1 are negative and their maps all 0; on the random ViT
+    Ablation-CAM's map of the second sample is all 0 (every channel's weight against its activations)."""
     torch.manual_seed(0)
     model = resnet18(num_classes=3).eval() if model_name == "resnet18" else tiny_vit()
-    size = 32 if model_name == "resnet18" else 16
+    size = 64 if model_name == "resnet18" else 16
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2))
-    got = attribute(name, model, x, target=torch.tensor([0, 1]))  # at 32x32 layer4 is 1x1: no Score-CAM pass
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    got = attribute(name, model, x, target=predicted)
     assert got.shape == x.shape and torch.isfinite(got).all() and (got >= 0).all()
+    flat = got.flatten(1)
+    varies = (flat.amax(1) > 0) & (flat.std(1) > 1e-3 * flat.amax(1))
+    assert varies.all() if model_name == "resnet18" or name != "ablationcam" else varies[0]
     assert hooks_left(model) == 0

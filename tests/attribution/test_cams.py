@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -14,10 +15,11 @@ from tests.conftest import make_inputs, make_net
 from xaibench.attribution import attribute
 from xaibench.attribution.cam import capture_layer
 from xaibench.attribution.fullgrad import full_gradients, rescaled
-from xaibench.core.errors import IncompatibleError, InputError
+from xaibench.core.errors import IncompatibleError, InputError, XaibenchWarning
 from xaibench.models import archs
 
 GRADIENT_CAMS = ("gradcam", "gradcam_plus_plus", "xgradcam", "layercam", "hirescam")
+FORWARD_CAMS = ("scorecam", "ablationcam", "eigencam")
 TARGET = torch.tensor([0, 1, 2, 1])
 
 
@@ -219,6 +221,7 @@ def rows_reaching(module: nn.Module, run) -> list[int]:
     (lambda: archs.resnet18(num_classes=3).eval(), (3, 32, 32), "layer4"),  # after the addition and ReLU
     (tiny_vit, (3, 16, 16), "encoder.layers.encoder_layer_1.ln_1"),  # later patch tokens get no gradient
 ])
+@pytest.mark.filterwarnings("ignore::xaibench.core.errors.XaibenchWarning")  # ResNet's layer4 is 1x1 at 32x32
 def test_the_default_layer(build, shape: tuple[int, ...], expected: str) -> None:
     torch.manual_seed(0)
     model, x, target = build(), torch.rand(3, *shape), torch.tensor([0, 2, 1])
@@ -235,6 +238,83 @@ def test_the_default_layer(build, shape: tuple[int, ...], expected: str) -> None
     assert rows_reaching(first, chunked) == [2, 1]  # the default is chosen on the first chunk's own pass
     torch.testing.assert_close(chunked(), attribute("gradcam", model, x, target=target))
     assert hooks_left(model) == 0
+
+
+class Gated(nn.Module):
+    """conv1 -> ReLU -> conv2; logits = fc1(mean of conv1) + gate * fc2(mean of conv2), the gate 1 where
+    a sample's first value is above 0.5, else 0: conv2 reaches the logits of gated samples only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.relu, self.conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1)
+        self.pool, self.fc1, self.fc2 = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = self.conv1(x)
+        second = self.conv2(self.relu(first))
+        gate = (x.flatten(1)[:, :1] > 0.5).to(x.dtype)
+        return gate * self.fc2(self.pool(second).flatten(1)) + self.fc1(self.pool(first).flatten(1))
+
+
+def test_the_default_layer_is_chosen_on_the_first_sample_alone() -> None:
+    """The first sample is not gated (conv1 is its last reached layer), the others are (conv2): every CAM
+    takes conv1 whatever the batch size, as it does on the first sample alone."""
+    torch.manual_seed(0)
+    model, x = Gated().eval(), make_inputs("image")
+    x[0, 0, 0, 0], x[1:, 0, 0, 0] = 0.1, 0.9
+    assert capture_layer(model, None, x, TARGET, gradients=True).layer[0] == "conv1"
+    assert capture_layer(model, None, x[1:], TARGET[1:], gradients=True).layer[0] == "conv2"
+    for name in (*GRADIENT_CAMS, "guided_gradcam", *FORWARD_CAMS):
+        named = attribute(name, model, x, target=TARGET, layer="conv1")
+        for batch_size in (1, 4):
+            torch.testing.assert_close(attribute(name, model, x, target=TARGET, batch_size=batch_size), named,
+                                       rtol=1e-5, atol=1e-7, msg=f"{name}, batch_size {batch_size}")
+
+
+@pytest.mark.parametrize("name", FORWARD_CAMS)
+def test_forward_cams_choose_the_default_layer_on_one_row(name: str) -> None:
+    """A forward-only CAM's passes keep no activations for a backward pass; the pass that chooses the layer
+    does, so it holds the first sample alone, not the 4 rows of the chunk."""
+    model, x = make_net("image"), make_inputs("image")
+    passes: list[tuple[int, bool]] = []  # (rows, gradients enabled) per pass through the first layer
+    handle = model[0].register_forward_pre_hook(lambda _, args: passes.append((args[0].shape[0],
+                                                                                torch.is_grad_enabled())))
+    try:
+        default = attribute(name, model, x, target=TARGET)
+    finally:
+        handle.remove()
+    assert [rows for rows, enabled in passes if enabled] == [1]
+    assert (4, False) in passes  # the chunk itself, read without autograd
+    torch.testing.assert_close(default, attribute(name, model, x, target=TARGET, layer="2"))
+
+
+def one_position() -> nn.Module:
+    """conv 3x3 (8x8 map) -> ReLU -> conv 8x8 (one position) -> ReLU -> Flatten -> linear head."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 8), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4, 3)).eval()
+
+
+def xaibench_warnings(run) -> list[str]:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run()
+    return [str(warning.message) for warning in seen if issubclass(warning.category, XaibenchWarning)]
+
+
+@pytest.mark.parametrize("name", [*GRADIENT_CAMS, *FORWARD_CAMS])
+def test_a_layer_of_one_position_warns_once(name: str) -> None:
+    """Its map is constant over the input: one warning per call, not per chunk; the default names the
+    last earlier layer with more positions."""
+    model, x = one_position(), make_inputs("image")
+    got: list[torch.Tensor] = []
+    messages = xaibench_warnings(lambda: got.append(attribute(name, model, x, target=TARGET, batch_size=2)))
+    assert messages == [("layer '2' gives a feature map of one position, so the CAM map is constant over the "
+                         "input and cannot localise; pass --layer with an earlier layer, e.g. --layer 0")]
+    torch.testing.assert_close(got[0].flatten(1).amax(1), got[0].flatten(1).amin(1), rtol=1e-6, atol=0)  # rounding
+    named = xaibench_warnings(lambda: attribute(name, model, x, target=TARGET, layer="2"))
+    assert len(named) == 1 and named[0].endswith("pass --layer with an earlier layer")
+    assert xaibench_warnings(lambda: attribute(name, model, x, target=TARGET, layer="0")) == []
 
 
 def test_the_default_stops_before_the_head_and_passes_squeeze_excitation_pooling() -> None:
@@ -278,6 +358,22 @@ def test_the_default_refuses_a_model_without_feature_maps() -> None:
         attribute("gradcam", model, make_inputs("image"), target=TARGET)
     assert "\n" not in str(error.value)
     assert hooks_left(model) == 0
+
+
+class Unhookable(nn.Conv2d):
+    def register_forward_hook(self, *args: object, **kwargs: object) -> None:
+        raise ValueError("this layer takes no hooks")
+
+
+def test_a_registration_that_fails_leaves_no_hooks() -> None:
+    """The default layer's recorders and FullGrad's keepers: those registered before the failure go too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), Unhookable(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    for name in ("gradcam", "scorecam", "fullgrad"):
+        with pytest.raises(ValueError, match="takes no hooks"):
+            attribute(name, model, make_inputs("image"), target=TARGET)
+        assert hooks_left(model) == 0, name
 
 
 # ---------------------------------------------------------------------------------------------

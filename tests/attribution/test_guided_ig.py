@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+import xaibench.attribution.guided_ig as guided_ig_module
 from tests.conftest import make_inputs, make_linear, make_net
 from xaibench.attribution import attribute
+from xaibench.core.devices import accumulation_dtype
 from xaibench.core.errors import InputError
 from xaibench.core.progress import reporting
 
@@ -151,6 +154,40 @@ def test_completeness_within_the_riemann_error_bound(n_steps: int, max_dist: flo
     error = (ours.sum(1) - gap).abs()
     assert (error <= bound + 1e-5).all(), (error, bound)
     assert (error > 0).any()  # a real Riemann sum, not a model the bound cannot test
+
+
+class Float64Devices(TorchFunctionMode):
+    """Records the device type of every float64 tensor that a torch function returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.devices: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(value, torch.Tensor) and value.dtype == torch.float64:
+                self.devices.add(value.device.type)
+        return out
+
+
+def test_the_path_state_is_float64_where_the_device_has_it() -> None:
+    assert accumulation_dtype(torch.device("cpu")) == torch.float64
+    assert accumulation_dtype(torch.device("cuda", 0)) == torch.float64
+    assert accumulation_dtype(torch.device("mps")) == torch.float32  # no float64 on Apple's MPS
+
+
+def test_float32_path_state_as_on_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the state in float32 (what MPS gets) no float64 tensor is made, and the path is the float64
+    one up to float32 rounding."""
+    model, x = make_net("image"), make_inputs("image")
+    wide = guided(model, x, TARGET, n_steps=20)
+    monkeypatch.setattr(guided_ig_module, "accumulation_dtype", lambda device: torch.float32)
+    with Float64Devices() as recorded:
+        narrow = guided(model, x, TARGET, n_steps=20)
+    assert recorded.devices == set()
+    torch.testing.assert_close(narrow, wide, rtol=0, atol=1e-4 * float(wide.abs().max()))
+    assert not torch.equal(narrow, wide)
 
 
 def test_input_at_the_baseline_gets_zero() -> None:

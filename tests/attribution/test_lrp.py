@@ -16,11 +16,14 @@ from xaibench.attribution import attribute
 from xaibench.attribution.canonize import canonical_copy
 from xaibench.attribution.lrp import (
     COMPOSITES,
+    LRP,
+    STABILIZER,
     Epsilon,
     Flat,
     Gamma,
     ZBox,
     ZPlus,
+    layer_rules,
     passing,
     relevance,
     rule_hook,
@@ -127,13 +130,16 @@ def test_flat_rule_spreads_each_output_over_its_receptive_field() -> None:
 
 
 def test_z_box_rule_by_hand() -> None:
-    """w = (2, -1), x = (0.5, 0.25). In [0, 1]: numerators x w - l w+ - h w- = (1, -0.25 + 1) = (1, 0.75).
-    In the sample's own range [0.25, 0.5]: (1 - 0.5, -0.25 + 0.5) = (0.5, 0.25)."""
-    layer, x = linear([[2, -1]], [3.0]), torch.tensor([[0.5, 0.25]])
-    (boxed,) = ZBox(0.0, 1.0)(layer, (x,), torch.tensor([[3.5]]))
-    torch.testing.assert_close(boxed, torch.tensor([[3.5 / 1.75 * 1, 3.5 / 1.75 * 0.75]]))
-    (ranged,) = ZBox(None, None)(layer, (x.clone(),), torch.tensor([[3.0]]))
-    torch.testing.assert_close(ranged, torch.tensor([[2.0, 1.0]]))
+    """w = (2, -1, 0.5), x = (0.5, 0.25, 0.75), the bias 3 left out. In [0.1, 0.9]: numerators
+    x w - l w+ - h w- = (1 - 0.2, -0.25 + 0.9, 0.375 - 0.05) = (0.8, 0.65, 0.325), sum 1.775. In the
+    sample's own range [0.25, 0.75]: (1 - 0.5, -0.25 + 0.75, 0.375 - 0.125) = (0.5, 0.5, 0.25), sum 1.25.
+    Both bounds are non-zero and the terms are not proportional to x w: giving the low bound w- and the
+    high bound w+ would give (-0.8, -0.15, -0.075)."""
+    layer, x = linear([[2, -1, 0.5]], [3.0]), torch.tensor([[0.5, 0.25, 0.75]])
+    (boxed,) = ZBox(0.1, 0.9)(layer, (x,), torch.tensor([[3.55]]))
+    torch.testing.assert_close(boxed, torch.tensor([[1.6, 1.3, 0.65]]))
+    (ranged,) = ZBox(None, None)(layer, (x.clone(),), torch.tensor([[2.5]]))
+    torch.testing.assert_close(ranged, torch.tensor([[1.0, 1.0, 0.5]]))
 
 
 def test_residual_sum_splits_relevance_in_proportion() -> None:
@@ -155,6 +161,89 @@ def test_residual_sum_splits_relevance_in_proportion() -> None:
     merge = next(m for name, m in canonical.model.named_modules() if name.startswith("lrp_sum"))
     shares = Epsilon(1e-9)(merge, (a.clone(), b.clone()), torch.tensor([[10.0, 6.0]]))
     torch.testing.assert_close(shares, (torch.tensor([[4.0, -2.0]]), torch.tensor([[6.0, 8.0]])))
+
+
+# ---------------------------------------------------------------------------------------------
+# composites: which rule each layer gets, and what that gives by hand
+
+
+def conv_then_dense() -> nn.Module:
+    """A first convolution, a later one, and two dense layers (pooling, flattening and ReLUs between)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+PARAMS = LRP.Params(epsilon=0.125, gamma=0.5, low=-1.0, high=2.0)
+EPS, GAMMA, BOX = Epsilon(0.125), Gamma(0.5), ZBox(-1.0, 2.0)
+#: the rule of each weighted layer per composite: conv_then_dense's first conv "0", later conv "2",
+#: dense "6" and "8"; the tabular net's first dense "0", later dense "2" and "4"
+ASSIGNED = {
+    "epsilon": ({"0": EPS, "2": EPS, "6": EPS, "8": EPS}, {"0": EPS, "2": EPS, "4": EPS}),
+    "alpha1beta0": ({"0": ZPlus(), "2": ZPlus(), "6": ZPlus(), "8": ZPlus()},
+                    {"0": ZPlus(), "2": ZPlus(), "4": ZPlus()}),
+    "epsilon_plus": ({"0": ZPlus(), "2": ZPlus(), "6": EPS, "8": EPS}, {"0": EPS, "2": EPS, "4": EPS}),
+    "epsilon_plus_flat": ({"0": Flat(), "2": ZPlus(), "6": EPS, "8": EPS}, {"0": Flat(), "2": EPS, "4": EPS}),
+    "epsilon_gamma_box": ({"0": BOX, "2": GAMMA, "6": EPS, "8": EPS}, {"0": BOX, "2": EPS, "4": EPS}),
+}
+
+
+@pytest.mark.parametrize("composite", COMPOSITES)
+def test_each_composite_gives_each_layer_its_rule(composite: str) -> None:
+    """By layer type and position, with the parameters passed on; ReLUs pass relevance and pooling splits
+    it in proportion, whatever the composite."""
+    assert set(ASSIGNED) == set(COMPOSITES)
+    image, tabular = ASSIGNED[composite]
+    routing = {"1": passing, "3": passing, "4": Epsilon(STABILIZER), "7": passing}
+    assert layer_rules(canonical_copy(conv_then_dense()), composite, PARAMS) == {**image, **routing}
+    assert layer_rules(canonical_copy(make_net("tabular")), composite, PARAMS) == {**tabular, "1": passing,
+                                                                                   "3": passing}
+
+
+def test_tabular_composites_by_hand() -> None:
+    """two_layer_net at x = (1, 2): the output layer's contributions (0, -8, 2.5), logit -5.5.
+
+    epsilon_plus has no convolution here: LRP-0's (-4.5, -1) (test above). epsilon_plus_flat: the dense
+    first layer reads both inputs from every unit, so each gets half of (0 - 8 + 2.5): (-2.75, -2.75).
+    epsilon_gamma_box in [0.5, 2.5], epsilon on the output layer: unit 2 (w = (2, 1)) has numerators
+    (2 - 1, 2 - 0.5) = (1, 1.5) for its -8: (-3.2, -4.8); unit 3 (w = (-1, 3)) (-1 + 2.5, 6 - 1.5) =
+    (1.5, 4.5) for its 2.5: (0.625, 1.875). Gamma on the output layer would give unit 2 -22/3, not -8."""
+    model, x = two_layer_net(), torch.tensor([[1.0, 2.0]])
+    torch.testing.assert_close(lrp(model, x, 0, composite="epsilon_plus", epsilon=0.0), torch.tensor([[-4.5, -1.0]]))
+    torch.testing.assert_close(lrp(model, x, 0, composite="epsilon_plus_flat", epsilon=0.0),
+                               torch.tensor([[-2.75, -2.75]]))
+    torch.testing.assert_close(lrp(model, x, 0, composite="epsilon_gamma_box", epsilon=0.0, low=0.5, high=2.5),
+                               torch.tensor([[-3.2 + 0.625, -4.8 + 1.875]]))
+
+
+def conv_chain() -> nn.Module:
+    """x (1 channel, length 3) -> conv 3 wide, padding 1, kernel (0, 1, 0) (the identity) -> ReLU -> conv 2
+    wide, no padding, kernel (2, -0.5) -> ReLU -> dense (1, 1), no biases."""
+    first, second, dense = nn.Conv1d(1, 1, 3, padding=1, bias=False), nn.Conv1d(1, 1, 2, bias=False), linear([[1, 1]])
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([[[0.0, 1.0, 0.0]]]))
+        second.weight.copy_(torch.tensor([[[2.0, -0.5]]]))
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU(), nn.Flatten(), dense).eval()
+
+
+def test_convolutional_composites_by_hand() -> None:
+    """x = a = (1, 2, 3): the second conv gives z = (2 - 1, 4 - 1.5) = (1, 2.5), the logit 3.5, and the
+    dense layer hands down (1, 2.5).
+
+    epsilon (0): the second conv gives a (2, -1 + 4, -1.5) = (2, 3, -1.5); the identity conv passes it on.
+    z+ on the second conv (epsilon_plus, alpha1beta0) keeps its positive contributions: (1, 2.5, 0), again
+    passed on by the first conv under z+. epsilon_plus_flat: z+'s (1, 2.5, 0) spread flat over the first
+    conv's receptive fields, which hold 2, 3 and 2 inputs: (1/2 + 2.5/3, 1/2 + 2.5/3, 2.5/3)."""
+    model, x = conv_chain(), torch.tensor([[[1.0, 2.0, 3.0]]])
+    by_composite = {
+        "epsilon": [2.0, 3.0, -1.5],
+        "epsilon_plus": [1.0, 2.5, 0.0],
+        "alpha1beta0": [1.0, 2.5, 0.0],
+        "epsilon_plus_flat": [1 / 2 + 2.5 / 3, 1 / 2 + 2.5 / 3, 2.5 / 3],
+    }
+    for composite, expected in by_composite.items():
+        torch.testing.assert_close(lrp(model, x, 0, composite=composite, epsilon=0.0), torch.tensor([[expected]]),
+                                   msg=composite)
 
 
 # ---------------------------------------------------------------------------------------------

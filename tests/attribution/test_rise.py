@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import xaibench.attribution.rise as rise_module
+from tests.attribution.test_guided_ig import Float64Devices
 from tests.conftest import make_inputs, make_net
 from xaibench.attribution import attribute
 from xaibench.attribution.reference import simple_baseline
@@ -181,3 +182,11 @@ def test_rows_per_pass_and_masks_built_at_once(monkeypatch: pytest.MonkeyPatch, 
 def test_bad_parameters_are_refused(params: dict) -> None:
     with pytest.raises(InputError, match="rise needs"):
         rise(make_net("tabular"), make_inputs("tabular"), 0, **params)
+
+
+def test_interpolation_weights_are_float64_only_on_the_cpu() -> None:
+    """MPS has no float64: the matrices are built on the CPU and moved (here to the meta device) as float32."""
+    with Float64Devices() as recorded:
+        weights = bilinear_weights(7, 5, torch.device("meta"))
+    assert recorded.devices == {"cpu"}
+    assert weights.device.type == "meta" and weights.dtype == torch.float32 and weights.shape == (40, 7)

@@ -13,8 +13,10 @@ their scale (no rescaling to [0, 1] per image, as for Grad-CAM here).
   Eigen-CAM     the activations (positions x channels) projected on their first right singular vector,
                 sign fixed so that the map sums to a positive number       relu(projection)
 
-``batch_size`` bounds the rows of every pass: Score-CAM's masked copies (of several samples at once)
-and Ablation-CAM's ablated rows are made chunk by chunk, never all C x N at once. Channels whose map is
+``batch_size`` bounds the rows of every pass: Score-CAM's masked copies (of several samples at once) and
+Ablation-CAM's ablated rows are made chunk by chunk, never all C x N at once. Every pass runs without
+autograd but one: the default layer is chosen on a pass of the first sample alone with gradients
+(``cam_layer``), so a ``batch_size`` sized for forward passes holds there too. Channels whose map is
 constant (Score-CAM: the mask would be empty) or zero (Ablation-CAM: nothing to ablate) get weight 0
 without a pass, which is exactly what their pass would give.
 """
@@ -32,6 +34,7 @@ from xaibench.attribution.cam_layer import CamParams, Layer, capture_layer, upsa
 from xaibench.attribution.chunks import map_chunks
 from xaibench.attribution.layers import feature_map, parse_grid
 from xaibench.core.batches import row_slices
+from xaibench.core.devices import decomposition_device
 from xaibench.core.lazy import lazy_import
 from xaibench.core.progress import advance
 
@@ -120,8 +123,8 @@ class ScoreCam(_ForwardCam):
     location to mask (the authors' code skips it): weight 0, no pass.
 
     Cost: one model row per sample and non-constant channel (``batch_size`` masked rows per pass,
-    several samples together), plus one pass of each chunk to read the layer and one zero row for the
-    baseline.
+    several samples together), plus one pass of each chunk to read the layer, one zero row for the
+    baseline and, for the default layer, one row with gradients to choose it.
     """
 
     description = "channels' maps mask the input; weights = increase of class probability (Wang et al. 2020)"
@@ -331,12 +334,13 @@ class AblationCam(_ForwardCam):
 
 def eigen_cam_map(activations: torch.Tensor, center: bool = False) -> torch.Tensor:
     """The projection of each sample's activations, a (positions x channels) matrix, on its first right
-    singular vector, sign fixed (``EigenCam``): (n, *spatial), before the ReLU."""
+    singular vector, sign fixed (``EigenCam``): (n, *spatial), before the ReLU. The SVD runs on the CPU
+    for MPS inputs (MPS has no SVD kernel; the matrices are small) and the map is moved back."""
     matrix = activations.flatten(2).transpose(1, 2)  # (n, positions, channels)
     if center:
         matrix = matrix - matrix.mean(1, keepdim=True)
-    left, singular, _ = torch.linalg.svd(matrix, full_matrices=False)
-    projection = left[:, :, 0] * singular[:, :1]  # = matrix @ v_1
+    left, singular, _ = torch.linalg.svd(matrix.to(decomposition_device(matrix.device)), full_matrices=False)
+    projection = (left[:, :, 0] * singular[:, :1]).to(matrix.device)  # = matrix @ v_1
     return (projection * _sign(projection)[:, None]).view(activations.shape[0], *activations.shape[2:])
 
 

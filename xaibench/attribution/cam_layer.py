@@ -7,11 +7,15 @@ patch grid, by the ``reshape`` parameter's rule). The model goes on with a copy 
 in-place layer after it (``ReLU(inplace=True)``) cannot change what was captured.
 
 The default layer is found on the first chunk's own pass, not on a probe pass of its own: hooks on every
-submodule record what each module returns, in the order the modules finish. A module's output is a
-*feature map* when it is laid out like the input: (N, C, *spatial) of the input's rank, or tokens of an
-image that read as a patch grid. The *head* starts at the first parameter-free module after the last
-learned map of more than one position that reads a map globally: down to one position (global pooling)
-or to a vector of another rank (Flatten). The default is the last module, in execution order, that
+submodule record what each module returns, in the order the modules finish. The forward-only CAMs
+(Score-CAM, Ablation-CAM, Eigen-CAM) are the exception: their passes keep no activations for a backward
+pass, so their ``batch_size`` may be larger than a gradient pass can hold; they choose the layer on a
+pass of the first sample alone (with gradients) and read the chunk without autograd. A module's output
+is a *feature map* when it is laid out like the input: (N, C, *spatial) of the input's rank, or tokens
+of an image that read as a patch grid. The *head* starts at the first parameter-free module after the
+last learned map of more than one position that reads a map globally: down to one position (global
+pooling) or to a vector of another rank (Flatten). The default is the last module, in execution order,
+that
 
 - holds parameters (a learned layer or a block of them: activations, pooling, dropout and reshapes only
   pass a learned map on, and a rule that took them would take the global pooling),
@@ -29,17 +33,23 @@ zero, and ``ln_1`` gives the tokens that the last attention mixes into the class
 ViT recipe, ``blocks[-1].norm1``). Deciding on the first sample makes the layer the same for every batch
 size. A learned layer after the pooling of a map that already had one position (ConvNeXt's head
 LayerNorm on 32x32 inputs) would be taken: pass the layer by name there.
+
+A layer whose map has one position (ResNet-18's ``layer4`` on 32x32 inputs is 1x1) gives every CAM a
+map that is constant over the input: the first call that reads it (by default or by name) warns once
+(``XaibenchWarning``), naming the last earlier candidate whose map has more positions when the layer
+was the default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from xaibench.attribution.layers import feature_map, find_layer, parse_grid, require_image_grid
-from xaibench.core.errors import IncompatibleError, InputError
+from xaibench.core.errors import IncompatibleError, InputError, XaibenchWarning
 from xaibench.core.lazy import lazy_import
 from xaibench.models.layers import named_layers, require_hooks
 
@@ -78,7 +88,9 @@ def capture_layer(model: torch.nn.Module, layer: str | Layer | None, inputs: tor
 
     Args:
         layer: a dotted name, a (name, module) pair (``Capture.layer`` of an earlier chunk), or None for
-            the default layer (module docstring), chosen during this pass.
+            the default layer (module docstring), chosen during this pass (with ``target`` and without
+            ``gradients``: on a pass of the first row alone, before this pass). A name or None warns
+            when the layer's map has one position (module docstring).
         target: class per row (n,), on the inputs' device; needed with ``gradients``.
         gradients: also return d logit[target] / d the layer's output.
         reshape: "auto" or "HxW" (``xaibench.attribution.layers.parse_grid``).
@@ -90,9 +102,24 @@ def capture_layer(model: torch.nn.Module, layer: str | Layer | None, inputs: tor
     """
     grid = parse_grid(reshape)
     require_image_grid(grid, inputs)
+    if isinstance(layer, tuple):  # chosen by an earlier chunk's call, which warned if it had to
+        return _read_layer(model, layer, inputs, target, gradients, grid)
     if layer is None:
-        return _default_capture(model, inputs, target, gradients, grid)
-    name, module = find_layer(model, layer) if isinstance(layer, str) else layer
+        capture, earlier = _default_capture(model, inputs, target, gradients, grid)
+    else:
+        capture, earlier = _read_layer(model, find_layer(model, layer), inputs, target, gradients, grid), None
+    if math.prod(capture.activations.shape[2:]) == 1:
+        suggestion = f", e.g. --layer {earlier}" if earlier is not None else ""
+        warnings.warn(f"layer {capture.layer[0]!r} gives a feature map of one position, so the CAM map is "
+                      f"constant over the input and cannot localise; pass --layer with an earlier layer{suggestion}",
+                      XaibenchWarning, stacklevel=2)
+    return capture
+
+
+def _read_layer(model: torch.nn.Module, layer: Layer, inputs: torch.Tensor, target: torch.Tensor | None,
+                gradients: bool, grid: tuple[int, int] | None) -> Capture:
+    """``capture_layer`` at a known layer."""
+    name, module = layer
     outputs: list[object] = []
 
     def keep(_module: torch.nn.Module, _args: tuple, output: object) -> object:
@@ -179,8 +206,14 @@ def _positions(value: object, inputs: torch.Tensor, grid: tuple[int, int] | None
 
 
 def _default_capture(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor | None,
-                     gradients: bool, grid: tuple[int, int] | None) -> Capture:
-    """``capture_layer`` at the default layer, chosen during this pass (module docstring)."""
+                     gradients: bool, grid: tuple[int, int] | None) -> tuple[Capture, str | None]:
+    """``capture_layer`` at the default layer, chosen during this pass (module docstring), and the last
+    candidate before it whose map has more than one position (None if there is none)."""
+    if not gradients and target is not None and inputs.shape[0] > 1:
+        # a forward-only CAM: only the first sample decides, so a pass of that row alone keeps activations
+        # for the backward pass, not a chunk as large as its batch_size of forward passes
+        chosen, earlier = _default_capture(model, inputs[:1], target[:1], False, grid)
+        return _read_layer(model, chosen.layer, inputs, None, False, grid), earlier
     require_hooks(model)
     finished: list[_Finished] = []
     calls: Counter[str] = Counter()
@@ -198,9 +231,10 @@ def _default_capture(model: torch.nn.Module, inputs: torch.Tensor, target: torch
 
         return record
 
-    handles = [module.register_forward_hook(recorder(name, any(True for _ in module.parameters())))
-               for name, module in named_layers(model)]
-    try:
+    handles = []
+    try:  # registered inside: a registration that fails removes those made before it
+        for name, module in named_layers(model):
+            handles.append(module.register_forward_hook(recorder(name, any(True for _ in module.parameters()))))
         with torch.set_grad_enabled(gradients or target is not None):
             logits = model(inputs.detach().requires_grad_(gradients or target is not None))
     finally:
@@ -212,11 +246,12 @@ def _default_capture(model: torch.nn.Module, inputs: torch.Tensor, target: torch
         raise _not_a_map(candidates[-1].name)  # Method.attribute then reports a model without gradients
     chosen, gradient = (_reached(candidates, _picked(logits, target), inputs, grid) if differentiable
                         else (candidates[-1], None))
+    before = candidates[:next(i for i, seen in enumerate(candidates) if seen is chosen)]
+    earlier = next((seen.name for seen in reversed(before) if (seen.positions or 0) > 1), None)
     if chosen.output._version != chosen.version:  # changed in place after it was returned: read it again
-        return capture_layer(model, (chosen.name, chosen.module), inputs, target, gradients,
-                             "auto" if grid is None else f"{grid[0]}x{grid[1]}")
+        return _read_layer(model, (chosen.name, chosen.module), inputs, target, gradients, grid), earlier
     activations = feature_map(chosen.output.detach(), inputs, grid)
-    return Capture((chosen.name, chosen.module), activations, gradient if gradients else None)
+    return Capture((chosen.name, chosen.module), activations, gradient if gradients else None), earlier
 
 
 def _candidates(finished: list[_Finished], calls: Counter[str]) -> list[_Finished]:

@@ -80,7 +80,9 @@ class GradCamPlusPlus(GradientCam):
     sum_ij alpha_ij relu(G_ij): the authors' code multiplies them by the positive per-sample factor
     exp(S), which leaves the map's shape as it is but overflows float32 for logits above 88; like
     pytorch-grad-cam, it is left out here. pytorch-grad-cam computes the same alpha with 1e-6 added to the
-    denominator; here a zero denominator (where G = 0) gives alpha = 0 without that shift.
+    denominator; here a zero denominator (where G = 0) gives alpha = 0 without that shift. The paper
+    derives alpha for non-negative activations (after a ReLU); on a signed layer such as a ViT's ``ln_1``
+    the sum of A G^3 can make the denominator negative or near 0, and alpha with it.
     """
 
     description = "Grad-CAM++: pixel-weighted positive gradients (Chattopadhay et al. 2018)"
@@ -93,7 +95,8 @@ class XGradCam(GradientCam):
 
     Channel weights sum_ij A_kij G_kij / sum_ij A_kij, the weights that satisfy the paper's sensitivity
     and conservation axioms for a ReLU network; a channel with sum A_k = 0 gets weight 0 (pytorch-grad-cam
-    adds 1e-7 to the denominator).
+    adds 1e-7 to the denominator). The weights assume non-negative activations (after a ReLU); on a
+    signed layer such as a ViT's ``ln_1`` the sum of A_k may cancel to near 0 and the weight blow up.
     """
 
     description = "XGradCAM: activation-weighted gradients per channel (Fu et al. 2020)"

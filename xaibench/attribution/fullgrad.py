@@ -112,8 +112,10 @@ def full_gradients(model: torch.nn.Module, inputs: torch.Tensor, target: torch.T
 
         return keep
 
-    handles = [module.register_forward_hook(keeper(name, *found)) for name, module, found in biased]
-    try:
+    handles = []
+    try:  # registered inside: a registration that fails removes those made before it
+        for name, module, found in biased:
+            handles.append(module.register_forward_hook(keeper(name, *found)))
         with torch.enable_grad():
             x = inputs.detach().requires_grad_(True)
             logits = model(x)

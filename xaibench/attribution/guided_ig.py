@@ -19,11 +19,13 @@ every feature together, which also stays on the straight line.
 
 Implementation: the path state is each feature's position ``a_i`` in float64 (as the authors' library
 computes in float64), so "at the upper bound" is an exact comparison and the step's L1 target is met to
-1e-9 relative; the points ``b + a (x - b)`` reach the model in the inputs' dtype. All samples of a chunk
-of ``batch_size`` samples advance together (one gradient pass of one row per sample per step); the
-steps themselves are sequential. The selection threshold is the authors' lower quantile of |g| over all
-features, those at the bound counted with an infinite gradient: the ``floor(fraction (D - 1)) + 1``-th
-smallest value.
+1e-9 relative; the points ``b + a (x - b)`` reach the model in the inputs' dtype. On Apple's MPS, which
+has no float64, the state is float32 on the device (``xaibench.core.devices.accumulation_dtype``) and
+the L1 target is met to 8 float32 epsilons (1e-6) relative: keeping it on the CPU instead would move
+every step's gradient off the device. All samples of a chunk of ``batch_size`` samples advance together
+(one gradient pass of one row per sample per step); the steps themselves are sequential. The selection
+threshold is the authors' lower quantile of |g| over all features, those at the bound counted with an
+infinite gradient: the ``floor(fraction (D - 1)) + 1``-th smallest value.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING
 from xaibench.attribution.base import METHODS, Method, target_gradients
 from xaibench.attribution.path import sample_chunks
 from xaibench.attribution.reference import simple_baseline
+from xaibench.core.devices import accumulation_dtype
 from xaibench.core.errors import InputError
 from xaibench.core.lazy import lazy_import
 from xaibench.core.progress import advance
@@ -44,7 +47,8 @@ if TYPE_CHECKING:
 else:
     torch = lazy_import("torch")
 
-# How close the L1 distance to the input must come to a step's target (the authors' tolerance).
+# How close the L1 distance to the input must come to a step's target (the authors' tolerance), relative;
+# at least 8 epsilons of the path state's dtype (float32 on MPS).
 L1_TOLERANCE = 1e-9
 
 
@@ -114,9 +118,10 @@ def guided_path_integral(
     """Guided IG of a chunk of samples, all advancing together: (s, *S) in the inputs' dtype.
 
     One gradient pass of s rows per step (split into passes of ``batch_size`` rows by
-    ``target_gradients``); memory: a few (s, D) float64 buffers for the path state.
+    ``target_gradients``); memory: a few (s, D) buffers for the path state, float64 (float32 on MPS).
     """
-    way = (inputs - baselines).flatten(1).double()  # x - b per feature
+    wide = accumulation_dtype(inputs.device)
+    way = (inputs - baselines).flatten(1).to(wide)  # x - b per feature
     length = way.abs()
     total = length.sum(1)
     # Position of each feature on its way, 0 at b and 1 at x. A feature with no way to go counts as
@@ -124,10 +129,10 @@ def guided_path_integral(
     position = torch.where(length > 0, 0.0, 1.0).to(way)
     attribution = torch.zeros_like(way)
     kth = math.floor(fraction * (way.shape[1] - 1)) + 1  # the authors' "lower" quantile, 1-based
-    start = baselines.flatten(1).double()
+    start = baselines.flatten(1).to(wide)
     for step in range(n_steps):
         points = torch.addcmul(start, position, way).to(inputs.dtype).view_as(inputs)
-        grads = target_gradients(model, points, target, batch_size).flatten(1).double()
+        grads = target_gradients(model, points, target, batch_size).flatten(1).to(wide)
         alpha = (step + 1) / n_steps
         low, high = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
         before = position.clone()
@@ -146,10 +151,11 @@ def walk_step(
     ``magnitude`` (|gradient|) among those below ``high``, all the way or by the share that closes the gap.
     """
     active = torch.ones(position.shape[0], dtype=torch.bool, device=position.device)
+    tolerance = max(L1_TOLERANCE, 8 * torch.finfo(position.dtype).eps)
     while True:
         distance = (length * (1 - position)).sum(1)
-        reached = (distance - goal).abs() <= torch.maximum(L1_TOLERANCE * torch.maximum(distance, goal),
-                                                           torch.full_like(goal, L1_TOLERANCE))
+        reached = (distance - goal).abs() <= torch.maximum(tolerance * torch.maximum(distance, goal),
+                                                           torch.full_like(goal, tolerance))
         active &= ~reached
         if not bool(active.any()):
             return

@@ -166,6 +166,7 @@ class Gamma:
         return (sum(leaf.detach() * message for leaf, message in zip(leaves, messages)),)
 
 
+@dataclasses.dataclass(frozen=True)
 class ZPlus:
     """z+ / alpha1beta0: only the positive contributions (x w)^+ = x^+ w^+ + x^- w^- and b^+."""
 
@@ -181,6 +182,7 @@ class ZPlus:
         return (positive.detach() * from_positive + negative.detach() * from_negative,)
 
 
+@dataclasses.dataclass(frozen=True)
 class Flat:
     """The flat rule: inputs and weights taken as 1, no bias: each output's relevance is split evenly over
     the inputs it reads (its receptive field)."""
@@ -284,21 +286,25 @@ def rule_hook(rule: Rule) -> Callable[..., torch.Tensor]:
     return propagate
 
 
-def register_rules(canonical: Any, composite: str, params: Any) -> list[Any]:
-    """Forward hooks on the canonical model's modules that apply ``composite``'s rules; returns the handles."""
-    handles = []
+def layer_rules(canonical: Any, composite: str, params: Any) -> dict[str, Rule]:
+    """The rule of each module of the canonical model that has one, by name; routing layers (reshapes,
+    max pooling, dropout) have none: their gradient is the rule."""
+    rules: dict[str, Rule] = {}
     for name in canonical.modules:
         module = canonical.model.get_submodule(name)
         if type(module) in weighted_layers():
-            rule: Rule = layer_rule(composite, module, name in canonical.first, params)
+            rules[name] = layer_rule(composite, module, name in canonical.first, params)
         elif type(module) in average_pools() or is_sum(module):
-            rule = Epsilon(STABILIZER)
+            rules[name] = Epsilon(STABILIZER)
         elif type(module) is torch.nn.ReLU:
-            rule = passing
-        else:  # routing layers (reshapes, max pooling, dropout): their gradient is the rule
-            continue
-        handles.append(module.register_forward_hook(rule_hook(rule)))
-    return handles
+            rules[name] = passing
+    return rules
+
+
+def register_rules(canonical: Any, composite: str, params: Any) -> list[Any]:
+    """Forward hooks on the canonical model's modules that apply ``composite``'s rules; returns the handles."""
+    return [canonical.model.get_submodule(name).register_forward_hook(rule_hook(rule))
+            for name, rule in layer_rules(canonical, composite, params).items()]
 
 
 def relevance(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

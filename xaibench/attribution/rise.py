@@ -213,19 +213,21 @@ def mask_rows(
 
 
 def bilinear_weights(cells: int, cell: int, device: torch.device) -> torch.Tensor:
-    """(up, cells) matrix of linear interpolation from ``cells`` values to ``up = (cells + 1) * cell``
-    pixels, as torch's ``interpolate(mode="linear"/"bilinear", align_corners=False)`` does it: pixel j
-    reads position ``(j + 0.5) cells / up - 0.5``, clamped at 0 and at the last cell."""
+    """(up, cells) float32 matrix on ``device`` of linear interpolation from ``cells`` values to
+    ``up = (cells + 1) * cell`` pixels, as torch's ``interpolate(mode="linear"/"bilinear",
+    align_corners=False)`` does it: pixel j reads position ``(j + 0.5) cells / up - 0.5``, clamped at 0
+    and at the last cell. Built in float64 on the CPU (MPS has no float64; the matrix is small) and then
+    moved, so that every device gets the same masks."""
     up = (cells + 1) * cell
-    source = ((torch.arange(up, dtype=torch.float64, device=device) + 0.5) * (cells / up) - 0.5).clamp_(min=0)
+    source = ((torch.arange(up, dtype=torch.float64, device="cpu") + 0.5) * (cells / up) - 0.5).clamp_(min=0)
     left = source.floor().long().clamp_(max=cells - 1)
     right = (left + 1).clamp_(max=cells - 1)
     frac = source - left
-    weights = torch.zeros((up, cells), dtype=torch.float64, device=device)
-    rows = torch.arange(up, device=device)
+    weights = torch.zeros((up, cells), dtype=torch.float64, device="cpu")
+    rows = torch.arange(up, device="cpu")
     weights.index_put_((rows, left), 1 - frac, accumulate=True)
     weights.index_put_((rows, right), frac, accumulate=True)
-    return weights.float()
+    return weights.float().to(device)
 
 
 def smooth_masks(

@@ -88,6 +88,18 @@ def require_float64(device: torch.device, what: str) -> torch.device:
     return device
 
 
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """float64 where ``device`` computes in it, float32 on MPS (which has no float64): for state that a
+    method keeps in high precision where it can."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def decomposition_device(device: torch.device) -> torch.device:
+    """Where ``torch.linalg`` decompositions (SVD, eigh) of tensors on ``device`` run: the CPU for MPS,
+    which has no kernels for them, else ``device``."""
+    return torch.device("cpu") if device.type == "mps" else device
+
+
 def module_device(module: torch.nn.Module) -> torch.device:
     """Where ``module``'s first parameter (else buffer) lives; the CPU for a module without any."""
     for tensor in (*module.parameters(), *module.buffers()):
