@@ -71,8 +71,14 @@ def train_resnet(folder: Path) -> tuple[Path, str]:
     return folder / "shapes_resnet18.pt", out.stdout.strip()
 
 
-def evaluate(model: Path, methods: list[str], metrics: list[str], n: int, out: Path) -> dict:
-    """One ``xaibench evaluate`` run; its metrics.json, with the wall seconds."""
+def evaluate(model: Path, methods: list[str], metrics: list[str], n: int, out: Path,
+             resume: bool = False) -> dict:
+    """One ``xaibench evaluate`` run; its metrics.json, with the wall seconds. With ``resume``, a finished
+    run already in ``out`` is read instead, its seconds the sum of the timings in its run.json."""
+    if resume and (out / "metrics.json").exists():
+        record = json.loads((out / "metrics.json").read_text())
+        record["wall_seconds"] = sum(json.loads((out / "run.json").read_text())["timings"].values())
+        return record
     start = time.perf_counter()
     subprocess.run([str(BIN), "evaluate", str(model), "--methods", ",".join(methods), "--metrics",
                     ",".join(metrics), "-n", str(n), "--out", str(out), "--overwrite"], check=True,
@@ -96,10 +102,10 @@ def compare(name: str, model: Path, args: argparse.Namespace, runs: Path) -> dic
     methods = image_methods()
     mprt_methods = [m for m in methods if name == "shapes_cnn" or m not in COSTLY or m in args.mprt_methods]
     print(f"{name}: {len(methods)} methods x {len(METRICS)} metrics on {args.n} samples ...", flush=True)
-    scored = evaluate(model, methods, list(METRICS), args.n, runs / name)
+    scored = evaluate(model, methods, list(METRICS), args.n, runs / name, args.resume)
     print(f"  {scored['wall_seconds']:.0f} s; mprt on {len(mprt_methods)} methods, {args.mprt_n} samples ...",
           flush=True)
-    randomised = evaluate(model, mprt_methods, ["mprt"], args.mprt_n, runs / f"{name}-mprt")
+    randomised = evaluate(model, mprt_methods, ["mprt"], args.mprt_n, runs / f"{name}-mprt", args.resume)
     print(f"  {randomised['wall_seconds']:.0f} s", flush=True)
     rows = {}
     for method in methods:
@@ -117,8 +123,8 @@ def screenshot(report: Path, png: Path) -> None:
     if browser is None:
         print("no chromium: screenshot skipped", file=sys.stderr)
         return
-    subprocess.run([browser, "--headless", "--disable-gpu", "--hide-scrollbars", f"--screenshot={png}",
-                    "--window-size=1280,3600", report.resolve().as_uri()], check=True,
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={png.resolve()}", "--window-size=1280,3600", report.resolve().as_uri()], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -150,6 +156,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 samples, 2 for MPRT: a smoke run")
     parser.add_argument("--screenshot", type=Path, default=None, help="PNG of the ResNet's report")
     parser.add_argument("--runs", type=Path, default=None, help="keep the run directories here")
+    parser.add_argument("--resume", action="store_true", help="with --runs: read finished runs found there")
     parser.add_argument("--resnet", type=Path, default=None,
                         help="a shapes_resnet18.pt trained before by train.py (default: train it now)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "method_comparison.json")
