@@ -265,10 +265,11 @@ def test_the_default_layer_is_chosen_on_the_first_sample_alone() -> None:
     assert capture_layer(model, None, x, TARGET, gradients=True).layer[0] == "conv1"
     assert capture_layer(model, None, x[1:], TARGET[1:], gradients=True).layer[0] == "conv2"
     for name in (*GRADIENT_CAMS, "guided_gradcam", *FORWARD_CAMS):
-        named = attribute(name, model, x, target=TARGET, layer="conv1")
-        for batch_size in (1, 4):
+        for batch_size in (1, 4):  # against the named layer at the same batch size: a batched SVD (eigencam)
+            # differs from per-sample ones in the last float32 bits, a layer choice by far more
+            named = attribute(name, model, x, target=TARGET, layer="conv1", batch_size=batch_size)
             torch.testing.assert_close(attribute(name, model, x, target=TARGET, batch_size=batch_size), named,
-                                       rtol=1e-5, atol=1e-7, msg=f"{name}, batch_size {batch_size}")
+                                       rtol=0, atol=0, msg=f"{name}, batch_size {batch_size}")
 
 
 @pytest.mark.parametrize("name", FORWARD_CAMS)
