@@ -67,3 +67,11 @@ def test_a_row_larger_than_the_budget_runs_alone_and_is_reported():
     plan = RowPlan.of(None, "1M")
     with pytest.warns(XaibenchWarning, match="more than the memory budget of 1.0 MiB"):
         assert plan.rows(model, torch.zeros(1, 10)) == 1
+
+
+def test_row_slices_cover_the_rows_and_none_for_no_rows() -> None:
+    from xaibench.core.batches import row_slices
+
+    assert list(row_slices(5, 2)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    assert list(row_slices(5, None)) == [slice(0, 5)]
+    assert list(row_slices(0, None)) == [] and list(row_slices(0, 3)) == []

@@ -494,6 +494,14 @@ def test_batch_norm_in_training_mode_is_refused_and_left_as_it_was() -> None:
     assert all(torch.equal(before[0][name], after[0][name]) for name in before[0]) and before[1:] == after[1:]
 
 
+def test_dropout_in_training_mode_is_refused() -> None:
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 3)).train()
+    with pytest.raises(InputError, match=r"dropout '2' off; put the model in eval mode"):
+        lrp(model, make_inputs("tabular"))
+    assert model.training  # the user's model keeps its mode
+    lrp(model.eval(), make_inputs("tabular"))  # in eval mode dropout is the identity: it runs
+
+
 def test_vision_transformer_is_pointed_to_the_attention_methods() -> None:
     model = vit(image_size=8, patch_size=4, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8, num_classes=3,
                 in_channels=2).eval()

@@ -313,6 +313,9 @@ def _check_nodes(graph_module: fx.GraphModule, origin: dict[str, str]) -> None:
     for node in graph_module.graph.nodes:
         if node.op == "call_module":
             module = graph_module.get_submodule(str(node.target))
+            if isinstance(module, torch.nn.Dropout) and module.training:  # random maps, and not LRP's model
+                name = origin.get(str(node.target), str(node.target))
+                raise InputError(f"lrp needs dropout {name!r} off; put the model in eval mode (model.eval())")
             if type(module) not in known and not is_sum(module):
                 name = origin.get(str(node.target), str(node.target))
                 raise IncompatibleError(f"lrp has no rule for layer {name!r} ({type(module).__name__}); it "
