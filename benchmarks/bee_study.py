@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from md_table import table
 from xaibench.metrics import METRICS, compute
 from xaibench.metrics.base import MetricResult
 from xaibench.metrics.stats import bootstrap_interval
@@ -359,13 +360,6 @@ def is_adapted(method: str) -> bool:
     """The BEE variants (bee, bee_uniform, arm_*), which are adapted to a metric."""
     return method == "bee" or method.startswith(("bee_", "arm_"))
 
-
-def table(header: list[str], lines: list[list[str]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
-    for line in lines:
-        print("| " + " | ".join(line) + " |")
-    print()
 
 
 def print_main(report: dict[str, Any], config: Config) -> None:

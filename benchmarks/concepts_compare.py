@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from md_table import table
 from xaibench.metrics.base import METRICS
 from xaibench.metrics.concept import ConceptInputs, compute_concepts
 
@@ -310,13 +311,6 @@ def fmt(cell: dict[str, Any], digits: int = 3) -> str:
         return "-"
     return f"{cell['mean']:.{digits}f} [{cell['min']:.{digits}f}, {cell['max']:.{digits}f}]"
 
-
-def table(header: list[str], lines: list[list[str]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("-" * (len(h) + 2) for h in header) + "|")
-    for line in lines:
-        print("| " + " | ".join(line) + " |")
-    print()
 
 
 def marked(cell: dict[str, Any], winner: bool, digits: int = 3) -> str:

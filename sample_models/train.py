@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ class Recipe:
     batch_size: int
     weight_decay: float = 0.0
     shipped: bool = True  # in sample_models/ and its README table; else trained on request (--only)
+    arch_kwargs: dict[str, int] = field(default_factory=dict)  # beyond num_classes / in_features
 
 
 RECIPES: dict[str, Recipe] = {
@@ -52,6 +53,10 @@ RECIPES: dict[str, Recipe] = {
     "breast_cancer_logreg": Recipe("breast_cancer", "logreg", epochs=40, lr=1e-2, batch_size=32),
     # a realistic CNN for benchmarks (method_comparison.py); 45 MB of weights, so not shipped
     "shapes_resnet18": Recipe("shapes", "resnet18", epochs=8, lr=1e-3, batch_size=32, shipped=False),
+    # ViT-Tiny's layout at a size the 64x64 shapes support: 8x8 patches (64 tokens and a class token)
+    "shapes_vit": Recipe("shapes", "vit", epochs=100, lr=1e-3, batch_size=32, shipped=False,
+                         arch_kwargs={"image_size": 64, "patch_size": 8, "num_layers": 4, "num_heads": 4,
+                                      "hidden_dim": 64, "mlp_dim": 128}),
 }
 
 
@@ -78,7 +83,7 @@ def train(name: str, out_dir: Path) -> float:
     """Train the sample model ``name``, write ``out_dir/<name>.pt`` and return its test accuracy."""
     recipe = RECIPES[name]
     train_set, test_set = load_data(f"{recipe.dataset}:train"), load_data(f"{recipe.dataset}:test")
-    kwargs = _arch_kwargs(train_set)
+    kwargs = {**_arch_kwargs(train_set), **recipe.arch_kwargs}
     with deterministic(SEED):
         model = ARCHITECTURES.get(recipe.arch)(**kwargs)
         _fit(model, train_set, recipe)

@@ -87,3 +87,61 @@ def test_bad_parameters() -> None:
         bee(model, x, rounds=0)
     with pytest.raises(InputError, match="distinct"):
         bee(model, x, arms="zero,zero")
+
+
+def test_metric_params_set_the_metric_bee_adapts_to(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from xaibench.metrics import METRICS
+
+    model, x = make_net("image"), make_inputs("image")
+    deletion = METRICS.get("deletion")
+    seen: list[dict] = []
+    real = deletion.compute
+    monkeypatch.setattr(deletion, "compute", lambda self, *a, **kw: seen.append(kw) or real(self, *a, **kw))
+    kept = bee(model, x, rounds=4, n_steps=4, metric_params="substrate=zero; patch=2")
+    assert [(kw["substrate"], kw["patch"]) for kw in seen] == [("zero", "2")] * 4  # every round's scoring
+    # the kept map is the best of the four under those settings, not under the defaults
+    one = bee(model, x, rounds=1, n_steps=4, metric_params="substrate=zero;patch=2")
+    assert (real(deletion(), model, x, kept, target=TARGET, substrate="zero", patch=2).scores
+            <= real(deletion(), model, x, one, target=TARGET, substrate="zero", patch=2).scores + 1e-12).all()
+    with pytest.raises(InputError, match="substrate"):
+        bee(model, x, metric_params="substrate=nonsense")
+    with pytest.raises(InputError, match="key=value"):
+        bee(model, x, metric_params="substrate")
+    with pytest.raises(Exception, match="sigma"):
+        bee(model, x, metric_params="sigma=3")  # not a parameter of deletion: the closest name is offered
+    path = tmp_path / "policy.safetensors"
+    ThompsonPolicy.prior(("zero", "uniform"), 16).save(path, {"metric": "deletion", "metric_params": "patch=2"})
+    common = {"rounds": 1, "n_steps": 2, "arms": "zero,uniform", "policy": str(path)}
+    assert bee(model, x, metric_params=" patch = 2 ", **common).shape == x.shape
+    with pytest.raises(InputError, match="trained for deletion with patch=2"):
+        bee(model, x, **common)
+
+
+def _rounds_of_arms(monkeypatch: pytest.MonkeyPatch, **params) -> torch.Tensor:
+    """(rounds, N) the arm each input took in each round of a bee run."""
+    import xaibench.attribution.bee as bee_module
+
+    taken: list[torch.Tensor] = []
+    real = bee_module._draw
+    monkeypatch.setattr(bee_module, "_draw", lambda families, arms, *a: taken.append(arms.clone()) or real(families, arms, *a))
+    model, x = make_net("image"), make_inputs("image")
+    bee(model, x, n_steps=2, **params)
+    return torch.stack(taken)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_each_input_takes_its_arms_in_cycles(monkeypatch: pytest.MonkeyPatch, adaptive: bool) -> None:
+    arms = 5  # image inputs: zero, constant, uniform, gaussian, blur
+    rounds = _rounds_of_arms(monkeypatch, rounds=2 * arms + 2, adaptive=adaptive)
+    for cycle in range(2):
+        block = rounds[cycle * arms:(cycle + 1) * arms]
+        assert (block.sort(dim=0).values == torch.arange(arms)[:, None]).all()  # every arm once per cycle
+    third = rounds[2 * arms:]
+    assert (third[0] != third[1]).all()  # a third cycle begins: no arm twice
+    assert not (rounds[:arms] == rounds[:arms, :1]).all(dim=1).all()  # the order differs between inputs
+
+
+def test_without_cycles_an_arm_can_repeat_before_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds = _rounds_of_arms(monkeypatch, rounds=5, cycle="false")
+    distinct = [len(set(rounds[:, i].tolist())) for i in range(rounds.shape[1])]
+    assert min(distinct) < 5

@@ -259,3 +259,19 @@ def test_foreign_files_raise_input_error(tmp_path: Path) -> None:
     for path in (foreign, garbage, lying, wrong_dim, tmp_path / "missing.safetensors"):
         with pytest.raises(InputError):
             ThompsonPolicy.load(path)
+
+
+def test_choose_among_allowed_arms() -> None:
+    policy = ThompsonPolicy(("a", "b", "c"), torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 0.0]], dtype=torch.float64),
+                            torch.full((3, 2), 1e6, dtype=torch.float64))  # arm b wins every draw
+    contexts = torch.tensor([[1.0, 1.0]] * 4, dtype=torch.float64)
+    free = policy.choose(contexts, torch.Generator().manual_seed(3))
+    assert free.tolist() == [1, 1, 1, 1]
+    everything = torch.ones(4, 3, dtype=torch.bool)
+    torch.testing.assert_close(policy.choose(contexts, torch.Generator().manual_seed(3), everything), free)
+    allowed = torch.tensor([[True, False, True], [False, False, True], [True, True, True], [True, False, False]])
+    picks = policy.choose(contexts, torch.Generator().manual_seed(3), allowed)
+    assert picks[1] == 2 and picks[2] == 1 and picks[3] == 0 and picks[0] in (0, 2)
+    for bad in (torch.ones(4, 2, dtype=torch.bool), torch.ones(4, 3), allowed & torch.tensor([True, True, False, True])[:, None]):
+        with pytest.raises(InputError, match="allowed"):
+            policy.choose(contexts, torch.Generator(), bad)

@@ -162,3 +162,19 @@ def test_refuses_other_modalities_and_bad_fractions() -> None:
             compute("aic", make_net("image"), x, x, target=0, fractions=fractions)
     with pytest.raises(InputError):
         compute("sic", make_net("image"), x, x, target=0, buckets=0)
+
+
+def test_an_image_met_before_is_not_encoded_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoded: list[tuple[int, ...]] = []
+    real = ic._encoded_size
+    monkeypatch.setattr(ic, "_SIZES", {})
+    monkeypatch.setattr(ic, "_encoded_size", lambda image: encoded.append(image.shape) or real(image))
+    noise = torch.randint(0, 256, (2, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    first = ic.compressed_sizes(noise)
+    assert len(encoded) == 2
+    torch.testing.assert_close(ic.compressed_sizes(noise.flip(0)), first.flip(0))
+    assert len(encoded) == 2  # both met before
+    ic.compressed_sizes(noise.reshape(2, 1, 24, 8))  # the same bytes in another shape: another image
+    assert len(encoded) == 4
+    torch.testing.assert_close(first, torch.tensor([real(noise[0].numpy()), real(noise[1].numpy())],
+                                                   dtype=torch.float64))

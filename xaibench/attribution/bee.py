@@ -12,7 +12,14 @@ the best-scoring map. All inputs of a round go through one path integral and one
 Deliberate differences from the authors' code (which does not run as released, REFERENCES.md): the
 paths are the textbook integrated gradients in input space ((x - b) times the mean gradient over
 ``n_steps`` quadrature points) rather than 3-4 steps of gradient x point on a layer's activation; the
-context is the explained model's own penultimate features, not a separate ResNet18.
+context is the explained model's own penultimate features, not a separate ResNet18; and by default
+(``cycle``) each input takes its arms in cycles: every arm once before any arm twice, the policy choosing
+the order within a cycle. BEE keeps the best of T maps, so what a round is worth is its chance to beat
+the maps before it; a policy that concentrates on the arm with the best typical map (which the
+percentile reward teaches) keeps redrawing it and, from T of about 8 on, loses to uniform choice, whose
+best of T comes from several families. In the design study (benchmarks/RESULTS.md, bee_design) the
+cycles kept the pretrained policy's gains at T = 1-4 and removed its losses at T = 8-16; the reward,
+posterior and context variants tried there did not.
 """
 
 from __future__ import annotations
@@ -22,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from xaibench.attribution.base import METHODS, Method, modality_of
 from xaibench.attribution.baselines import names_need_references
-from xaibench.attribution.draws import sample_generators, sample_seeds, sampled_shard, shard_of, shared_seed
+from xaibench.attribution.draws import (
+    sample_generators,
+    sample_seeds,
+    sampled_shard,
+    shard_of,
+    shared_seed,
+)
 from xaibench.attribution.layer_path import (
     layer_activations,
     layer_path_integral,
@@ -48,10 +61,15 @@ DEFAULT_ARMS = ("zero", "constant", "uniform", "gaussian", "blur")  # "auto": th
 
 @dataclasses.dataclass(frozen=True)
 class BeeParams:
-    """metric: the registry metric the maps are adapted to (one score per map); rounds: T maps per
+    """metric: the registry metric the maps are adapted to (one score per map); metric_params: its
+    settings, "key=value" pairs separated by ";" (e.g. "substrate=blur"; default: the registry's
+    defaults), the same the metric takes in ``evaluate -p METRIC.KEY=VALUE``; rounds: T maps per
     input; n_steps / method: the quadrature of each path; arms: comma-separated baseline families
     ("auto": zero, constant, uniform, gaussian and, for images and sequences, blur);
     adaptive: choose arms by the policy (False: uniformly at random, the paper's non-adaptive control);
+    cycle: each input takes every arm once before any arm twice, and so on (the choice, by the policy or
+    at random, is among the arms the input has taken least often); False: any arm every round, as in
+    the paper;
     policy: a policy file from ``xaibench bee pretrain`` (default: start from the prior);
     policy_any_model: use a policy trained for another model file (refused otherwise); finetune:
     keep updating the policy while explaining; context_dim / context_layer: the context (see
@@ -61,11 +79,13 @@ class BeeParams:
     ``sha256``; xaibench supplies its LoadedModel) against which a policy's recorded model is checked."""
 
     metric: str = "deletion"
+    metric_params: str = ""
     rounds: int = 8
     n_steps: int = 16
     method: str = "gausslegendre"
     arms: str = "auto"
     adaptive: bool = True
+    cycle: bool = True
     policy: str | None = None
     policy_any_model: bool = False
     finetune: bool = True
@@ -118,7 +138,7 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     """T rounds of BEE over ``inputs``, starting from ``policy`` (default: params.policy or the prior)."""
     from xaibench.attribution.context import embed
 
-    metric = _metric(params)
+    metric, settings = _metric(params)
     layer = None if params.layer is None else find_layer(model, params.layer)[1]
     space = inputs if layer is None else layer_activations(model, layer, inputs, batch_size)
     families = _families(params, space)
@@ -131,9 +151,12 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     # scores, arms and contexts live on the CPU (metric results, policy draws); the maps on the inputs' device
     history = torch.full((total, params.rounds), float("nan"), dtype=torch.float64, device="cpu")
     best, best_arm = torch.zeros_like(inputs), torch.full((inputs.shape[0],), -1, dtype=torch.long, device="cpu")
+    taken = torch.zeros((total, len(families)), dtype=torch.long, device="cpu")  # draws per input and arm
     for round_index in range(params.rounds):
         with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
-            every_arm = _choose(policy, contexts, len(families), params.adaptive, generator)
+            allowed = taken == taken.amin(dim=1, keepdim=True) if params.cycle else None
+            every_arm = _choose(policy, contexts, len(families), params.adaptive, generator, allowed)
+            taken[torch.arange(total), every_arm] += 1
             arms = every_arm[rows]
             baselines = _draw(families, arms, space, generators)
             if layer is None:
@@ -143,7 +166,8 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
                                                      weights, batch_size), inputs)
             seed = shared_seed(generator)
             scores = _whole(metric.compute(model, inputs, maps, target=target, batch_size=batch_size,
-                                           generator=torch.Generator().manual_seed(seed)).scores, total)
+                                           generator=torch.Generator().manual_seed(seed), **settings).scores,
+                            total)
         policy = _learn(policy, params, contexts, every_arm, scores, history, metric.higher_is_better, generator)
         better = _better(scores, history[:, :round_index], metric.higher_is_better)[rows]
         history[:, round_index] = scores
@@ -165,12 +189,14 @@ def _note(outcome: Outcome, params: BeeParams, generator: torch.Generator) -> No
     """For run.json: the family each kept map came from and the policy's family distribution."""
     draws = torch.Generator().manual_seed(shared_seed(generator))
     shares = outcome.policy.choice_probabilities(outcome.contexts, draws).mean(0)
-    note("bee", {"metric": params.metric, "rounds": params.rounds,
+    note("bee", {"metric": params.metric, "metric_params": params.metric_params, "rounds": params.rounds,
                  "chosen": [outcome.families[i] if i >= 0 else None for i in outcome.arms.tolist()],
                  "distribution": {f: round(float(p), 4) for f, p in zip(outcome.families, shares)}})
 
 
-def _metric(params: BeeParams) -> object:
+def _metric(params: BeeParams) -> tuple[object, dict[str, str]]:
+    """The metric BEE adapts to and its settings (checked here, before any model pass)."""
+    from xaibench.attribution.base import parse_params
     from xaibench.metrics import METRICS
 
     if params.rounds < 1:
@@ -179,7 +205,24 @@ def _metric(params: BeeParams) -> object:
     if metric.needs_explainer or metric.needs_masks or metric.needs_reference or not metric.needs_model:
         raise InputError(f"bee adapts to metrics that score a map with the model alone; "
                          f"{params.metric} is not one")
-    return metric
+    settings = metric_settings(params.metric_params)
+    parse_params(metric.Params, settings, owner=f"metric {params.metric!r} (bee's metric_params)")
+    return metric, settings
+
+
+def metric_settings(text: str) -> dict[str, str]:
+    """``"key=value;key=value"`` as a dict; empty text gives no settings.
+
+    Raises:
+        InputError: for an item without "=" or with an empty key, or a key given twice.
+    """
+    settings: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip() in settings:
+            raise InputError(f"bee's metric_params takes distinct key=value pairs separated by ';', got {item!r}")
+        settings[key.strip()] = value.strip()
+    return settings
 
 
 def _families(params: BeeParams, inputs: torch.Tensor) -> list[tuple[str, object]]:
@@ -206,6 +249,11 @@ def _policy(params: BeeParams, arms: list[str], dim: int) -> ThompsonPolicy:
                          f"{policy.mean.shape[1]}; pass -p arms=... -p context_dim=... to match")
     if meta.get("metric") not in (None, params.metric):
         raise InputError(f"policy {params.policy} was trained for metric {meta['metric']}, not {params.metric}")
+    trained = metric_settings(meta.get("metric_params", ""))
+    if trained != metric_settings(params.metric_params):
+        shown = ";".join(f"{k}={v}" for k, v in trained.items()) or "its defaults"
+        raise InputError(f"policy {params.policy} was trained for {params.metric} with {shown}; "
+                         f"pass -p metric_params=... to match")
     _check_model(params, meta.get("model_sha256"))
     return policy
 
@@ -222,10 +270,14 @@ def _check_model(params: BeeParams, trained_for: str | None) -> None:
 
 
 def _choose(policy: ThompsonPolicy, contexts: torch.Tensor, n_arms: int, adaptive: bool,
-            generator: torch.Generator) -> torch.Tensor:
+            generator: torch.Generator, allowed: torch.Tensor | None) -> torch.Tensor:
+    """Each input's arm for this round, among its ``allowed`` arms (None: any)."""
     if adaptive:
-        return policy.choose(contexts, generator)
-    return torch.randint(0, n_arms, (contexts.shape[0],), generator=generator, device="cpu")
+        return policy.choose(contexts, generator, allowed)
+    if allowed is None:
+        return torch.randint(0, n_arms, (contexts.shape[0],), generator=generator, device="cpu")
+    order = torch.rand(allowed.shape, generator=generator, dtype=torch.float64, device="cpu")
+    return order.masked_fill(~allowed, -1.0).argmax(dim=1)  # uniform among the allowed arms
 
 
 def _draw(families: list[tuple[str, object]], arms: torch.Tensor, inputs: torch.Tensor,

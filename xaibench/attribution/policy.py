@@ -93,7 +93,8 @@ class ThompsonPolicy:
         return cls(tuple(arms), torch.zeros(shape, dtype=torch.float64, device="cpu"),
                    torch.full(shape, float(precision), dtype=torch.float64, device="cpu"))
 
-    def choose(self, contexts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def choose(self, contexts: torch.Tensor, generator: torch.Generator,
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
         """One Thompson draw per input: (N,) int64 index of the arm maximising w . c, w ~ N(m_a, 1/q_a).
 
         Only the projection w . c is drawn: for a diagonal Gaussian it is N(m_a . c, sum_j c_j^2 / q_aj),
@@ -103,9 +104,18 @@ class ThompsonPolicy:
         Args:
             contexts: (N, d) context embeddings.
             generator: the only source of randomness.
+            allowed: optional (N, A) bool, the arms each input may take (at least one per row); the draw
+                is the same, the maximum is taken over the allowed arms only.
         """
         c = self._contexts(contexts)
-        return self._sample_scores(c, 1, generator)[0].argmax(dim=1)
+        sampled = self._sample_scores(c, 1, generator)[0]
+        if allowed is not None:
+            mask = torch.as_tensor(allowed, device=sampled.device)
+            if mask.shape != sampled.shape or mask.dtype != torch.bool or not mask.any(dim=1).all():
+                raise InputError(f"allowed must be a ({c.shape[0]}, {len(self.arms)}) bool mask with an arm "
+                                 "in every row")
+            sampled = sampled.masked_fill(~mask, -torch.inf)
+        return sampled.argmax(dim=1)
 
     def choice_probabilities(self, contexts: torch.Tensor, generator: torch.Generator,
                              draws: int = 256) -> torch.Tensor:

@@ -73,7 +73,8 @@ def pretrain_policy(config: PretrainConfig) -> dict[str, Any]:
         outcome = pretrain(loaded.module, prepared.inputs, prepared.targets, params, batch_size, generator)
         contexts = embed(loaded.module, prepared.inputs, params.context_layer, params.context_dim, batch_size)
     shares = outcome.policy.choice_probabilities(contexts, torch.Generator().manual_seed(config.seed)).mean(0)
-    metadata = {"metric": config.metric, "model_sha256": loaded.sha256, "samples": str(len(prepared.data)),
+    metadata = {"metric": config.metric, "metric_params": params.metric_params, "model_sha256": loaded.sha256,
+                "samples": str(len(prepared.data)),
                 "world_size": str(world().size),
                 "rounds": str(params.rounds), "n_steps": str(params.n_steps),
                 "context_layer": str(params.context_layer), "created": _now(), "xaibench": __version__,
