@@ -156,7 +156,7 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
         with reporting(lambda _: None):  # progress counts rounds, not the engine's chunks
             allowed = taken == taken.amin(dim=1, keepdim=True) if params.cycle else None
             every_arm = _choose(policy, contexts, len(families), params.adaptive, generator, allowed)
-            taken[torch.arange(total), every_arm] += 1
+            taken[torch.arange(total, device="cpu"), every_arm] += 1
             arms = every_arm[rows]
             baselines = _draw(families, arms, space, generators)
             if layer is None:
