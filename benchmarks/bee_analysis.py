@@ -25,16 +25,11 @@ from xaibench.metrics.stats import bootstrap_interval
 FINAL = Variant(cover="cycle")  # the design ``bee`` runs (keep in step with xaibench.attribution.bee)
 UNIFORM = Variant(choice="uniform")  # the paper's non-adaptive control: any arm, uniformly, every round
 UNIFORM_CYCLE = Variant(choice="uniform", cover="cycle")  # the arms in cycles, each cycle in random order
-DESIGN_VARIANTS = (Variant(), Variant(reward="improvement"), Variant(reward="absolute"),
-                   Variant(posterior="tempered"), Variant(posterior="reset"), Variant(posterior="prior"),
-                   Variant(finetune=False), Variant(context="none"),
-                   Variant(reward="improvement", posterior="reset"),
-                   Variant(reward="improvement", context="none"), Variant(reward="mixed"),
-                   Variant(reward="mixed", state=True), Variant(reward="improvement", state=True),
-                   Variant(state=True), Variant(cover="once"), Variant(reward="improvement", cover="once"),
-                   Variant(posterior="reset", cover="once"), Variant(posterior="tempered", cover="once"),
-                   Variant(reward="absolute", cover="once"), Variant(reward="mixed", cover="once"),
-                   Variant(cover="cycle"), Variant(reward="improvement", cover="cycle"), UNIFORM_CYCLE)
+DESIGN_VARIANTS = (  # the paper's design first, then one change at a time
+    Variant(), Variant(reward="improvement"), Variant(reward="absolute"), Variant(reward="mixed"),
+    Variant(posterior="tempered"), Variant(posterior="reset"), Variant(posterior="prior"), Variant(finetune=False),
+    Variant(context="none"), Variant(state=True), Variant(cover="once"), FINAL,
+    Variant(reward="improvement", cover="cycle"), UNIFORM_CYCLE)
 DESIGN_T = (1, 2, 4, 8, 16)
 MATCHED_T = (1, 2, 4, 8, 16)
 STUDY_T = 16
@@ -62,6 +57,9 @@ class Cell:
     replicates: int
     policies: dict[str, Any] = dataclasses.field(default_factory=dict)
     replays: dict[tuple[str, int], torch.Tensor] = dataclasses.field(default_factory=dict)
+    raw: torch.Tensor = None  # (N, A, K, M) the test bank's scores on every metric, as the metrics give them
+    metrics: tuple[str, ...] = ()
+    cross: dict[tuple[str, int], torch.Tensor] = dataclasses.field(default_factory=dict)  # kept maps, every metric
 
     @property
     def higher(self) -> bool:
@@ -85,7 +83,8 @@ def cells_of(model: str, work, seed: int, replicates: int) -> list[Cell]:
             for method, scores in found["scores"].items():
                 base[method] = sign * scores[:n, found["metrics"].index(metric)]
         out.append(Cell(model, metric, tuple(test["arms"]), sign * test["scores"][..., m], s_train,
-                        test["contexts"], train["contexts"], scale, base, seed, replicates))
+                        test["contexts"], train["contexts"], scale, base, seed, replicates,
+                        raw=test["scores"], metrics=tuple(test["metrics"])))
     return out
 
 
@@ -119,12 +118,16 @@ def _replayed(cell: Cell, variant: Variant, rounds: int) -> torch.Tensor:
     start = None
     if variant.choice == "thompson":
         start = bee_replay.starting_policy(pretrained(cell, variant), variant.posterior)
-    runs = []
+    runs, cross = [], []
     for r in range(cell.replicates):
         gen = torch.Generator().manual_seed(seed_of(cell, variant.label(), rounds, r))
-        best, _ = bee_replay.replay(cell.test, cell.test_contexts, rounds, variant, start, cell.arms, gen,
-                                    cell.scale)
-        runs.append(best)
+        run = bee_replay.replay(cell.test, cell.test_contexts, rounds, variant, start, cell.arms, gen, cell.scale)
+        runs.append(run.best)
+        found = run.arm >= 0
+        kept = torch.full((run.best.shape[0], cell.raw.shape[3]), float("nan"), dtype=torch.float64)
+        kept[found] = cell.raw[found.nonzero()[:, 0], run.arm[found], run.draw[found]]
+        cross.append(kept)
+    cell.cross[(variant.label(), rounds)] = torch.stack(cross).nanmean(dim=0)
     return torch.stack(runs).nanmean(dim=0)
 
 
@@ -276,7 +279,9 @@ def study(cell: Cell) -> dict[str, Any]:
         base["best_cam"] = cams[best_cam]
     methods.update(base)
     means = {m: float(v.nanmean()) for m, v in methods.items()}
+    kept = cell.cross[(FINAL.label(), STUDY_T)]
     out: dict[str, Any] = {"means": means, "best_cam": best_cam,
+                           "bee_on_other_metrics": {m: float(kept[:, i].nanmean()) for i, m in enumerate(cell.metrics)},
                            "ci95": {m: interval(v, seed_of(cell, "ci", m)) for m, v in methods.items()}}
     if not base:
         return out
@@ -295,8 +300,32 @@ def interval(values: torch.Tensor, seed: int) -> list[float]:
     return [float(low), float(high)]
 
 
+def settings_check(model: str, work: Any, seed: int) -> list[dict[str, Any]]:
+    """For every metric column of the baseline file (the study's settings and the replaced ones): how
+    many of the other baseline methods tie with the best one, and so whether the setting is informative."""
+    found = bee_bank.load_baselines(model, work)
+    if found is None:
+        return []
+    rows = []
+    for column in found["metrics"]:
+        sign = 1.0 if bee_bank.higher(column) else -1.0
+        values = {m: sign * s[:, found["metrics"].index(column)] for m, s in found["scores"].items()}
+        cams = [m for m in values if m in bee_bank.CAM_VARIANTS]
+        if cams:
+            values["best_cam"] = values[max(cams, key=lambda m: float(values[m].nanmean()))]
+        base = {m: v for m, v in values.items() if m in BASELINES}
+        top = max(base, key=lambda m: float(base[m].nanmean()))
+        ties = [m for m in base if m != top
+                and paired(base[top], base[m], bee_bank.derived_seed(seed, model, column, m))["ci95"][0] <= 0]
+        rows.append({"model": model, "metric": column, "best": top, "tied": ties,
+                     "informative": len(ties) < TIED_SHARE * (len(base) - 1),
+                     "means": {m: float(v.nanmean()) * sign for m, v in base.items()}})
+    return rows
+
+
 def analyse(models: list[str], args: Any) -> dict[str, Any]:
-    report: dict[str, Any] = {"cells": []}
+    report: dict[str, Any] = {"cells": [], "settings": [row for model in models
+                                                         for row in settings_check(model, args.work, args.seed)]}
     for model in models:
         for cell in cells_of(model, args.work, args.seed, args.replicates):
             entry = {"model": model, "metric": cell.metric, "higher_is_better": cell.higher,
@@ -387,6 +416,12 @@ def print_report(report: dict[str, Any]) -> None:
         lines = [[c["model"], c["metric"], *[diff_ci(c["matched"][t][name]) for t in MATCHED_T]] for c in cells]
         table(["model", "metric", *[f"T={t}" for t in MATCHED_T]], lines)
     print_study(cells)
+    print_cross(cells)
+    print("Metric settings: baseline methods tied with the best one (paired 95% interval), per setting; "
+          "name@setting marks a setting the study replaced\n")
+    table(["model", "metric", "best baseline", "tied with it", "informative"],
+          [[r["model"], r["metric"], r["best"], ", ".join(r["tied"]) or "none", "yes" if r["informative"] else "no"]
+           for r in report.get("settings", [])])
     if report.get("check"):
         print("Replay check: real bee runs (T = 16) against their replays on the bank, mean [95% interval]\n")
         table(["model", "metric", "method", "real run", "replay", "real run seconds"],
@@ -400,6 +435,23 @@ def print_report(report: dict[str, Any]) -> None:
         for t, counts in by_t.items():
             print(f"  BEE vs {control} at T={t} (informative cells): {counts['win']} wins, {counts['tie']} ties, "
                   f"{counts['loss']} losses")
+
+
+def print_cross(cells: list[dict[str, Any]]) -> None:
+    """BEE adapted to the row's metric (T = 16), its kept maps scored on the column's; last row: the
+    best baseline method on the column's metric."""
+    print(f"Cross-metric: BEE adapted to the row's metric (T = {STUDY_T}), mean score of its kept maps on the "
+          "column's metric; last row: the best baseline on the column's metric\n")
+    for model in dict.fromkeys(c["model"] for c in cells):
+        mine = [c for c in cells if c["model"] == model]
+        metrics = [c["metric"] for c in mine]
+        lines = [[model, f"bee[{c['metric']}]", *[f"{c['study']['bee_on_other_metrics'][m]:.3f}" for m in metrics]]
+                 for c in mine]
+        best = []
+        for c in mine:
+            top = c["study"].get("best_baseline")
+            best.append("-" if top is None else f"{shown(c['study']['means'][top], c['higher_is_better'])} {top}")
+        table(["model", "adapted to", *metrics], lines + [[model, "best baseline", *best]])
 
 
 def print_study(cells: list[dict[str, Any]]) -> None:

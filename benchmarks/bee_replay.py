@@ -61,6 +61,17 @@ class Variant:
         return contexts if self.context == "model" else contexts[:, -1:]
 
 
+@dataclasses.dataclass(frozen=True)
+class Replay:
+    """What a replay gives per input: the kept map's oriented score (NaN: none finite), its arm and
+    draw index in the bank (-1: none), and the policy after the rounds."""
+
+    best: torch.Tensor
+    policy: ThompsonPolicy
+    arm: torch.Tensor
+    draw: torch.Tensor
+
+
 def oriented(scores: torch.Tensor, higher: bool) -> torch.Tensor:
     return scores if higher else -scores
 
@@ -93,11 +104,9 @@ def with_state(contexts: torch.Tensor, kept: torch.Tensor, arms: int) -> torch.T
 
 def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Variant,
            policy: ThompsonPolicy | None, arms: tuple[str, ...], generator: torch.Generator,
-           scale: tuple[float, float] = (0.0, 1.0), learn: bool | None = None) -> tuple[torch.Tensor, ThompsonPolicy]:
-    """Best oriented score per input after ``rounds`` rounds (NaN if none finite) and the final policy.
-
-    bank: (N, A, K) oriented scores, K >= rounds; contexts: (N, d).
-    """
+           scale: tuple[float, float] = (0.0, 1.0), learn: bool | None = None) -> Replay:
+    """``rounds`` rounds of BEE over the inputs of ``bank`` ((N, A, K) oriented scores, K >= rounds)
+    with contexts (N, d): the kept maps' scores, arms and draws, and the final policy."""
     n, a, k = bank.shape
     contexts = variant.contexts(contexts)
     if rounds > k:
@@ -108,6 +117,7 @@ def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Var
     history = torch.full((n, rounds), float("nan"), dtype=torch.float64)
     index = torch.arange(n)
     kept = torch.full((n,), -1, dtype=torch.long)
+    kept_draw = torch.full((n,), -1, dtype=torch.long)
     best = torch.full((n,), -torch.inf, dtype=torch.float64)
     for t in range(rounds):
         seen = with_state(contexts, kept, a) if variant.state else contexts
@@ -126,7 +136,8 @@ def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Var
             else:
                 allowed = torch.ones_like(used, dtype=torch.bool)
             chosen = torch.where(allowed, sampled, -torch.inf).argmax(dim=1)
-        s = bank[index, chosen, used[index, chosen]]
+        draw = used[index, chosen]
+        s = bank[index, chosen, draw]
         used[index, chosen] += 1
         finite = torch.isfinite(s)
         if variant.choice == "thompson" and learn and finite.any():
@@ -135,7 +146,8 @@ def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Var
         history[:, t] = s
         better = finite & (s > best)
         best, kept = torch.where(better, s, best), torch.where(better, chosen, kept)
-    return torch.where(torch.isinf(best), float("nan"), best), policy
+        kept_draw = torch.where(better, draw, kept_draw)
+    return Replay(torch.where(torch.isinf(best), float("nan"), best), policy, kept, kept_draw)
 
 
 def pretrain(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Variant,
@@ -144,7 +156,7 @@ def pretrain(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: V
     policy = ThompsonPolicy.prior(arms, variant.contexts(contexts).shape[1] + (len(arms) + 1) * variant.state)
     for start in range(0, bank.shape[0], PRETRAIN_CHUNK):
         rows = slice(start, start + PRETRAIN_CHUNK)
-        _, policy = replay(bank[rows], contexts[rows], rounds, variant, policy, arms, generator, scale, learn=True)
+        policy = replay(bank[rows], contexts[rows], rounds, variant, policy, arms, generator, scale, learn=True).policy
     return policy
 
 
