@@ -59,6 +59,7 @@ class Cell:
     replays: dict[tuple[str, int], torch.Tensor] = dataclasses.field(default_factory=dict)
     raw: torch.Tensor = None  # (N, A, K, M) the test bank's scores on every metric, as the metrics give them
     metrics: tuple[str, ...] = ()
+    index: torch.Tensor = None  # (N,) each held-out row's position in the test split
     cross: dict[tuple[str, int], torch.Tensor] = dataclasses.field(default_factory=dict)  # kept maps, every metric
 
     @property
@@ -79,12 +80,11 @@ def cells_of(model: str, work, seed: int, replicates: int) -> list[Cell]:
         scale = (float(finite.quantile(0.01)), float(finite.quantile(0.99))) if finite.numel() else (0.0, 1.0)
         base = {}
         if found is not None:
-            n = test["scores"].shape[0]
             for method, scores in found["scores"].items():
-                base[method] = sign * scores[:n, found["metrics"].index(metric)]
+                base[method] = sign * scores[test["index"], found["metrics"].index(metric)]
         out.append(Cell(model, metric, tuple(test["arms"]), sign * test["scores"][..., m], s_train,
                         test["contexts"], train["contexts"], scale, base, seed, replicates,
-                        raw=test["scores"], metrics=tuple(test["metrics"])))
+                        raw=test["scores"], metrics=tuple(test["metrics"]), index=test["index"]))
     return out
 
 
@@ -285,8 +285,7 @@ def study(cell: Cell) -> dict[str, Any]:
                            "ci95": {m: interval(v, seed_of(cell, "ci", m)) for m, v in methods.items()}}
     if not base:
         return out
-    top = max(base, key=lambda m: means[m])
-    ties = [m for m in base if m != top and paired(base[top], base[m], seed_of(cell, "tie", m))["ci95"][0] <= 0]
+    top, ties = tied_with_best(base, cell.seed, cell.model, cell.metric)
     vs_best = paired(methods["bee"], base[top], seed_of(cell, "bee-vs-best"))
     out.update({"best_baseline": top, "tied_with_best_baseline": ties,
                 "informative": len(ties) < TIED_SHARE * (len(base) - 1), "bee_vs_best_baseline": vs_best,
@@ -298,6 +297,15 @@ def interval(values: torch.Tensor, seed: int) -> list[float]:
     finite = values[torch.isfinite(values)].double()
     low, high = bootstrap_interval(finite, torch.Generator().manual_seed(seed), resamples=2000)
     return [float(low), float(high)]
+
+
+def tied_with_best(base: dict[str, torch.Tensor], seed: int, model: str, metric: str) -> tuple[str, list[str]]:
+    """The baseline with the best mean (oriented) and those whose paired 95% interval against it
+    reaches 0."""
+    top = max(base, key=lambda m: float(base[m].nanmean()))
+    ties = [m for m in base if m != top
+            and paired(base[top], base[m], bee_bank.derived_seed(seed, model, metric, "tie", m))["ci95"][0] <= 0]
+    return top, ties
 
 
 def settings_check(model: str, work: Any, seed: int) -> list[dict[str, Any]]:
@@ -314,9 +322,7 @@ def settings_check(model: str, work: Any, seed: int) -> list[dict[str, Any]]:
         if cams:
             values["best_cam"] = values[max(cams, key=lambda m: float(values[m].nanmean()))]
         base = {m: v for m, v in values.items() if m in BASELINES}
-        top = max(base, key=lambda m: float(base[m].nanmean()))
-        ties = [m for m in base if m != top
-                and paired(base[top], base[m], bee_bank.derived_seed(seed, model, column, m))["ci95"][0] <= 0]
+        top, ties = tied_with_best(base, seed, model, column)
         rows.append({"model": model, "metric": column, "best": top, "tied": ties,
                      "informative": len(ties) < TIED_SHARE * (len(base) - 1),
                      "means": {m: float(v.nanmean()) * sign for m, v in base.items()}})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 import zlib
@@ -159,8 +160,9 @@ def bank_chunk(model: torch.nn.Module, data: Prepared, rows: slice, config: Bank
 
 
 def build_bank(name: str, split: str, n: int, draws: int, n_steps: int, chunk: int, work: Path,
-               trained: Path, batch_size: int, seed: int, started: float) -> None:
-    """Write the missing chunk files of one model's bank on ``split``."""
+               trained: Path, batch_size: int, seed: int, started: float, reverse: bool = False) -> None:
+    """Write the missing chunk files of one model's bank on ``split`` (``reverse``: last chunk first,
+    so a second process can work on the same bank from the other end)."""
     config = BankConfig(name, split, draws, n_steps, seed)
     folder = work / "bank" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,13 +171,16 @@ def build_bank(name: str, split: str, n: int, draws: int, n_steps: int, chunk: i
     data = selection(loaded, split, n, batch_size)
     header = {"config": config.tag(), "arms": json.dumps(arms_for(data.meta.modality)),
               "metrics": json.dumps(list(metric_columns(data.meta.modality)))}
-    for start in range(0, n, chunk):
+    starts = list(range(0, n, chunk))
+    for start in reversed(starts) if reverse else starts:
         path = folder / f"{split}-{start:05d}.safetensors"
         if path.exists():
             check_header(path, header)
             continue
         rows = slice(start, min(n, start + chunk))
-        save_file(bank_chunk(model, data, rows, config, batch_size), str(path), metadata=header)
+        staging = path.with_suffix(f".{os.getpid()}.tmp")  # whole files only: another process may look
+        save_file(bank_chunk(model, data, rows, config, batch_size), str(staging), metadata=header)
+        os.replace(staging, path)
         log(f"bank {name} {split} inputs {rows.start}-{rows.stop - 1}", started)
 
 
@@ -187,16 +192,19 @@ def check_header(path: Path, header: dict[str, str]) -> None:
 
 
 def load_bank(name: str, split: str, work: Path) -> dict[str, Any] | None:
-    """The chunks of one model's bank on ``split`` that exist, concatenated (None: no chunk yet)."""
+    """The chunks of one model's bank on ``split`` that exist, concatenated, with ``index``: each row's
+    position in the split (chunks may be missing in between when a run stopped). None: no chunk yet."""
     paths = sorted((work / "bank" / name).glob(f"{split}-*.safetensors"))
     if not paths:
         return None
-    parts: dict[str, list[torch.Tensor]] = {"scores": [], "contexts": [], "targets": []}
+    parts: dict[str, list[torch.Tensor]] = {"scores": [], "contexts": [], "targets": [], "index": []}
     for path in paths:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata()
-            for key, found in parts.items():
-                found.append(handle.get_tensor(key))
+            for key in ("scores", "contexts", "targets"):
+                parts[key].append(handle.get_tensor(key))
+        first = int(path.stem.split("-")[1])
+        parts["index"].append(torch.arange(first, first + parts["scores"][-1].shape[0]))
     return {**{key: torch.cat(value) for key, value in parts.items()},
             "arms": json.loads(meta["arms"]), "metrics": json.loads(meta["metrics"]),
             "config": json.loads(meta["config"])}

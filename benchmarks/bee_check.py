@@ -70,7 +70,7 @@ def compare(work: Path, seed: int, replicates: int) -> list[dict[str, Any]]:
         replays = {"bee": bee_analysis.replayed(cell, bee_analysis.FINAL, ROUNDS),
                    "bee_uniform": bee_analysis.replayed(cell, bee_analysis.UNIFORM, ROUNDS)}
         for name, values in replays.items():
-            real = sign * torch.tensor(found["real"][name]["values"], dtype=torch.float64)[:values.shape[0]]
+            real = sign * torch.tensor(found["real"][name]["values"], dtype=torch.float64)[cell.index]
             rows.append({"model": found["model"], "metric": found["metric"], "method": name,
                          "real": sign * real.nanmean().item(),
                          "real_ci95": sorted(sign * x for x in bee_analysis.interval(real, seed)),

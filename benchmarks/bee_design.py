@@ -68,6 +68,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--draws", type=int, default=16, help="banked maps per stochastic arm (the largest T)")
     parser.add_argument("--n-steps", type=int, default=16)
     parser.add_argument("--chunk", type=int, default=16, help="inputs per bank file")
+    parser.add_argument("--reverse", action="store_true", help="build bank chunks last first (a second "
+                        "process on the same bank works from the other end)")
     parser.add_argument("--replicates", type=int, default=8)
     parser.add_argument("--check-model", default="digits_cnn")
     parser.add_argument("--check-metric", default="deletion")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             bee_bank.build_bank(name, "train", sizes[name][1], args.draws, args.n_steps, args.chunk, args.work,
                                 trained, args.batch_size, args.seed, started)
             bee_bank.build_bank(name, "test", sizes[name][0], args.draws, args.n_steps, args.chunk, args.work,
-                                trained, args.batch_size, args.seed, started)
+                                trained, args.batch_size, args.seed, started, args.reverse)
         if "baselines" in stages:
             bee_bank.build_baselines(name, sizes[name][0], args.work, trained, args.batch_size, args.seed, started)
     if "check" in stages:
