@@ -102,3 +102,19 @@ def test_the_context_comes_from_the_named_layer() -> None:
     torch.testing.assert_close(contexts, expected)
     assert not torch.allclose(contexts, embed(linear_model(), x, None, DIM))
     assert shares[:, ARMS.index("zero")].mean() >= 0.95
+
+
+@pytest.mark.parametrize(("metric", "best"), [("deletion", "zero"), ("insertion", "mean")])
+def test_a_learned_policy_orders_each_cycle(metric: str, best: str) -> None:
+    """With cycles (the default) every family is drawn once per cycle; the learned policy decides the
+    order, so a one-round run on unseen inputs takes the family the metric prefers."""
+    from xaibench.attribution.bee import explore
+
+    model, x = linear_model(), inputs(64, seed=0)
+    params = BeeParams(metric=metric, rounds=4, n_steps=1, arms=",".join(ARMS), context_dim=DIM)
+    learned = pretrain(model, x, torch.zeros(64, dtype=torch.long), params, None, torch.Generator().manual_seed(0))
+    fresh = inputs(32, seed=1)
+    one_round = BeeParams(metric=metric, rounds=1, n_steps=1, arms=",".join(ARMS), context_dim=DIM, finetune=False)
+    outcome = explore(model, fresh, torch.zeros(32, dtype=torch.long), one_round, None,
+                      torch.Generator().manual_seed(3), learned.policy)
+    assert (outcome.arms == ARMS.index(best)).double().mean() >= 0.9, outcome.arms
