@@ -29,7 +29,7 @@ DESIGN_VARIANTS = (  # the paper's design first, then one change at a time
     Variant(), Variant(reward="improvement"), Variant(reward="absolute"), Variant(reward="mixed"),
     Variant(posterior="tempered"), Variant(posterior="reset"), Variant(posterior="prior"), Variant(finetune=False),
     Variant(context="none"), Variant(state=True), Variant(cover="once"), FINAL,
-    Variant(reward="improvement", cover="cycle"), UNIFORM_CYCLE)
+    Variant(reward="improvement", cover="cycle"), Variant(choice="greedy", cover="cycle"), UNIFORM_CYCLE)
 DESIGN_T = (1, 2, 4, 8, 16)
 MATCHED_T = (1, 2, 4, 8, 16)
 STUDY_T = 16
@@ -116,7 +116,7 @@ def replayed(cell: Cell, variant: Variant, rounds: int) -> torch.Tensor:
 
 def _replayed(cell: Cell, variant: Variant, rounds: int) -> torch.Tensor:
     start = None
-    if variant.choice == "thompson":
+    if variant.choice in ("thompson", "greedy"):
         start = bee_replay.starting_policy(pretrained(cell, variant), variant.posterior)
     runs, cross = [], []
     for r in range(cell.replicates):

@@ -25,7 +25,8 @@ so that higher is better (``oriented``). The variants under study:
                           picks among the arms it has not drawn yet), then any arm
              cycle        the policy picks among the arms the input has drawn least often: every arm
                           once, then every arm twice, ... (the policy orders each cycle)
-  choice     thompson / uniform / fixed:<arm index>
+  choice     thompson / greedy (the posterior mean's best arm, pretrained policies only) / uniform /
+             fixed:<arm index>
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Variant:
     cover: str = "none"
 
     def label(self) -> str:
+        if self.choice == "greedy":
+            return f"greedy/{self.reward}/{self.posterior}" + ("" if self.cover == "none" else f"/{self.cover}")
         if self.choice != "thompson":
             return self.choice + ("" if self.cover == "none" else f"/{self.cover}")
         return (f"{self.reward}/{self.posterior}/{'finetune' if self.finetune else 'frozen'}"
@@ -126,6 +129,8 @@ def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Var
         else:
             if variant.choice == "thompson":
                 sampled = policy._sample_scores(policy._contexts(seen), 1, generator)[0]
+            elif variant.choice == "greedy":  # the posterior mean's order, no sampling
+                sampled = policy._contexts(seen) @ policy.mean.T
             else:  # uniform: a random order of the arms
                 sampled = torch.rand((n, a), generator=generator, dtype=torch.float64)
             if variant.cover == "once":
@@ -140,7 +145,7 @@ def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Var
         s = bank[index, chosen, draw]
         used[index, chosen] += 1
         finite = torch.isfinite(s)
-        if variant.choice == "thompson" and learn and finite.any():
+        if variant.choice in ("thompson", "greedy") and learn and finite.any():
             rewards = reward_of(variant.reward, s[finite], history[finite, :t], scale)
             policy = policy.updated(seen[finite], chosen[finite], rewards, generator)
         history[:, t] = s
