@@ -70,7 +70,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk", type=int, default=16, help="inputs per bank file")
     parser.add_argument("--reverse", action="store_true", help="build bank chunks last first (a second "
                         "process on the same bank works from the other end)")
-    parser.add_argument("--replicates", type=int, default=8)
+    parser.add_argument("--replicates", type=int, default=4, help="replays per input (their mean is its value)")
     parser.add_argument("--check-model", default="digits_cnn")
     parser.add_argument("--check-metric", default="deletion")
     parser.add_argument("--batch-size", type=int, default=256)
