@@ -35,7 +35,7 @@ from xaibench.metrics import METRICS, compute
 
 from xaibench.attribution import METHODS, attribute
 from xaibench.attribution.baselines import BASELINES, baseline_family
-from xaibench.attribution.bee import DEFAULT_ARMS
+from xaibench.attribution.bee import default_arms
 from xaibench.attribution.context import embed
 from xaibench.attribution.path import quadrature, straight_path_integral
 from xaibench.core.errors import IncompatibleError
@@ -112,11 +112,6 @@ def study_metrics(modality: str) -> tuple[str, ...]:
     return IMAGE_METRICS if modality == "image" else SEQUENCE_METRICS
 
 
-def arms_for(modality: str) -> list[str]:
-    """bee's default arms ("auto") that fit the modality."""
-    return [arm for arm in DEFAULT_ARMS if modality in BASELINES.get(arm).modalities]
-
-
 def scores_of(model: torch.nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
               columns: dict[str, tuple[str, dict[str, Any]]], batch_size: int, seed: int,
               name: str) -> torch.Tensor:
@@ -142,7 +137,7 @@ def bank_chunk(model: torch.nn.Module, data: Prepared, rows: slice, config: Bank
     modality = data.meta.modality
     inputs, target = data.inputs[rows], data.targets[rows]
     n, k = inputs.shape[0], config.draws
-    arms, columns = arms_for(modality), metric_columns(modality)
+    arms, columns = default_arms(modality), metric_columns(modality)
     alphas, weights = quadrature("gausslegendre", config.n_steps)
     scores = torch.empty((n, len(arms), k, len(columns)), dtype=torch.float64)
     for a, arm in enumerate(arms):
@@ -169,7 +164,7 @@ def build_bank(name: str, split: str, n: int, draws: int, n_steps: int, chunk: i
     loaded = load_model(model_file(name, trained))
     model = loaded.module.eval()
     data = selection(loaded, split, n, batch_size)
-    header = {"config": config.tag(), "arms": json.dumps(arms_for(data.meta.modality)),
+    header = {"config": config.tag(), "arms": json.dumps(default_arms(data.meta.modality)),
               "metrics": json.dumps(list(metric_columns(data.meta.modality)))}
     starts = list(range(0, n, chunk))
     for start in reversed(starts) if reverse else starts:

@@ -4,7 +4,7 @@
 score its map, reward, update the policy, keep the best map), with xaibench's own ``ThompsonPolicy``
 and ``percentile_reward``, except that the map of round t is the next unused draw of the chosen arm in
 the bank instead of a fresh path integral: the same distribution, at no model cost. Scores are signed
-so that higher is better (``oriented``). The variants under study:
+so that higher is better. The variants under study:
 
   reward     percentile   BEE's: percentile rank among the input's earlier scores (xaibench's code)
              improvement  1 when the score beats every earlier score of the input, else 0 (0.5 first)
@@ -25,8 +25,7 @@ so that higher is better (``oriented``). The variants under study:
                           picks among the arms it has not drawn yet), then any arm
              cycle        the policy picks among the arms the input has drawn least often: every arm
                           once, then every arm twice, ... (the policy orders each cycle)
-  choice     thompson / greedy (the posterior mean's best arm, pretrained policies only) / uniform /
-             fixed:<arm index>
+  choice     thompson / greedy (the posterior mean's best arm, pretrained policies only) / uniform
 """
 
 from __future__ import annotations
@@ -75,10 +74,6 @@ class Replay:
     draw: torch.Tensor
 
 
-def oriented(scores: torch.Tensor, higher: bool) -> torch.Tensor:
-    return scores if higher else -scores
-
-
 def reward_of(kind: str, s: torch.Tensor, history: torch.Tensor, scale: tuple[float, float]) -> torch.Tensor:
     """Rewards in [0, 1] of the finite scores ``s`` (oriented) given each input's earlier scores."""
     if kind == "percentile":
@@ -94,6 +89,16 @@ def reward_of(kind: str, s: torch.Tensor, history: torch.Tensor, scale: tuple[fl
     if kind == "mixed":
         return reward_of("absolute" if history.shape[1] == 0 else "improvement", s, history, scale)
     raise ValueError(kind)
+
+
+def cover_mask(cover: str, used: torch.Tensor) -> torch.Tensor | None:
+    """(N, A) the arms each input may take this round given its draws so far ``used`` (None: any)."""
+    if cover == "once":
+        fresh = used == 0
+        return ~fresh.any(dim=1, keepdim=True) | fresh
+    if cover == "cycle":  # bee's rule
+        return used == used.amin(dim=1, keepdim=True)
+    return None
 
 
 def with_state(contexts: torch.Tensor, kept: torch.Tensor, arms: int) -> torch.Tensor:
@@ -124,23 +129,13 @@ def replay(bank: torch.Tensor, contexts: torch.Tensor, rounds: int, variant: Var
     best = torch.full((n,), -torch.inf, dtype=torch.float64)
     for t in range(rounds):
         seen = with_state(contexts, kept, a) if variant.state else contexts
-        if variant.choice.startswith("fixed:"):
-            chosen = torch.full((n,), int(variant.choice.split(":")[1]), dtype=torch.long)
-        else:
-            if variant.choice == "thompson":
-                sampled = policy._sample_scores(policy._contexts(seen), 1, generator)[0]
-            elif variant.choice == "greedy":  # the posterior mean's order, no sampling
-                sampled = policy._contexts(seen) @ policy.mean.T
-            else:  # uniform: a random order of the arms
-                sampled = torch.rand((n, a), generator=generator, dtype=torch.float64)
-            if variant.cover == "once":
-                fresh = used == 0
-                allowed = ~fresh.any(dim=1, keepdim=True) | fresh
-            elif variant.cover == "cycle":
-                allowed = used == used.amin(dim=1, keepdim=True)
-            else:
-                allowed = torch.ones_like(used, dtype=torch.bool)
-            chosen = torch.where(allowed, sampled, -torch.inf).argmax(dim=1)
+        allowed = cover_mask(variant.cover, used)
+        if variant.choice == "thompson":  # xaibench's own choice, as ``bee`` makes it
+            chosen = policy.choose(seen, generator, allowed)
+        else:  # greedy: the posterior mean's order; uniform: a random order of the arms
+            order = (seen.double() @ policy.mean.T if variant.choice == "greedy"
+                     else torch.rand((n, a), generator=generator, dtype=torch.float64))
+            chosen = order.masked_fill(~allowed, -torch.inf).argmax(dim=1) if allowed is not None else order.argmax(dim=1)
         draw = used[index, chosen]
         s = bank[index, chosen, draw]
         used[index, chosen] += 1

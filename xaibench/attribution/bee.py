@@ -225,12 +225,18 @@ def metric_settings(text: str) -> dict[str, str]:
     return settings
 
 
+def default_arms(modality: str) -> list[str]:
+    """bee's arms for ``arms=auto``: the default families that apply to ``modality``."""
+    from xaibench.attribution.baselines import BASELINES
+
+    return [name for name in DEFAULT_ARMS if modality in BASELINES.get(name).modalities]
+
+
 def _families(params: BeeParams, inputs: torch.Tensor) -> list[tuple[str, object]]:
-    from xaibench.attribution.baselines import BASELINES, baseline_family
+    from xaibench.attribution.baselines import baseline_family
 
     if params.arms == "auto":
-        modality = modality_of(inputs)
-        names = [name for name in DEFAULT_ARMS if modality in BASELINES.get(name).modalities]
+        names = default_arms(modality_of(inputs))
     else:
         names = [name.strip() for name in params.arms.split(",") if name.strip()]
     if not names or len(set(names)) != len(names):
