@@ -11,7 +11,7 @@ from xaibench.metrics import compute
 from tests.conftest import make_inputs, make_net
 from xaibench.attribution import attribute
 from xaibench.attribution.policy import ThompsonPolicy
-from xaibench.core.errors import InputError
+from xaibench.core.errors import InputError, UnknownNameError
 
 TARGET = torch.tensor([0, 1, 2, 1])
 
@@ -107,7 +107,7 @@ def test_metric_params_set_the_metric_bee_adapts_to(monkeypatch: pytest.MonkeyPa
         bee(model, x, metric_params="substrate=nonsense")
     with pytest.raises(InputError, match="key=value"):
         bee(model, x, metric_params="substrate")
-    with pytest.raises(Exception, match="sigma"):
+    with pytest.raises(UnknownNameError, match="blur_sigma"):
         bee(model, x, metric_params="sigma=3")  # not a parameter of deletion: the closest name is offered
     path = tmp_path / "policy.safetensors"
     ThompsonPolicy.prior(("zero", "uniform"), 16).save(path, {"metric": "deletion", "metric_params": "patch=2"})
