@@ -44,6 +44,7 @@ from xaibench.metrics.summary import summarise
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report import HeatmapStyle
 from xaibench.report.comparison import rank_methods, write_reports
+from xaibench.report.metric_agreement import agreement
 
 DEFAULT_SAMPLES = 32  # scored when neither --n nor --indices is given
 HEATMAP_SAMPLES = 6  # heatmaps per method shown in the report
@@ -249,7 +250,7 @@ def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any
                          "description": cls.description, "curve_label": cls.curve_label,
                          "params": asdict(parsed)}
     data = data_record(prepared)
-    return {
+    summary = {
         "title": f"{Path(loaded.path).stem} · {data['name']}:{data['split']} · {data['samples']} samples",
         "model": model_record(loaded, prepared), "data": data,
         "methods": plan.methods, "metrics": metrics, "results": results,
@@ -257,6 +258,8 @@ def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any
         "skipped": plan.skipped, "reference": plan.reference, "seed": seed,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": runs.versions(),
     }
+    summary["agreement"] = agreement(summary)  # for scripts; the reports recompute it from the results
+    return summary
 
 
 def _heatmaps(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tensor], model_path: str,

@@ -16,8 +16,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from xaibench.report import charts
-from xaibench.report.charts import CSS, MISSING, arrow, as_float, fmt, interval, mean_std
+from xaibench.report import charts, metric_agreement
+from xaibench.report.charts import (
+    CSS,
+    MISSING,
+    arrow,
+    as_float,
+    fmt,
+    interval,
+    mean_std,
+)
+from xaibench.report.markdown import code as md_code
+from xaibench.report.markdown import inert
+from xaibench.report.markdown import table as md_table
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
@@ -103,7 +114,12 @@ def _stats(summary: Summary, method: str, metric: str) -> dict[str, Any] | None:
 
 
 def _md_metric_header(summary: Summary, name: str) -> str:
-    return f"{_md(name)} {arrow(summary['metrics'][name]['higher_is_better'])}"
+    return f"{inert(name)} {arrow(summary['metrics'][name]['higher_is_better'])}{_flag(summary, name)}"
+
+
+def _flag(summary: Summary, name: str) -> str:
+    """" ≈" after a metric that cannot separate the methods (``metric_agreement.separates``)."""
+    return " ≈" if metric_agreement.separates(summary["results"], name) is False else ""
 
 
 # --- markdown ---------------------------------------------------------------------------------------------
@@ -121,9 +137,10 @@ def write_markdown(summary: Summary, path: Path, heatmaps: Heatmaps | None = Non
         ``path``.
     """
     path = Path(path)
-    lines = [f"# {_md(summary['title'])}", "", *_md_facts(summary), "", "## Ranking", "", *_md_ranking(summary)]
+    lines = [f"# {inert(summary['title'])}", "", *_md_facts(summary), "", "## Ranking", "", *_md_ranking(summary),
+             "", "## Metric agreement", "", *metric_agreement.markdown_lines(summary)]
     for category, names in categories(summary).items():
-        lines += ["", f"## {_md(category.capitalize())}", "", *_md_category(summary, names)]
+        lines += ["", f"## {inert(category.capitalize())}", "", *_md_category(summary, names)]
     lines += ["", "## Skipped", "", *_md_skipped(summary)]
     if heatmaps is not None:
         lines += ["", "## Heatmaps", "", *_md_heatmaps(heatmaps, path.parent)]
@@ -131,53 +148,26 @@ def write_markdown(summary: Summary, path: Path, heatmaps: Heatmaps | None = Non
     return path
 
 
-def _md(value: Any) -> str:
-    """Text from the summary as inert Markdown: one line, HTML special characters as entities, and the
-    characters that open links, images or code spans escaped (names in metrics.json can be anything)."""
-    text = " ".join(str(value).split())
-    text = html.escape(text, quote=False)
-    return "".join(f"\\{c}" if c in "\\`[]" else c for c in text)
-
-
-def _md_code(value: Any) -> str:
-    """A code span around one line of ``value``, fenced by more backticks than any run inside it."""
-    text = " ".join(str(value).split())
-    longest = run = 0
-    for c in text:
-        run = run + 1 if c == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * (longest + 1)
-    return f"{fence} {text} {fence}" if longest else f"`{text}`"
-
-
 def _md_facts(summary: Summary) -> list[str]:
     model, data = summary["model"], summary["data"]
-    versions = ", ".join(f"{_md(k)} {_md(v)}" for k, v in summary.get("versions", {}).items())
-    return [f"- model: {_md_code(model['path'])} (sha256 {_md_code(str(model.get('sha256', ''))[:12])})",
-            f"- data: {_md(data['name'])}:{_md(data['split'])}, {_md(data['samples'])} samples",
-            f"- seed {_md(summary['seed'])}, created {_md(summary['created'])}", f"- versions: {versions}"]
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A pipe table, the first column left-aligned and the values right-aligned; pipes in cells escaped."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(header), line(["---", *["---:"] * (len(header) - 1)]), *(line(row) for row in rows)]
+    versions = ", ".join(f"{inert(k)} {inert(v)}" for k, v in summary.get("versions", {}).items())
+    return [f"- model: {md_code(model['path'])} (sha256 {md_code(str(model.get('sha256', ''))[:12])})",
+            f"- data: {inert(data['name'])}:{inert(data['split'])}, {inert(data['samples'])} samples",
+            f"- seed {inert(summary['seed'])}, created {inert(summary['created'])}", f"- versions: {versions}"]
 
 
 def _md_ranking(summary: Summary) -> list[str]:
     names = list(summary["metrics"])
-    rows = [[_md(r["method"]), fmt(r["mean_rank"]), *(mean_std(_stats(summary, r["method"], n)) for n in names)]
+    rows = [[inert(r["method"]), fmt(r["mean_rank"]), *(mean_std(_stats(summary, r["method"], n)) for n in names)]
             for r in ranking_order(summary)]
-    table = _md_table(["method", "mean rank", *(_md_metric_header(summary, n) for n in names)], rows)
+    table = md_table(["method", "mean rank", *(_md_metric_header(summary, n) for n in names)], rows)
     return [*table, "", ("Cells: mean ± std over samples; ↑ higher is better, ↓ lower is better; "
-                         f"mean rank over the metrics (1 = best); {TIES}.")]
+                         f"mean rank over the metrics (1 = best); {TIES}; ≈ {metric_agreement.NOT_SEPARATING}.")]
 
 
 def _md_category(summary: Summary, names: list[str]) -> list[str]:
-    rows = [[_md(method), *(_md_cell(_stats(summary, method, n)) for n in names)] for method in summary["methods"]]
-    return _md_table(["method", *(_md_metric_header(summary, n) for n in names)], rows)
+    rows = [[inert(method), *(_md_cell(_stats(summary, method, n)) for n in names)] for method in summary["methods"]]
+    return md_table(["method", *(_md_metric_header(summary, n) for n in names)], rows)
 
 
 def _md_cell(stats: dict[str, Any] | None) -> str:
@@ -190,7 +180,7 @@ def _md_cell(stats: dict[str, Any] | None) -> str:
 
 def _md_skipped(summary: Summary) -> list[str]:
     skipped = summary.get("skipped") or []
-    lines = [f"- {_md_code(s['method'])} × {_md_code(s['metric'])}: {_md(s['reason'])}" for s in skipped]
+    lines = [f"- {md_code(s['method'])} × {md_code(s['metric'])}: {inert(s['reason'])}" for s in skipped]
     return lines or ["Nothing was skipped."]
 
 
@@ -199,7 +189,7 @@ def _md_heatmaps(heatmaps: Heatmaps, folder: Path) -> list[str]:
     for method, paths in heatmaps.items():
         grid = _grid_image(paths)
         images = [grid] if grid is not None else _samples(paths)[:MAX_HEATMAPS]
-        lines += [f"![{_md(method)}]({quote(Path(os.path.relpath(p, folder)).as_posix())})" for p in images]
+        lines += [f"![{inert(method)}]({quote(Path(os.path.relpath(p, folder)).as_posix())})" for p in images]
     return lines or ["No heatmaps."]
 
 
@@ -233,10 +223,12 @@ def write_html(summary: Summary, path: Path, heatmaps: Heatmaps) -> Path:
         ``path``.
     """
     colors = charts.method_colors(summary["methods"])
-    sections = [_html_facts(summary), _html_ranking(summary, colors), _html_charts(summary, colors),
+    sections = [_html_facts(summary), _html_ranking(summary, colors),
+                _section("agreement", "Metric agreement", metric_agreement.html_section_body(summary)),
+                _html_charts(summary, colors),
                 _html_curves(summary, colors), _html_heatmaps(heatmaps, colors), _html_skipped(summary),
                 _html_glossary(summary)]
-    links = [("ranking", "Ranking"), ("charts", "Metrics"), ("curves", "Curves"), ("heatmaps", "Heatmaps"),
+    links = [("ranking", "Ranking"), ("agreement", "Agreement"), ("charts", "Metrics"), ("curves", "Curves"), ("heatmaps", "Heatmaps"),
              ("skipped", "Skipped"), ("glossary", "Glossary")]
     nav = "".join(f'<a href="#{key}">{label}</a>' for key, label in links)
     page = ('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -292,7 +284,7 @@ def _html_ranking(summary: Summary, colors: dict[str, str]) -> str:
     if len(names) > WIDE:
         table = _ranking_by_metric(summary, colors, rows, best)
     else:
-        head = ["method", '<th class="num">mean rank</th>', *(_metric_th(summary["metrics"], n) for n in names)]
+        head = ["method", '<th class="num">mean rank</th>', *(_metric_th(summary, n) for n in names)]
         body = [f'<tr><td><span class="pos">{position}</span>{_swatch(row["method"], colors)}</td>'
                 f'<td class="num">{fmt(row["mean_rank"])}</td>'
                 + "".join(_rank_cell(summary, row, n, best[n]) for n in names) + "</tr>"
@@ -301,7 +293,7 @@ def _html_ranking(summary: Summary, colors: dict[str, str]) -> str:
     note = ('<p class="note">Cells: mean over samples (hover for std, 95% interval and counts), tinted by '
             "rank from green (best) to red (worst); the best value per metric is outlined, every one of "
             "them when several tie. ↑ higher is better, ↓ lower is better. Mean rank: mean of the "
-            f"per-metric ranks (1 = best); {_esc(TIES)}.</p>")
+            f"per-metric ranks (1 = best); {_esc(TIES)}; ≈ {_esc(metric_agreement.NOT_SEPARATING)}.</p>")
     return _section("ranking", "Ranking", table + note)
 
 
@@ -313,22 +305,23 @@ def _ranking_by_metric(summary: Summary, colors: dict[str, str], rows: list[dict
                         for position, row in enumerate(rows, start=1))]
     mean_rank = ('<tr class="total"><td>mean rank</td>'
                  + "".join(f'<td class="num">{fmt(row["mean_rank"])}</td>' for row in rows) + "</tr>")
-    body = [f'<tr><td title="{_esc(info.get("description", ""))}">{_metric_label(name, info)}</td>'
+    body = [f'<tr><td title="{_esc(info.get("description", ""))}">{_metric_label(name, info, _flag(summary, name))}</td>'
             + "".join(_rank_cell(summary, row, name, best[name]) for row in rows) + "</tr>"
             for name, info in summary["metrics"].items()]
     return _table(head, [mean_rank, *body], "ranking")
 
 
-def _metric_label(name: str, info: dict[str, Any]) -> str:
-    """A metric's name (breakable after underscores), its direction arrow and its category."""
+def _metric_label(name: str, info: dict[str, Any], flag: str = "") -> str:
+    """A metric's name (breakable after underscores), its direction arrow, ``flag`` and its category."""
     return (f'{_esc(name).replace("_", "_<wbr>")}&nbsp;<span class="dir">{arrow(info["higher_is_better"])}'
-            f'</span><span class="cat">{_esc(info["category"])}</span>')
+            f'{flag}</span><span class="cat">{_esc(info["category"])}</span>')
 
 
-def _metric_th(metrics: dict[str, Any], name: str) -> str:
+def _metric_th(summary: Summary, name: str) -> str:
     """A metric's column header."""
-    info = metrics[name]
-    return f'<th class="num" title="{_esc(info.get("description", ""))}">{_metric_label(name, info)}</th>'
+    info = summary["metrics"][name]
+    label = _metric_label(name, info, _flag(summary, name))
+    return f'<th class="num" title="{_esc(info.get("description", ""))}">{label}</th>'
 
 
 def _rank_cell(summary: Summary, row: dict[str, Any], name: str, best: float | None) -> str:

@@ -31,6 +31,7 @@ from xaibench.report.charts import CSS, MISSING, arrow, fmt, interval, png_uri
 from xaibench.report.clusters import embedding_name
 from xaibench.report.comparison import write_atomic
 from xaibench.report.concepts import concept_colors, importance_order
+from xaibench.report.markdown import table as md_table
 from xaibench.report.style import concept_label
 
 HTML_FILE, MARKDOWN_FILE = "report.html", "report.md"
@@ -215,14 +216,6 @@ def _md_text(text: str) -> str:
     return text.replace("<", "\\<").replace("&", "\\&")
 
 
-def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
-    """A pipe table, the first column left-aligned and the others right-aligned; pipes in cells escaped."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(head), line(["---", *["---:"] * (len(head) - 1)]), *(line(r) for r in rows)]
-
-
 def markdown(summary: Summary, figures: dict[str, Path], folder: Path) -> str:
     """The whole report.md; figure links relative to ``folder``."""
     lines = [f"# {_md_text(title(summary))}", "",
@@ -234,11 +227,11 @@ def markdown(summary: Summary, figures: dict[str, Path], folder: Path) -> str:
         lines += ["", f"## {heading}", "", *shown]
         if name == "clusters":
             rows = [[concept_label(c), *cells] for c, cells in concept_rows(summary)]
-            lines += ["", *_md_table(CONCEPT_HEAD, rows)]
+            lines += ["", *md_table(CONCEPT_HEAD, rows)]
     metrics = summary["metrics"].items()
     rows = [[name, fmt(info["value"]), interval(info), _direction(info["higher_is_better"])]
             for name, info in metrics]
-    lines += ["", "## Metrics", "", *_md_table(METRIC_HEAD, rows)]
+    lines += ["", "## Metrics", "", *md_table(METRIC_HEAD, rows)]
     lines += ["", "## Glossary", "", *(f"- `{name}` ({_direction(info['higher_is_better'])}): "
                                        f"{info.get('description', '')}" for name, info in metrics)]
     return "\n".join(lines) + "\n"
