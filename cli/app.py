@@ -21,7 +21,18 @@ try:  # recent typer vendors click and raises its own copies of click's exceptio
 except ImportError:  # pragma: no cover - older typer on click
     from click import exceptions as click_errors
 
-from xaibench.cli import bee, concepts, evaluate, explain, heatmap, influence, inspect, listing, llm
+from xaibench.cli import (
+    bee,
+    concepts,
+    evaluate,
+    explain,
+    heatmap,
+    influence,
+    inspect,
+    listing,
+    llm,
+    meta_evaluate,
+)
 from xaibench.cli.plain_help import PlainGroup
 
 app = typer.Typer(
@@ -33,7 +44,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for module in (explain, evaluate, bee, concepts, influence, llm, heatmap, inspect, listing):
+for module in (explain, evaluate, meta_evaluate, bee, concepts, influence, llm, heatmap, inspect, listing):
     module.register(app)
 
 

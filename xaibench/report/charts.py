@@ -144,7 +144,7 @@ def as_float(value: Any) -> float:
 
 def category_chart(summary: dict[str, Any], metrics: list[str], colors: dict[str, str]) -> str:
     """``category_figure`` as a PNG data URI."""
-    return _to_uri(category_figure(summary, metrics, colors))
+    return figure_uri(category_figure(summary, metrics, colors))
 
 
 @style.with_style
@@ -161,7 +161,7 @@ def category_figure(summary: dict[str, Any], metrics: list[str], colors: dict[st
     """
     cols = min(len(metrics), PANEL_COLS)
     rows = math.ceil(len(metrics) / cols)
-    fig = _figure(cols * PANEL[0], rows * PANEL[1])
+    fig = chart_figure(cols * PANEL[0], rows * PANEL[1])
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, name in zip(axes, metrics):
         _bar_panel(ax, summary, name, colors)
@@ -190,7 +190,7 @@ def _bar_panel(ax: Axes, summary: dict[str, Any], name: str, colors: dict[str, s
     ax.set_xticks([])
     ax.set_xlim(-0.6, len(methods) - 0.4)
     ax.set_title(style.metric_label(name, summary["metrics"][name]["higher_is_better"]), fontsize=style.FONT)
-    _tidy(ax)
+    tidy_axes(ax)
 
 
 def curve_chart(summary: dict[str, Any], name: str, colors: dict[str, str]) -> str:
@@ -198,10 +198,10 @@ def curve_chart(summary: dict[str, Any], name: str, colors: dict[str, str]) -> s
     percentile-bootstrap band (``curves.curve_figure``)."""
     from xaibench.report.curves import curve_figure
 
-    return _to_uri(curve_figure(summary, name, colors))
+    return figure_uri(curve_figure(summary, name, colors))
 
 
-def _tidy(ax: Axes) -> None:
+def tidy_axes(ax: Axes) -> None:
     """A light look: horizontal grid lines behind the data, no top or right spine, small ticks."""
     ax.grid(axis="y", color="0.9", linewidth=0.8)
     ax.set_axisbelow(True)
@@ -209,12 +209,12 @@ def _tidy(ax: Axes) -> None:
     ax.tick_params(labelsize=8)
 
 
-def _figure(width: float, height: float) -> Figure:
+def chart_figure(width: float, height: float) -> Figure:
     """A constrained-layout figure of ``width`` x ``height`` inches with its own Agg canvas."""
     return style.new_figure(width, height, layout="constrained")
 
 
-def _to_uri(fig: Figure) -> str:
+def figure_uri(fig: Figure) -> str:
     """Render ``fig`` as PNG into a data URI."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=CHART_DPI, metadata={"Software": None})
