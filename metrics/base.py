@@ -36,7 +36,8 @@ METRICS: Registry[type[Metric]] = Registry(
     "metric",
     modules=tuple(f"xaibench.metrics.{m}" for m in (
         "curves", "confidence", "road", "irof", "correlation", "infidelity", "robustness", "stability",
-        "randomisation", "complexity", "localisation", "axiomatic", "agreement", "concept", "information_curves")),
+        "randomisation", "randomisation_variants", "complexity", "localisation", "axiomatic", "agreement",
+        "concept", "information_curves")),
 )
 
 #: explainer(model, inputs, target) -> attributions with the inputs' shape; robustness and randomisation

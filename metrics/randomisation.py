@@ -3,7 +3,8 @@
 mprt randomises the model's weights layer by layer (Adebayo et al., 2018); random_logit explains another
 class (Sixt et al., 2020). Both compare the explanation being scored with the explainer's explanation
 of the changed setting; a high similarity means the explanation does not depend on what it should,
-so lower is better. Explainer calls take at most ``batch_size`` rows.
+so lower is better. Explainer calls take at most ``batch_size`` rows. The repaired tests smooth_mprt and
+efficient_mprt (``xaibench.metrics.randomisation_variants``) randomise with ``cascading_randomisation`` too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.perturb import explain_rows
 from xaibench.metrics.stats import pearson, spearman
 
-from xaibench.attribution.draws import draw_indices, sample_generators, sample_seeds, shared_seed
+from xaibench.attribution.draws import (
+    draw_indices,
+    sample_generators,
+    sample_seeds,
+    shared_seed,
+)
 from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.core.lazy import lazy_import
 from xaibench.core.progress import advance
@@ -28,6 +34,7 @@ else:
     torch = lazy_import("torch")
 
 SIMILARITIES = ("auto", "ssim", "pearson")
+LAYER_ORDERS = ("top_down", "bottom_up")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,27 +47,57 @@ def parameterised_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Mod
             if next(module.parameters(recurse=False), None) is not None]
 
 
-def cascading_randomisation(model: torch.nn.Module,
-                            generator: torch.Generator) -> Iterator[tuple[str, torch.nn.Module]]:
-    """Yield (layer name, randomised copy) from the output layer down, cumulatively.
+def cascading_randomisation(model: torch.nn.Module, generator: torch.Generator,
+                            order: str = "top_down") -> Iterator[tuple[str, torch.nn.Module]]:
+    """Yield (layer name, randomised copy), one more layer randomised at each step, cumulatively.
 
-    One copy of ``model`` (``copy.deepcopy``; the model itself is never modified) is randomised one
-    more layer at each step and yielded again, so a caller that keeps models must copy them. Each
-    parameter tensor p of the layer is redrawn from N(0, rms(p)^2), rms(p) the root mean square of
-    its original values: the layer keeps its weights' scale, and a tensor that was zero stays zero.
-    The draws (CPU, float32, in this order, independent of the data) come from a generator seeded
-    from ``generator``: a stream of its own, so that weights initialised under ``torch.manual_seed(s)``
-    are not redrawn from the very stream that made them when ``generator`` is seeded with s too.
+    ``order`` is top_down (from the output layer, as Adebayo et al. randomise) or bottom_up (from the
+    input layer, as Hedström et al. 2024 recommend). One copy of ``model`` (``copy.deepcopy``; the
+    model itself is never modified) is randomised one more layer at each step and yielded again, so a
+    caller that keeps models must copy them; the last step has every layer of
+    ``parameterised_layers`` randomised. Each parameter tensor p of the layer is redrawn from
+    N(0, rms(p)^2), rms(p) the root mean square of its original values: the layer keeps its weights'
+    scale, and a tensor that was zero stays zero. The draws (CPU, float32, in this order, independent
+    of the data) come from a generator seeded from ``generator`` when this is called: a stream of its
+    own, so that weights initialised under ``torch.manual_seed(s)`` are not redrawn from the very
+    stream that made them when ``generator`` is seeded with s too.
+
+    Raises:
+        UnknownNameError: an unknown ``order``.
+        IncompatibleError: a model without parameters.
     """
-    draws = torch.Generator().manual_seed(shared_seed(generator))
+    if order not in LAYER_ORDERS:
+        raise UnknownNameError.for_name("layer order", order, list(LAYER_ORDERS))
+    if not parameterised_layers(model):
+        raise IncompatibleError("model parameter randomisation needs a model with parameters")
+    return _randomised_layers(model, torch.Generator().manual_seed(shared_seed(generator)), order)
+
+
+def _randomised_layers(model: torch.nn.Module, draws: torch.Generator,
+                       order: str) -> Iterator[tuple[str, torch.nn.Module]]:
     randomised = copy.deepcopy(model)
-    for name, layer in reversed(parameterised_layers(randomised)):
+    layers = parameterised_layers(randomised)
+    for name, layer in reversed(layers) if order == "top_down" else layers:
         with torch.no_grad():
             for parameter in layer.parameters(recurse=False):
                 scale = parameter.detach().double().pow(2).mean().sqrt()
                 draw = torch.randn(parameter.shape, generator=draws, dtype=torch.float32, device="cpu")
                 parameter.copy_(draw.to(parameter) * scale.to(parameter))
         yield name, randomised
+
+
+def layer_curve(correlations: list[torch.Tensor]) -> MetricResult:
+    """The result of a per-layer test: the (N,) correlations after each layer as the curve against
+    the number of layers randomised, their mean over layers (NaN layers left out) as the score."""
+    curve = torch.stack(correlations, dim=1)
+    return MetricResult(scores=curve.nanmean(dim=1), curve=curve,
+                        curve_x=torch.arange(1, curve.shape[1] + 1, dtype=torch.float64, device="cpu"))
+
+
+def flat_maps(maps: torch.Tensor, absolute: bool) -> torch.Tensor:
+    """(N, *S) maps as (N, D) rows, in absolute value when ``absolute``."""
+    flat = maps.flatten(1)
+    return flat.abs() if absolute else flat
 
 
 @METRICS.register("mprt")
@@ -99,22 +136,13 @@ class ModelParameterRandomisation(Metric):
         abs: bool = True
 
     def _compute(self, batch: MetricInputs, params: Params, generator: torch.Generator) -> MetricResult:
-        if not parameterised_layers(batch.model):
-            raise IncompatibleError(f"{self.name} needs a model with parameters")
-        original = _flat(batch.attributions, params.abs)
+        original = flat_maps(batch.attributions, params.abs)
         correlations = []
         for _, randomised in cascading_randomisation(batch.model, generator):
             explanations = explain_rows(batch, randomised, batch.inputs, batch.target)
-            correlations.append(spearman(original, _flat(explanations, params.abs)).cpu())
+            correlations.append(spearman(original, flat_maps(explanations, params.abs)).cpu())
             advance(batch.n)
-        curve = torch.stack(correlations, dim=1)
-        return MetricResult(scores=curve.nanmean(dim=1), curve=curve,
-                            curve_x=torch.arange(1, curve.shape[1] + 1, dtype=torch.float64, device="cpu"))
-
-
-def _flat(maps: torch.Tensor, absolute: bool) -> torch.Tensor:
-    flat = maps.flatten(1)
-    return flat.abs() if absolute else flat
+        return layer_curve(correlations)
 
 
 # ---------------------------------------------------------------------------------------------
