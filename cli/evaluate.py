@@ -29,7 +29,9 @@ def evaluate(
     param: list[str] = typer.Option(None, "--param", "-p", metavar="NAME.KEY=VALUE", help="Parameter of a "
                                     "method or metric (repeatable), e.g. -p deletion.substrate=blur."),
     reference: str = typer.Option(None, "--reference", metavar="METHOD", help="Method whose attributions "
-                                  "serve as the reference of the agreement metrics."),
+                                  "serve as the reference of the agreement metrics, or ground_truth for the "
+                                  "attributions known to be right, which synthetic data carries (the "
+                                  "synthetic_* datasets)."),
     attributions: list[str] = typer.Option(None, "--attributions", metavar="RUN_DIR", help="Reuse the "
                                            "attributions of an explain or evaluate run (repeatable)."),
     out: str = common.out_option("runs/evaluate-<model>-<time>"),

@@ -51,6 +51,13 @@ RECIPES: dict[str, Recipe] = {
     "breast_cancer_mlp": Recipe("breast_cancer", "mlp", epochs=40, lr=1e-3, batch_size=32,
                                 weight_decay=1e-4),
     "breast_cancer_logreg": Recipe("breast_cancer", "logreg", epochs=40, lr=1e-2, batch_size=32),
+    # synthetic tasks with ground-truth attributions (xaibench.data.synthetic)
+    "synthetic_linear_mlp": Recipe("synthetic_linear", "mlp", epochs=20, lr=3e-3, batch_size=64),
+    "synthetic_interaction_mlp": Recipe("synthetic_interaction", "mlp", epochs=30, lr=3e-3, batch_size=64,
+                                        arch_kwargs={"hidden": 64}),
+    "synthetic_piecewise_mlp": Recipe("synthetic_piecewise", "mlp", epochs=30, lr=3e-3, batch_size=64,
+                                      arch_kwargs={"hidden": 64}),
+    "synthetic_motifs_cnn": Recipe("synthetic_motifs", "motifs_cnn", epochs=10, lr=3e-3, batch_size=64),
     # a realistic CNN for benchmarks (method_comparison.py); 45 MB of weights, so not shipped
     "shapes_resnet18": Recipe("shapes", "resnet18", epochs=8, lr=1e-3, batch_size=32, shipped=False),
     # ViT-Tiny's layout at a size the 64x64 shapes support: 8x8 patches (64 tokens and a class token)

@@ -21,7 +21,8 @@ class Dataset:
         x: float32 inputs, shape (N, *sample_shape); raw values (not normalised).
         y: int64 labels (N,), or None when the data has no labels: the model's class indices, except
             while ``label_names`` is set.
-        masks: bool ground-truth object masks (N, H, W) for image data that has them, else None.
+        masks: bool ground-truth masks for data that has them, else None: objects (N, H, W) of images,
+            positions (N, L) of sequences (the localisation metrics' shapes).
         indices: int64 (N,): each sample's index in the split it came from.
         name: dataset name or file path; split: "train" / "test" / "all".
         modality: "image", "tabular" or "sequence".
@@ -30,6 +31,8 @@ class Dataset:
         label_names: labels read as names (class folders, string labels), which ``y`` indexes until
             ``data.prepare`` matches them to the model's class names and sets ``y`` to class indices.
         feature_names: optional names of tabular features.
+        ground_truth: float32 ground-truth attributions, the shape of ``x``, for data whose right
+            explanation is known (``xaibench.data.synthetic``), else None; in raw input space.
     """
 
     x: torch.Tensor
@@ -42,6 +45,7 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     feature_names: tuple[str, ...] | None = None
     label_names: tuple[str, ...] | None = None
+    ground_truth: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -54,5 +58,6 @@ class Dataset:
             x=self.x[pos],
             y=None if self.y is None else self.y[pos],
             masks=None if self.masks is None else self.masks[pos],
+            ground_truth=None if self.ground_truth is None else self.ground_truth[pos],
             indices=self.indices[pos],
         )

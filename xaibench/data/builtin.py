@@ -1,4 +1,5 @@
-"""Built-in offline datasets: scikit-learn's bundled data, the MNIST-1D generator and synthetic shapes.
+"""Built-in offline datasets: scikit-learn's bundled data, the MNIST-1D generator, synthetic shapes and
+synthetic tasks with ground-truth attributions (``xaibench.data.synthetic``).
 
 Each entry of ``DATASETS`` is ``build(split) -> Dataset`` for split "train", "test" or "all" (train then
 test), with metadata ``modality``, ``splits`` and ``description``. Builders are deterministic and cached
@@ -32,6 +33,11 @@ SPLITS = ("train", "test")
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 SHAPES_SIZES = {"train": 2000, "test": 500}
 SHAPES_SEEDS = {"train": 0, "test": 1}
+TABULAR_SYNTHETIC_SIZES = {"train": 20000, "test": 2000}  # the models need many samples near the boundary
+MOTIFS_SIZES = {"train": 4000, "test": 1000}
+SYNTHETIC_SEEDS = {  # (train, test) per task: every task and split draws its own samples
+    "linear": (10, 11), "interaction": (20, 21), "piecewise": (30, 31), "motifs": (40, 41),
+}
 
 
 def _builtin(name: str, *, modality: str, description: str) -> Callable[[Builder], Builder]:
@@ -59,6 +65,7 @@ def _concat(first: Dataset, second: Dataset) -> Dataset:
         x=torch.cat([first.x, second.x]),
         y=_cat(first.y, second.y),
         masks=_cat(first.masks, second.masks),
+        ground_truth=_cat(first.ground_truth, second.ground_truth),
         indices=torch.arange(len(first) + len(second), device="cpu"),
         split="all",
     )
@@ -180,3 +187,49 @@ def shapes(split: str) -> Dataset:
     return _dataset(
         "shapes", split, "image", x, y, masks=torch.from_numpy(masks), class_names=generator.CLASS_NAMES
     )
+
+
+def _synthetic_seed(task: str, split: str) -> int:
+    return SYNTHETIC_SEEDS[task][SPLITS.index(split)]
+
+
+SYNTHETIC_TABULAR = {  # task of xaibench.data.synthetic: how its score is made
+    "linear": "linear score of 10 N(0,1) features (3 irrelevant)",
+    "interaction": "sum of feature-pair products of 10 N(0,1) features (3 irrelevant)",
+    "piecewise": "sum of one-sided hinges of 10 N(0,1) features (4 irrelevant)",
+}
+
+
+def _synthetic_tabular(task: str) -> Builder:
+    """The builder of a tabular task of ``xaibench.data.synthetic``, with its ground-truth attributions."""
+
+    def make(split: str) -> Dataset:
+        from xaibench.data import synthetic
+
+        x, y, truth = synthetic.tabular(task, TABULAR_SYNTHETIC_SIZES[split], _synthetic_seed(task, split))
+        return _dataset(f"synthetic_{task}", split, "tabular", x, y, ground_truth=torch.from_numpy(truth),
+                        class_names=synthetic.CLASS_NAMES, feature_names=synthetic.FEATURE_NAMES)
+
+    make.__name__ = make.__qualname__ = f"synthetic_{task}"
+    make.__doc__ = f"The {task} task of ``xaibench.data.synthetic``: the label is the sign of its score."
+    return make
+
+
+for _task, _summary in SYNTHETIC_TABULAR.items():
+    _builtin(f"synthetic_{_task}", modality="tabular",
+             description=f"synthetic {_summary}, ground-truth attributions; 2 classes")(_synthetic_tabular(_task))
+
+
+@_builtin(
+    "synthetic_motifs", modality="sequence",
+    description="synthetic 1x64 noise sequences with a planted class motif, ground-truth positions as "
+                "attributions and masks; 4 classes",
+)
+def synthetic_motifs(split: str) -> Dataset:
+    """Noise with a class motif at a random start; ground truth 1 on the motif's positions."""
+    from xaibench.data import synthetic
+
+    x, y, masks = synthetic.motifs(MOTIFS_SIZES[split], _synthetic_seed("motifs", split))
+    positions = torch.from_numpy(masks)
+    return _dataset("synthetic_motifs", split, "sequence", x, y, masks=positions,
+                    ground_truth=positions[:, None].float(), class_names=synthetic.MOTIF_NAMES)

@@ -1,12 +1,14 @@
-"""Preprocessing that the user's flags ask for: resize and centre crop of images (their masks alike) and
-the normalisation statistics (``--mean``, ``--std``, ``--normalize PRESET``) that override the model's.
+"""Preprocessing that the user's flags ask for: resize and centre crop of images (their masks and
+ground-truth attributions alike) and the normalisation statistics (``--mean``, ``--std``,
+``--normalize PRESET``) that override the model's.
 
 Sizes follow torchvision's ``Resize`` and ``CenterCrop`` on tensors: one number N scales the shorter side
 to N and keeps the aspect ratio (the longer side becomes ``int(N * long / short)``), two numbers set the
 height and width. Images are resampled bilinearly with antialiasing, as PIL's bilinear resize does (so a
 smaller image averages its pixels rather than skipping them); masks take the pixel under each new pixel's
-centre (``nearest-exact``), so they stay binary and aligned with their images. The crop keeps the
-centre, its offset rounded as torchvision rounds it. The resize comes first, then the crop.
+centre (``nearest-exact``), so they stay binary and aligned with their images; ground-truth attribution
+maps are resampled as images are. The crop keeps the centre, its offset rounded as torchvision rounds
+it. The resize comes first, then the crop.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ class Preprocessing:
                                  f"{unit}; give {give}")
 
     def apply(self, data: Dataset) -> Dataset:
-        """``data`` resized and cropped (images and masks alike); unchanged without --resize / --center-crop.
+        """``data`` resized and cropped (images, masks and ground-truth attributions alike; a ground-truth
+        map is resampled as its image is); unchanged without --resize / --center-crop.
 
         Raises:
             InputError: resizing data that are not images, a crop larger than the (resized) images, or a
@@ -96,14 +99,16 @@ class Preprocessing:
             flag = "--resize" if self.resize is not None else "--center-crop"
             raise InputError(f"{flag} applies to images (N, C, H, W), but {data.name} holds {data.modality} "
                              f"data of shape {tuple(data.x.shape)}")
-        x, masks = data.x, data.masks
+        x, masks, truth = data.x, data.masks, data.ground_truth
         if self.resize is not None:
             size = resized_size(tuple(x.shape[-2:]), self.resize)
             x, masks = resize_images(x, size), None if masks is None else resize_masks(masks, size)
+            truth = None if truth is None else resize_images(truth, size)
         if self.center_crop is not None:
             crop = self.center_crop
             x, masks = center_crop(x, crop), None if masks is None else center_crop(masks, crop)
-        return replace(data, x=x, masks=masks)
+            truth = None if truth is None else center_crop(truth, crop)
+        return replace(data, x=x, masks=masks, ground_truth=truth)
 
 
 def resized_size(size: tuple[int, ...], resize: tuple[int, ...]) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from xaibench.core.method_notes import collecting
 from xaibench.core.precision import autocast, check_precision
 from xaibench.core.progress import advance, reporting
 from xaibench.data.prepare import Prepared, Selection, prepare
-from xaibench.jobs.evaluate_plan import Plan, make_plan
+from xaibench.jobs.evaluate_plan import GROUND_TRUTH, Plan, make_plan
 from xaibench.jobs.explain import (
     data_record,
     heatmap_spec,
@@ -103,7 +103,8 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
         selection = replace(selection, n=DEFAULT_SAMPLES)
     prepared = prepare(loaded, selection, memory)
     batch_size = memory.rows(loaded.module, prepared.inputs[:1])
-    plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None)
+    plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None,
+                           prepared.data.ground_truth is not None)
     with autocast(config.dtype, device):
         _dry_run(plan, prepared, loaded.module, batch_size)
     timings: dict[str, Any] = {"load": time.perf_counter() - started}
@@ -113,7 +114,7 @@ def evaluate(config: EvaluateConfig, argv: list[str], on_progress: Progress | No
     with autocast(config.dtype, device):
         attributions, details = _attributions(plan, prepared, loaded.module, reused, explainers, on_progress,
                                               timings)
-        reference = attributions.get(plan.reference) if plan.reference else None
+        reference = _reference(plan, prepared, attributions)
         tic = time.perf_counter()
         results, skipped = _score(plan, config, prepared, loaded.module, attributions, reference, explainers,
                                   on_progress, batch_size)
@@ -182,6 +183,13 @@ def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared
                                 generator=torch.Generator().manual_seed(seed), **params, **extra)
 
     return explain
+
+
+def _reference(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """The agreement metrics' reference: the data's ground-truth attributions or a method's."""
+    if plan.reference == GROUND_TRUTH:
+        return prepared.data.ground_truth.to(prepared.inputs.device)
+    return attributions.get(plan.reference) if plan.reference else None
 
 
 def _dry_run(plan: Plan, prepared: Prepared, model: torch.nn.Module, batch_size: int | None) -> None:
@@ -292,6 +300,8 @@ def _write_tensors(staging: Path, prepared: Prepared, attributions: dict[str, to
         tensors["labels"] = prepared.data.y
     if prepared.data.masks is not None:
         tensors["masks"] = prepared.data.masks.to(torch.uint8)
+    if prepared.data.ground_truth is not None:
+        tensors["ground_truth"] = prepared.data.ground_truth
     save_file(on_cpu(tensors), str(staging / runs.ATTRIBUTIONS_FILE), metadata={"methods": ",".join(attributions)})
 
 

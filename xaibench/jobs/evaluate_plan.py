@@ -2,6 +2,8 @@
 
 Metrics chosen by ``all``, a category or a glob are skipped (and listed in the report) where they
 cannot run on this model and data; a metric the user named must run, or the command fails with exit 2.
+The reference of the agreement metrics is a method's attributions or, named ``GROUND_TRUTH``, the data's
+own ground-truth attributions (``Dataset.ground_truth``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from xaibench.core import runs
 from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
 from xaibench.metrics import METRICS
 from xaibench.metrics.selection import choose_metrics
+
+GROUND_TRUTH = "ground_truth"  # the reference name that means the data's ground-truth attributions
 
 
 @dataclass(frozen=True)
@@ -30,13 +34,14 @@ class Plan:
 
     @property
     def attributed(self) -> list[str]:
-        """Methods whose attributions are needed: the scored ones and the reference."""
-        extra = [self.reference] if self.reference and self.reference not in self.methods else []
+        """Methods whose attributions are needed: the scored ones and the reference method."""
+        extra = [self.reference] if self.reference not in (None, GROUND_TRUTH, *self.methods) else []
         return [*self.methods, *extra]
 
-    def applicable(self, modality: str, has_masks: bool) -> Plan:
+    def applicable(self, modality: str, has_masks: bool, has_ground_truth: bool = False) -> Plan:
         """The plan without the metrics that cannot run on this data (and without a reference no metric
-        needs); IncompatibleError for a named metric or a method that cannot run here."""
+        needs); IncompatibleError for a named metric or a method that cannot run here, InputError for a
+        ground-truth reference that a metric needs on data without one."""
         for name in self.attributed:
             if modality not in METHODS.get(name).modalities:
                 raise IncompatibleError(f"{name} does not apply to {modality} inputs")
@@ -56,8 +61,11 @@ class Plan:
                 by_reason.setdefault(skip["reason"], []).append(skip["metric"])
             raise IncompatibleError("none of the chosen metrics can run on this model and data: " + "; ".join(
                 f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()))
-        needed = any(METRICS.get(name).needs_reference for name in keep)
-        return replace(self, metrics=keep, skipped=skipped, reference=self.reference if needed else None)
+        reference = self.reference if any(METRICS.get(name).needs_reference for name in keep) else None
+        if reference == GROUND_TRUTH and not has_ground_truth:
+            raise InputError(f"--reference {GROUND_TRUTH} needs data with ground-truth attributions and this "
+                             "data has none (the synthetic_* datasets have them)")
+        return replace(self, metrics=keep, skipped=skipped, reference=reference)
 
 
 def make_plan(methods: tuple[str, ...], metrics: str, params: dict[str, dict[str, str]],
@@ -67,11 +75,12 @@ def make_plan(methods: tuple[str, ...], metrics: str, params: dict[str, dict[str
     names = list(dict.fromkeys(methods)) or reused
     if not names:
         raise InputError("name the methods to compare with --methods (or reuse runs with --attributions)")
-    for name in [*names, *([reference] if reference else [])]:
+    reference_method = [] if reference in (None, GROUND_TRUTH) else [reference]
+    for name in [*names, *reference_method]:
         METHODS.get(name)  # UnknownNameError with a suggestion
     chosen = choose_metrics(metrics)
     metric_names = [c.name for c in chosen]
-    known = {*names, *metric_names, *([reference] if reference else [])}
+    known = {*names, *metric_names, *reference_method}
     for owner, values in params.items():
         if owner not in known:
             raise UnknownNameError.for_name("method or metric", owner, sorted(known),
@@ -105,9 +114,9 @@ def _why_not(metric: Any, modality: str, has_masks: bool, reference: str | None,
     if modality not in metric.modalities:
         return f"does not apply to {modality} inputs"
     if metric.needs_masks and not has_masks:
-        return "needs ground-truth masks (the shapes dataset has them)"
+        return "needs ground-truth masks (the shapes and synthetic_motifs datasets have them)"
     if metric.needs_reference and reference is None:
-        return "needs a reference attribution (--reference METHOD)"
+        return f"needs a reference attribution (--reference METHOD or {GROUND_TRUTH})"
     if metric.needs_explainer and remote:
         return (f"re-explains perturbed inputs, and {', '.join(remote)} would send a request for each "
                 "(uncounted, unrecorded); score it without them")

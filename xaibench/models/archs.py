@@ -107,6 +107,26 @@ def mnist1d_cnn(num_classes: int = 10) -> nn.Module:
     return torch.nn.Sequential(OrderedDict(layers))
 
 
+@ARCHITECTURES.register("motifs_cnn", modality="sequence", input_shape=(1, 64),
+                        description="3 Conv1d blocks + global max pool + linear, input (1, length)")
+def motifs_cnn(num_classes: int = 4, length: int = 64) -> nn.Module:
+    """1-D CNN for the synthetic motif sequences: three Conv1d/ReLU blocks with two poolings, a global
+    max pool, linear. ``conv3`` sees 18 positions (a motif has 8) and the pool makes the logits the
+    same wherever the motif lies; the pool is an ``nn.MaxPool1d``, a module DeepLift has a rule for.
+
+    Args:
+        num_classes: number of output logits.
+        length: sequence length, a multiple of 4.
+    """
+    layers = _conv_blocks(1, (1, 16, 32, 32), pooled=2)  # length -> length / 4
+    layers += [
+        ("global_pool", torch.nn.MaxPool1d(length // 4)),
+        ("flatten", torch.nn.Flatten()),
+        ("fc", torch.nn.Linear(32, num_classes)),
+    ]
+    return torch.nn.Sequential(OrderedDict(layers))
+
+
 @ARCHITECTURES.register("mlp", modality="tabular", input_shape=None,
                         description="2 hidden ReLU layers, input (in_features,)")
 def mlp(in_features: int, num_classes: int, hidden: int = 32) -> nn.Module:
