@@ -210,10 +210,12 @@ def load_bank(name: str, split: str, work: Path) -> dict[str, Any] | None:
 
 def build_baselines(name: str, n: int, work: Path, trained: Path, batch_size: int, seed: int,
                     started: float) -> None:
-    """Score the baseline methods' maps of the held-out inputs (skipped when the file exists)."""
+    """Score the baseline methods' maps of the held-out inputs (skipped when the file holds ``n`` inputs)."""
     path = work / "baselines" / f"{name}.safetensors"
     if path.exists():
-        return
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("n") == str(n):
+                return
     path.parent.mkdir(parents=True, exist_ok=True)
     loaded = load_model(model_file(name, trained))
     model = loaded.module.eval()
@@ -236,8 +238,10 @@ def build_baselines(name: str, n: int, work: Path, trained: Path, batch_size: in
         seconds[method] = round(time.perf_counter() - begin, 2)
         out[method] = scores_of(model, data.inputs, maps, data.targets, columns, batch_size, seed, name)
         log(f"baselines {name} {method}", started)
-    save_file({m: s.contiguous() for m, s in out.items()}, str(path),
+    staging = path.with_suffix(f".{os.getpid()}.tmp")  # a larger --sizes replaces the file whole
+    save_file({m: s.contiguous() for m, s in out.items()}, str(staging),
               metadata={"metrics": json.dumps(list(columns)), "seconds": json.dumps(seconds), "n": str(n)})
+    os.replace(staging, path)
 
 
 def load_baselines(name: str, work: Path) -> dict[str, Any] | None:
