@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - older typer on click
     from click import exceptions as click_errors
 
 from xaibench.cli import (
+    benchmark,
     bee,
     concepts,
     evaluate,
@@ -44,7 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-for module in (explain, evaluate, meta_evaluate, bee, concepts, influence, llm, heatmap, inspect, listing):
+for module in (explain, evaluate, meta_evaluate, benchmark, bee, concepts, influence, llm, heatmap, inspect, listing):
     module.register(app)
 
 

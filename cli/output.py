@@ -36,10 +36,21 @@ class Output:
         else:
             human(self.out)
 
+    def note(self, text: str) -> None:
+        """One line of progress news on stderr (rank 0 only)."""
+        if not self.silent:
+            self.err.print(text, style="dim")
+
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[None]:
         """A progress bar on stderr fed by ``xaibench.core.progress.advance`` inside the block."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         from xaibench.core.progress import reporting
 

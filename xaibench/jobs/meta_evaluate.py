@@ -18,7 +18,7 @@ from xaibench.core.errors import InputError
 from xaibench.core.memory import RowPlan
 from xaibench.core.progress import advance
 from xaibench.data.prepare import Prepared, Selection, prepare
-from xaibench.jobs.evaluate_plan import make_plan
+from xaibench.jobs.evaluate_plan import GROUND_TRUTH, make_plan
 from xaibench.jobs.explain import data_record, model_record, supplied_params
 from xaibench.metrics import METRICS
 from xaibench.metrics.base import Explainer
@@ -45,6 +45,7 @@ class MetaEvaluateConfig:
     metrics: str = "faithfulness"
     selection: Selection = field(default_factory=Selection)
     params: dict[str, dict[str, str]] = field(default_factory=dict)
+    reference: str | None = None  # only ground_truth: a method's reference would move with each perturbation
     meta: MetaParams = field(default_factory=MetaParams)
     out: str | None = None
     overwrite: bool = False
@@ -68,7 +69,9 @@ def run_meta_evaluation(config: MetaEvaluateConfig, argv: list[str], on_progress
         raise InputError("meta-evaluate needs at least two --methods: inter-consistency compares their ranking")
     if config.meta.perturbations < 1:
         raise InputError("--perturbations must be at least 1")
-    plan = make_plan(config.methods, config.metrics, config.params, None, [])
+    if config.reference not in (None, GROUND_TRUTH):
+        raise InputError(f"meta-evaluate takes --reference {GROUND_TRUTH} only (the data's known attributions)")
+    plan = make_plan(config.methods, config.metrics, config.params, config.reference, [])
     out = Path(config.out) if config.out else runs.default_run_dir("meta-evaluate", config.source.stem)
     runs.check_destination(out, config.overwrite)
     device = resolve_device(config.device)
@@ -78,11 +81,13 @@ def run_meta_evaluation(config: MetaEvaluateConfig, argv: list[str], on_progress
         config.selection, n=DEFAULT_SAMPLES)
     prepared = prepare(loaded, selection, memory)
     batch_size = memory.rows(loaded.module, prepared.inputs[:1])
-    plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None)
+    plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None,
+                           prepared.data.ground_truth is not None)
     explainers = {name: _explainer(name, plan.params.get(name, {}), config.seed, prepared, loaded, batch_size)
                   for name in plan.methods}
-    metrics = {name: _metric(name, plan.params.get(name, {}), prepared, explainers, config.seed, batch_size)
-               for name in plan.metrics}
+    reference = None if plan.reference is None else prepared.data.ground_truth.to(prepared.inputs.device)
+    metrics = {name: _metric(name, plan.params.get(name, {}), prepared, explainers, reference, config.seed,
+                             batch_size) for name in plan.metrics}
     steps = len(TESTS) * config.meta.perturbations * len(explainers)
     inputs = prepared.inputs
     with on_progress("perturbations", steps) if on_progress else nullcontext():
@@ -116,8 +121,8 @@ def _explainer(name: str, params: dict[str, str], seed: int, prepared: Prepared,
     return explain
 
 
-def _metric(name: str, params: dict[str, str], prepared: Prepared, explainers: dict[str, Explainer], seed: int,
-            batch_size: int) -> MetricUnderTest:
+def _metric(name: str, params: dict[str, str], prepared: Prepared, explainers: dict[str, Explainer],
+            reference: torch.Tensor | None, seed: int, batch_size: int) -> MetricUnderTest:
     """The registered metric as a scorer: the same draws (a generator seeded with ``seed``) for every call."""
     metric = METRICS.get(name)()
     masks = None if prepared.data.masks is None else prepared.data.masks.to(prepared.inputs.device)
@@ -125,7 +130,8 @@ def _metric(name: str, params: dict[str, str], prepared: Prepared, explainers: d
     def score(model: torch.nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
               method: str) -> torch.Tensor:
         return metric.compute(model, inputs, maps, target=target, masks=masks, explainer=explainers[method],
-                              batch_size=batch_size, generator=torch.Generator().manual_seed(seed), **params).scores
+                              reference=reference, batch_size=batch_size,
+                              generator=torch.Generator().manual_seed(seed), **params).scores
 
     parsed = parse_params(metric.Params, params, owner=f"metric {name!r}")
     return MetricUnderTest(score=score, higher_is_better=metric.direction(parsed))
