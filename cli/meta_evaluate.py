@@ -28,6 +28,8 @@ def meta_evaluate(
                                       help="Draws of each of the four perturbation tests."),
     param: list[str] = typer.Option(None, "--param", "-p", metavar="NAME.KEY=VALUE", help="Parameter of a "
                                     "method or metric (repeatable), e.g. -p deletion.substrate=blur."),
+    reference: str = typer.Option(None, "--reference", metavar="ground_truth", help="ground_truth: the known "
+                                  "attributions of synthetic data serve as the agreement metrics' reference."),
     out: str = common.out_option("runs/meta-evaluate-<model>-<time>"),
     overwrite: bool = common.OVERWRITE,
     seed: int = common.SEED,
@@ -49,7 +51,8 @@ def meta_evaluate(
     config = MetaEvaluateConfig(
         source=common.model_source(model, trust_model, arch, arch_arg),
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()), metrics=metrics,
-        params=common.parse_named_params(param), meta=MetaParams(perturbations=perturbations), out=out,
+        params=common.parse_named_params(param), reference=reference, meta=MetaParams(perturbations=perturbations),
+        out=out,
         overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory, device=device,
         selection=common.selection(data=data, n=n, indices=indices, target="pred"),
     )
