@@ -152,7 +152,7 @@ def _invoke(argv: list[str] | None) -> int:
 
 
 #: commands that spread their work over torchrun's processes; the others would only race to write
-DISTRIBUTED_COMMANDS = ("explain", "evaluate", "bee", "concepts", "influence", "llm-explain")
+DISTRIBUTED_COMMANDS = ("explain", "evaluate", "benchmark", "bee", "concepts", "influence", "llm-explain")
 
 
 def _check_distributed(args: list[str]) -> None:

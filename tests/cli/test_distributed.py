@@ -153,3 +153,23 @@ def test_a_dead_rank_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: [rank 0] gathering results failed, another process "
                                                    "died"), stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_benchmark_is_the_same_on_two_processes(tmp_path: Path) -> None:
+    """The evaluate cells spread their rows over the processes, the meta-evaluation runs on the first; the
+    leaderboard is the one of a single process."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"name: two\nn: 6\nmethods: [saliency, integrated_gradients]\nmetrics: [deletion, sparseness]\n"
+                     f"meta: {{n: 6, perturbations: 1}}\nmodels:\n  - path: {SAMPLES / 'breast_cancer_logreg.pt'}\n")
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert alone("benchmark", str(suite), "--out", str(one), cwd=tmp_path).code == 0
+    torchrun("benchmark", str(suite), "--out", str(two), cwd=tmp_path)
+    cells = [json.loads((run / "cells" / "breast_cancer_logreg" / "evaluate" / "run.json").read_text())
+             for run in (one, two)]
+    assert [cell["world_size"] for cell in cells] == [1, 2]
+    rows = [json.loads((run / "leaderboard.json").read_text())["models"][0]["metrics"] for run in (one, two)]
+    for first, second in zip(*rows, strict=True):
+        assert (first["metric"], first["best"], first["mc"]) == (second["metric"], second["best"], second["mc"])
+        for a, b in zip(first["ranking"], second["ranking"], strict=True):
+            assert (a["method"], a["rank"], a["worse"]) == (b["method"], b["rank"], b["worse"])
+            assert a["mean"] == pytest.approx(b["mean"], abs=1e-6)
