@@ -147,6 +147,7 @@ def test_every_command_with_a_batch_size_takes_a_memory_budget(path, command):
 def test_every_command_that_loads_a_model_takes_a_device(path, command):
     options = {p.opts[0] for p in command.params}
     loads_a_model = any(p.param_type_name == "argument" and p.name == "model" for p in command.params)
+    loads_a_model |= " ".join(path) == "benchmark"  # the models a suite names
     assert ("--device" in options) == loads_a_model, path
     if "--dtype" in options:
         assert "--device" in options and " ".join(path) in ("explain", "evaluate", "bee pretrain"), path
