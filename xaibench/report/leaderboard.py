@@ -162,8 +162,9 @@ def page(board: dict[str, Any]) -> str:
         for row in model["metrics"]:
             ranked = len(row["ranking"])
             cells = {e["method"]: e for e in row["ranking"]}
+            top = min((e["rank"] for e in row["ranking"]), default=None)
             tds = "".join(
-                f'<td class="num cell{" best" if e["rank"] == 1 else ""}" style="--tint:{charts.rank_color(e["rank"], ranked)}"'
+                f'<td class="num cell{" best" if e["rank"] == top else ""}" style="--tint:{charts.rank_color(e["rank"], ranked)}"'
                 f' title="p (Holm) vs best: {fmt(e["p_holm"])}">{esc(_cell(e))}</td>' if (e := cells.get(m)) else
                 f'<td class="num muted">{MISSING}</td>' for m in model["methods"])
             body.append(f"<tr><td>{esc(_metric_label(row))}</td><td class=\"num\">{esc(fmt(row['mc']))}</td>{tds}</tr>")
