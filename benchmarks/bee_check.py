@@ -69,8 +69,10 @@ def compare(work: Path, seed: int, replicates: int) -> list[dict[str, Any]]:
         sign = 1.0 if cell.higher else -1.0
         replays = {"bee": bee_analysis.replayed(cell, bee_analysis.FINAL, ROUNDS),
                    "bee_uniform": bee_analysis.replayed(cell, bee_analysis.UNIFORM, ROUNDS)}
-        for name, values in replays.items():
-            real = sign * torch.tensor(found["real"][name]["values"], dtype=torch.float64)[cell.index]
+        for name, replay in replays.items():
+            ran = torch.tensor(found["real"][name]["values"], dtype=torch.float64)
+            kept = cell.index < ran.numel()  # the bank may have grown since the check ran: its inputs only
+            real, values = sign * ran[cell.index[kept]], replay[kept]
             rows.append({"model": found["model"], "metric": found["metric"], "method": name,
                          "real": sign * real.nanmean().item(),
                          "real_ci95": sorted(sign * x for x in bee_analysis.interval(real, seed)),
