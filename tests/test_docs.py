@@ -118,7 +118,8 @@ def check_names(path: str, params: dict[str, Any]) -> None:
         method_params("bee", pairs)
     elif path == "evaluate":
         methods = [m.strip() for m in (params["methods"] or "").split(",") if m.strip()]
-        for method in [*methods, *([params["reference"]] if params["reference"] else [])]:
+        reference = params["reference"] if params["reference"] != "ground_truth" else None  # the data's own
+        for method in [*methods, *([reference] if reference else [])]:
             METHODS.get(method)
         for item in params["metrics"].split(","):
             _check_metric_item(item.strip(), METRICS, CATEGORIES)
