@@ -158,7 +158,8 @@ def test_bad_parameters_raise() -> None:
 
 
 # the committed sample models, named so that a missing file fails instead of leaving nothing to test
-SAMPLE_NAMES = ("breast_cancer_logreg", "breast_cancer_mlp", "digits_cnn", "mnist1d_cnn", "shapes_cnn")
+SAMPLE_NAMES = ("breast_cancer_logreg", "breast_cancer_mlp", "digits_cnn", "mnist1d_cnn", "shapes_cnn",
+                "synthetic_interaction_mlp", "synthetic_linear_mlp", "synthetic_motifs_cnn", "synthetic_piecewise_mlp")
 
 
 def test_sample_names_cover_the_committed_models() -> None:
