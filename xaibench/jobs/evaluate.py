@@ -173,9 +173,15 @@ def _explainer(name: str, plan: Plan, config: EvaluateConfig, prepared: Prepared
                reused: Reused | None, loaded: LoadedModel, batch_size: int) -> Explainer:
     """The method as metrics call it: fixed parameters and seed (a reused run's own), any model,
     inputs and target."""
-    method = METHODS.get(name)()
     params = reused.params if reused else plan.params.get(name, {})
-    seed = reused.seed if reused else config.seed
+    return method_explainer(name, params, reused.seed if reused else config.seed, prepared, loaded, batch_size)
+
+
+def method_explainer(name: str, params: dict[str, Any], seed: int, prepared: Prepared, loaded: LoadedModel,
+                     batch_size: int) -> Explainer:
+    """Method ``name`` with fixed parameters and seed (the same draws every call), for any model, inputs
+    and target, at most ``batch_size`` rows per pass."""
+    method = METHODS.get(name)()
     extra = supplied_params(method, prepared, torch.Generator().manual_seed(seed), params, loaded)
 
     def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -249,7 +255,9 @@ def _score(plan: Plan, config: EvaluateConfig, prepared: Prepared, model: torch.
     return results, skipped
 
 
-def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any], seed: int) -> dict[str, Any]:
+def metric_records(plan: Plan) -> dict[str, Any]:
+    """Per metric of the plan: category, direction under its parameters, description, curve label and
+    the parameters in full, as metrics.json records them."""
     metrics: dict[str, Any] = {}
     for name in plan.metrics:
         cls = METRICS.get(name)
@@ -257,6 +265,11 @@ def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any
         metrics[name] = {"category": cls.category, "higher_is_better": cls().direction(parsed),
                          "description": cls.description, "curve_label": cls.curve_label,
                          "params": asdict(parsed)}
+    return metrics
+
+
+def _summary(plan: Plan, prepared: Prepared, loaded: Any, results: dict[str, Any], seed: int) -> dict[str, Any]:
+    metrics = metric_records(plan)
     data = data_record(prepared)
     summary = {
         "title": f"{Path(loaded.path).stem} · {data['name']}:{data['split']} · {data['samples']} samples",

@@ -11,15 +11,16 @@ from typing import Any
 
 import torch
 
-from xaibench.attribution import METHODS, parse_params
+from xaibench.attribution import parse_params
 from xaibench.core import runs
 from xaibench.core.devices import device_record, resolve_device
 from xaibench.core.errors import InputError
 from xaibench.core.memory import RowPlan
 from xaibench.core.progress import advance
 from xaibench.data.prepare import Prepared, Selection, prepare
-from xaibench.jobs.evaluate_plan import GROUND_TRUTH, make_plan
-from xaibench.jobs.explain import data_record, model_record, supplied_params
+from xaibench.jobs.evaluate import method_explainer, metric_records
+from xaibench.jobs.evaluate_plan import GROUND_TRUTH, Plan, make_plan
+from xaibench.jobs.explain import data_record, model_record
 from xaibench.metrics import METRICS
 from xaibench.metrics.base import Explainer
 from xaibench.metrics.meta_evaluation import (
@@ -83,7 +84,7 @@ def run_meta_evaluation(config: MetaEvaluateConfig, argv: list[str], on_progress
     batch_size = memory.rows(loaded.module, prepared.inputs[:1])
     plan = plan.applicable(prepared.meta.modality, prepared.data.masks is not None,
                            prepared.data.ground_truth is not None)
-    explainers = {name: _explainer(name, plan.params.get(name, {}), config.seed, prepared, loaded, batch_size)
+    explainers = {name: method_explainer(name, plan.params.get(name, {}), config.seed, prepared, loaded, batch_size)
                   for name in plan.methods}
     reference = None if plan.reference is None else prepared.data.ground_truth.to(prepared.inputs.device)
     metrics = {name: _metric(name, plan.params.get(name, {}), prepared, explainers, reference, config.seed,
@@ -108,19 +109,6 @@ def run_meta_evaluation(config: MetaEvaluateConfig, argv: list[str], on_progress
     return MetaEvaluateResult(out, summary, time.perf_counter() - started)
 
 
-def _explainer(name: str, params: dict[str, str], seed: int, prepared: Prepared, loaded: LoadedModel,
-               batch_size: int) -> Explainer:
-    """The method with fixed parameters and seed, for any model, inputs and target."""
-    method = METHODS.get(name)()
-    extra = supplied_params(method, prepared, torch.Generator().manual_seed(seed), params, loaded)
-
-    def explain(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return method.attribute(model, inputs, target=target, batch_size=batch_size,
-                                generator=torch.Generator().manual_seed(seed), **params, **extra).float()
-
-    return explain
-
-
 def _metric(name: str, params: dict[str, str], prepared: Prepared, explainers: dict[str, Explainer],
             reference: torch.Tensor | None, seed: int, batch_size: int) -> MetricUnderTest:
     """The registered metric as a scorer: the same draws (a generator seeded with ``seed``) for every call."""
@@ -137,14 +125,9 @@ def _metric(name: str, params: dict[str, str], prepared: Prepared, explainers: d
     return MetricUnderTest(score=score, higher_is_better=metric.direction(parsed))
 
 
-def _summary(plan: Any, result: dict[str, Any], prepared: Prepared, loaded: LoadedModel,
+def _summary(plan: Plan, result: dict[str, Any], prepared: Prepared, loaded: LoadedModel,
              config: MetaEvaluateConfig) -> dict[str, Any]:
-    metrics = {}
-    for name in plan.metrics:
-        cls = METRICS.get(name)
-        parsed = parse_params(cls.Params, plan.params.get(name, {}), owner=f"metric {name!r}")
-        metrics[name] = {"category": cls.category, "higher_is_better": cls().direction(parsed),
-                         "description": cls.description, "params": asdict(parsed)}
+    metrics = metric_records(plan)
     ranking = sorted(plan.metrics, key=lambda n: (-(result["scores"][n]["mc"] or -1.0), n))
     data = data_record(prepared)
     return {"title": f"{Path(loaded.path).stem} · {data['name']}:{data['split']} · {data['samples']} samples",

@@ -138,7 +138,7 @@ def write_markdown(summary: Summary, path: Path, heatmaps: Heatmaps | None = Non
     """
     path = Path(path)
     lines = [f"# {inert(summary['title'])}", "", *_md_facts(summary), "", "## Ranking", "", *_md_ranking(summary),
-             "", "## Metric agreement", "", *metric_agreement.markdown_lines(summary)]
+             "", "## Metric agreement", "", *metric_agreement.markdown_lines(metric_agreement.agreement(summary))]
     for category, names in categories(summary).items():
         lines += ["", f"## {inert(category.capitalize())}", "", *_md_category(summary, names)]
     lines += ["", "## Skipped", "", *_md_skipped(summary)]
@@ -224,7 +224,7 @@ def write_html(summary: Summary, path: Path, heatmaps: Heatmaps) -> Path:
     """
     colors = charts.method_colors(summary["methods"])
     sections = [_html_facts(summary), _html_ranking(summary, colors),
-                _section("agreement", "Metric agreement", metric_agreement.html_section_body(summary)),
+                _section("agreement", "Metric agreement", metric_agreement.html_section_body(metric_agreement.agreement(summary))),
                 _html_charts(summary, colors),
                 _html_curves(summary, colors), _html_heatmaps(heatmaps, colors), _html_skipped(summary),
                 _html_glossary(summary)]

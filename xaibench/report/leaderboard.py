@@ -137,20 +137,8 @@ def markdown(board: dict[str, Any]) -> str:
                  *(_cell(by_method[m].get(row["metric"])) for m in model["methods"])] for row in model["metrics"]]
         lines += ["", f"## {inert(model['name'])}", "", inert(model["title"] or ""), "", inert(verdict(model)), "",
                   *md_table(["metric", "MC", *map(inert, model["methods"])], rows), "", "Metric agreement:", "",
-                  *metric_agreement.markdown_lines(_agreement_summary(model))]
+                  *metric_agreement.markdown_lines(model["agreement"])]
     return "\n".join(lines) + "\n"
-
-
-def _agreement_summary(model: dict[str, Any]) -> dict[str, Any]:
-    """The slice of an evaluate summary that ``metric_agreement`` reads, rebuilt from the board."""
-    results: dict[str, dict[str, Any]] = {m: {} for m in model["methods"]}
-    ranking = {m: {"method": m, "ranks": {}} for m in model["methods"]}
-    for row in model["metrics"]:
-        for entry in row["ranking"]:
-            results[entry["method"]][row["metric"]] = {"mean": entry["mean"], "ci95": entry["ci95"]}
-            ranking[entry["method"]]["ranks"][row["metric"]] = entry["rank"]
-    metrics = {row["metric"]: {"higher_is_better": row["higher_is_better"]} for row in model["metrics"]}
-    return {"metrics": metrics, "results": results, "ranking": list(ranking.values())}
 
 
 def page(board: dict[str, Any]) -> str:
@@ -173,7 +161,7 @@ def page(board: dict[str, Any]) -> str:
             f"<p><b>{esc(verdict(model))}</b></p>"
             f'<div class="frame scroll"><table class="ranking"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div><h3>Metric agreement</h3>"
-            f"{metric_agreement.html_section_body(_agreement_summary(model))}</section>")
+            f"{metric_agreement.html_section_body(model['agreement'])}</section>")
     return ('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>Leaderboard: {esc(board['suite'])}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
             f"<h1>Leaderboard: {esc(board['suite'])}</h1>\n<p class=\"note\">{esc(LEGEND)}</p>\n"

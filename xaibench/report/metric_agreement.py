@@ -95,9 +95,9 @@ def _tau(value: float | None) -> str:
     return MISSING if value is None else f"{value:+.2f}"
 
 
-def markdown_lines(summary: Summary) -> list[str]:
-    """The agreement section of report.md: the tau-b matrix as a pipe table and the flagged metrics."""
-    record = agreement(summary)
+def markdown_lines(record: dict[str, Any]) -> list[str]:
+    """The agreement section of a report.md from an ``agreement`` record: the tau-b matrix as a pipe
+    table and the flagged metrics."""
     names = record["metrics"]
     lines = []
     if len(names) > 1:
@@ -122,9 +122,9 @@ def tau_color(value: float | None) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def html_section_body(summary: Summary) -> str:
-    """The agreement section of report.html: the tau-b matrix as a tinted table and the flagged metrics."""
-    record = agreement(summary)
+def html_section_body(record: dict[str, Any]) -> str:
+    """The agreement section of a report.html from an ``agreement`` record: the tau-b matrix as a tinted
+    table and the flagged metrics."""
     names, flagged = record["metrics"], set(record["not_separating"])
     esc = html.escape
     parts = []
