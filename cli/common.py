@@ -11,6 +11,8 @@ MODEL = typer.Argument(..., metavar="MODEL", help=(
     "with --trust-model also a TorchScript archive, a torch.export program (.pt2) or a pickled nn.Module "
     "(torch.save(model))."))
 INDICES = typer.Option(None, "--indices", metavar="LIST", help="Sample positions, e.g. 0,3,10-19.")
+TEXT = typer.Option(None, "--text", metavar="TEXT",
+                    help="A sentence to explain with a text model, instead of --data; repeat for more.")
 TARGET = typer.Option("pred", "--target", "-t", metavar="pred|label|INDEX",
                       help="Class to explain: the prediction, the label or a class index.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace an existing run directory.")
@@ -26,7 +28,7 @@ ARCH = typer.Option(None, "--arch", metavar="NAME|MODULE:FACTORY",
                     "module:factory (the module found from the current folder first) or path/to/file.py:factory.")
 ARCH_ARG = typer.Option(None, "--arch-arg", metavar="NAME=VALUE",
                         help="Architecture argument (repeatable), e.g. in_features=30.")
-MODALITY = typer.Option(None, "--modality", metavar="image|tabular|sequence", help="Override the modality.")
+MODALITY = typer.Option(None, "--modality", metavar="image|tabular|sequence|text", help="Override the modality.")
 INPUT_SHAPE = typer.Option(None, "--input-shape", metavar="SHAPE", help="Override the sample shape, e.g. 3,64,64.")
 CLASSES = typer.Option(None, "--classes", metavar="COUNT|NAMES",
                        help="Class count or comma-separated class names.")
@@ -109,11 +111,22 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
     return params
 
 
-def model_source(model: str, trust_model: bool, arch: str | None, arch_arg: list[str] | None) -> Any:
+def model_source(model: str, trust_model: bool, arch: str | None, arch_arg: list[str] | None,
+                 embedding_layer: str | None = None) -> Any:
     """An ``xaibench.models.ModelSource`` from the shared model options."""
     from xaibench.models import ModelSource
 
-    return ModelSource(model, trust_model=trust_model, arch=arch, arch_kwargs=parse_arch_args(arch_arg))
+    return ModelSource(model, trust_model=trust_model, arch=arch, arch_kwargs=parse_arch_args(arch_arg),
+                       embedding_layer=embedding_layer)
+
+
+def method_takes_layer(method: str) -> bool:
+    """Whether the method has a ``layer`` parameter; otherwise --layer names a text model's embedding layer."""
+    from dataclasses import fields
+
+    from xaibench.attribution import METHODS
+
+    return any(f.name == "layer" for f in fields(METHODS.get(method).Params))
 
 
 def parse_named_params(items: list[str] | None) -> dict[str, dict[str, str]]:
@@ -189,6 +202,7 @@ def selection(**values: Any) -> Any:
         data=values["data"], n=values["n"], indices=values["indices"], target=values["target"],
         modality=parse_modality(values.get("modality")), input_shape=parse_shape(values.get("input_shape")),
         classes=parse_classes(values.get("classes")), preprocessing=preprocessing,
+        texts=tuple(values["texts"]) if values.get("texts") else None,
     )
 
 

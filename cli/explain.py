@@ -24,8 +24,10 @@ def explain(
     target: str = common.TARGET,
     param: list[str] = common.PARAM,
     layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="CAMs: the last learned map before the head",
-                              help="Layer for layer methods (the CAMs, bee's layer variant), e.g. conv3; "
-                                   "xaibench inspect lists them."),
+                              help="Layer for layer methods (the CAMs, bee's layer variant), e.g. conv3; for "
+                                   "text models with other methods, the token-embedding layer. xaibench inspect "
+                                   "lists them."),
+    text: list[str] = common.TEXT,
     out: str = common.out_option("runs/explain-<model>-<method>-<time>"),
     scale: str = common.scale_option(),
     fmt: str = common.format_option(),
@@ -54,13 +56,17 @@ def explain(
 
     output = Output(json_mode)
     params = common.parse_params(param)
-    if layer is not None:
+    embedding_layer = None
+    if layer is not None and common.method_takes_layer(method):
         params["layer"] = layer
+    else:
+        embedding_layer = layer
     config = ExplainConfig(
-        source=common.model_source(model, trust_model, arch, arch_arg), method=method, params=params,
+        source=common.model_source(model, trust_model, arch, arch_arg, embedding_layer), method=method,
+        params=params,
         out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
         device=device, dtype=dtype, scale=scale, format=fmt,
-        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
+        selection=common.selection(data=data, texts=text, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),
     )
@@ -74,6 +80,9 @@ def explain(
         "samples": result.samples,
         "seconds": round(result.seconds, 3),
     }
+    if result.tokens is not None:
+        summary["tokens"] = result.tokens
+        summary["tokens_html"] = str(result.run_dir / "heatmaps" / "tokens.html")
 
     def human(console: object) -> None:
         from rich.text import Text
@@ -82,6 +91,28 @@ def explain(
                                     f" in {result.seconds:.1f} s"))
         console.print(f"  run directory: {summary['run_dir']}")
         console.print(f"  heatmaps:      {summary['heatmaps']}  ({len(result.heatmaps)} files)")
-        console.print(f"  overview:      {summary['grid']}")
+        if result.tokens is not None:
+            print_tokens(console, result.tokens)
+            console.print(f"  tokens page:   {summary['tokens_html']}")
+        else:
+            console.print(f"  overview:      {summary['grid']}")
 
     output.result(summary, human)
+
+
+SHOWN_TEXTS = 8  # texts whose token scores are printed; the run directory has them all
+
+
+def print_tokens(console: object, table: list[dict]) -> None:
+    """Each text's tokens with their scores, the strongest bold, as ``token(+0.12)``."""
+    from rich.text import Text
+
+    for row in table[:SHOWN_TEXTS]:
+        strongest = max(abs(v) for v in row["scores"]) or 1.0
+        line = Text(f"  #{row['index']} pred {row['prediction']}, target {row['target']}: ")
+        for token, score in zip(row["tokens"], row["scores"], strict=True):
+            style = ("bold red" if score > 0 else "bold blue") if abs(score) >= 0.5 * strongest else ""
+            line.append(f"{token}({score:+.3g}) ", style=style)
+        console.print(line)
+    if len(table) > SHOWN_TEXTS:
+        console.print(f"  ... and {len(table) - SHOWN_TEXTS} more texts in the run directory")

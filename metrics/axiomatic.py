@@ -162,6 +162,7 @@ class InputInvariance(Metric):
     """
 
     category = "axiomatic"
+    modalities = ("image", "tabular", "sequence")  # not text: a shifted embedding is no token
     float32_only = True  # an exact identity: low-precision passes cannot meet it (xaibench.core.precision)
     higher_is_better = True
     needs_explainer = True

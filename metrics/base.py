@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from xaibench.attribution.base import as_target, modality_of, parse_params
+from xaibench.attribution.base import as_target, input_modality, parse_params
 from xaibench.attribution.draws import outside_shard
 from xaibench.core.errors import IncompatibleError, InputError
 from xaibench.core.lazy import lazy_import
@@ -37,7 +37,7 @@ METRICS: Registry[type[Metric]] = Registry(
     modules=tuple(f"xaibench.metrics.{m}" for m in (
         "curves", "confidence", "road", "irof", "correlation", "infidelity", "robustness", "stability",
         "randomisation", "randomisation_variants", "complexity", "localisation", "axiomatic", "agreement",
-        "concept", "information_curves")),
+        "concept", "information_curves", "eraser", "token_substitution")),
 )
 
 #: explainer(model, inputs, target) -> attributions with the inputs' shape; robustness and randomisation
@@ -92,7 +92,7 @@ class MetricInputs:
 
     @property
     def modality(self) -> str:
-        return modality_of(self.inputs)
+        return input_modality(self.model, self.inputs)
 
 
 class Metric:
@@ -144,6 +144,9 @@ class Metric:
             generator: the only source of randomness; a fixed default seed when None.
             **params: metric parameters; strings are converted to the declared types.
 
+        On text (``xaibench.models.text``) a metric's substrate is "zero", the mask token, unless one is
+        asked for: the others (an input's minimum, mean, blur) are no token.
+
         A sample whose attribution (or reference) row is not finite is one the explainer gave no answer
         for (an LLM reply that could not be parsed): it scores NaN, which summaries leave out and count.
         The batch is scored whole (with zeros in those rows), so every other sample sees the random
@@ -159,6 +162,8 @@ class Metric:
             result = self.compute(model, inputs, filled[0], target=target, masks=masks, explainer=explainer,
                                   reference=filled[1], batch_size=batch_size, generator=generator, **params)
             return _without(result, missing)
+        if input_modality(model, inputs) == "text" and "substrate" not in params and _declares(self.Params, "substrate"):
+            params = {**params, "substrate": "zero"}  # removed tokens become the substrate token
         parsed = parse_params(self.Params, params, owner=f"metric {self.name!r}")
         batch = self._validate(model, inputs, attributions, target, masks, explainer, reference, batch_size)
         if generator is None:
@@ -187,7 +192,7 @@ class Metric:
                              f"{tuple(inputs.shape)}")
         if not (torch.isfinite(inputs).all() and torch.isfinite(attributions).all()):
             raise InputError("inputs or attributions contain NaN or infinite values")
-        if (modality := modality_of(inputs)) not in self.modalities:
+        if (modality := input_modality(model, inputs)) not in self.modalities:
             raise IncompatibleError(f"metric {self.name} does not apply to {modality} inputs")
         for needed, value, what in ((self.needs_model, model, "a model"),
                                     (self.needs_explainer, explainer, "an explainer"),
@@ -205,6 +210,10 @@ def compute(metric: str, model: Any, inputs: torch.Tensor, attributions: torch.T
             **kwargs: Any) -> MetricResult:
     """Functional form: ``compute("deletion", model, x, a, target=y, substrate="blur")``."""
     return METRICS.get(metric)().compute(model, inputs, attributions, **kwargs)
+
+
+def _declares(params_cls: type, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(params_cls))
 
 
 def spatial_shape(inputs: torch.Tensor) -> tuple[int, ...]:

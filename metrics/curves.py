@@ -145,8 +145,8 @@ class Deletion(Metric):
 @METRICS.register("insertion")
 class Insertion(Metric):
     """RISE insertion (Petsiuk, Das & Saenko, 2018, BMVC): start from the substrate (RISE blurs the
-    image; "auto" uses the blur for images and sequences and the per-sample mean for tabular data,
-    which has no neighbourhood to blur) and reveal the most relevant groups first, ``per_step`` at a
+    image; "auto" uses the blur for images and sequences, the per-sample mean for tabular data,
+    which has no neighbourhood to blur, and for text zero, the mask token: ``xaibench.models.text``) and reveal the most relevant groups first, ``per_step`` at a
     time; the curve is the target's softmax probability from the bare substrate to the full input and
     the score its normalised area as in deletion. Higher is better. The blur is the shared
     reflect-boundary Gaussian (sigma ``blur_sigma``, truncated at 4 sigma); RISE's code uses an
@@ -162,7 +162,7 @@ class Insertion(Metric):
     def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
         kind = params.substrate
         if kind == "auto":
-            kind = "mean" if batch.modality == "tabular" else "blur"
+            kind = {"tabular": "mean", "text": "zero"}.get(batch.modality, "blur")
         return _rise_curve(batch, params, kind, generator, insert=True)
 
 
@@ -245,7 +245,7 @@ def region_patch(batch: MetricInputs, patch: int) -> int:
         return patch
     if batch.modality == "image":
         return min(QUANTUS_PATCH, max(1, min(batch.inputs.shape[2:]) // 4))
-    return default_patch(batch.inputs)
+    return 1 if batch.modality == "text" else default_patch(batch.inputs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,6 @@ from xaibench.metrics.perturb import (
     substrate,
 )
 
-from xaibench.attribution.base import modality_of
 from xaibench.attribution.draws import draw_normal
 from xaibench.core.errors import InputError, UnknownNameError
 from xaibench.core.lazy import lazy_import
@@ -120,7 +119,7 @@ def _patch_terms(batch: MetricInputs, params: Any,
     """sum(a * I) and f(x) - f(x~) after each cumulative patch removal in raster order, each (N, G)."""
     side = params.patch_size
     if side is None:
-        side = 1 if modality_of(batch.inputs) == "tabular" else QUANTUS_PATCH
+        side = 1 if batch.modality in ("tabular", "text") else QUANTUS_PATCH
     ids = group_ids(batch.inputs, side)
     fill = substrate(batch.inputs, params.substrate, generator=generator)
     # group ids run in raster order, so removing groups 0..k-1 is Quantus's k-th cumulative step

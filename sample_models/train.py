@@ -4,8 +4,9 @@
 
 Each model trains on its dataset's train split with Adam and a cosine learning-rate schedule for a
 fixed number of epochs, from fixed seeds with deterministic algorithms, and is written as an xaibench
-checkpoint with full metadata. The script prints and returns each model's test accuracy; README.md in
-this folder records them.
+checkpoint with full metadata. A text model also gets a word-level tokenizer, built from its training
+texts and stored in the checkpoint. The script prints and returns each model's test accuracy; README.md
+in this folder records them.
 """
 
 from __future__ import annotations
@@ -16,17 +17,26 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tokenizers import (
+    Tokenizer,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from xaibench.data import Dataset, load_data
 from xaibench.models import ARCHITECTURES, ModelMeta, save_checkpoint
 
 HERE = Path(__file__).resolve().parent
 SEED = 0
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] is id 0, the model's pad_id
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,9 @@ RECIPES: dict[str, Recipe] = {
     "shapes_vit": Recipe("shapes", "vit", epochs=100, lr=1e-3, batch_size=32, shipped=False,
                          arch_kwargs={"image_size": 64, "patch_size": 8, "num_layers": 4, "num_heads": 4,
                                       "hidden_dim": 64, "mlp_dim": 128}),
+    # a transformer text classifier (2 blocks of width 64) with a word-level tokenizer
+    "planted_text_transformer": Recipe("planted_text", "text_transformer", epochs=5, lr=1e-3,
+                                       batch_size=64),
 }
 
 
@@ -90,7 +103,10 @@ def train(name: str, out_dir: Path) -> float:
     """Train the sample model ``name``, write ``out_dir/<name>.pt`` and return its test accuracy."""
     recipe = RECIPES[name]
     train_set, test_set = load_data(f"{recipe.dataset}:train"), load_data(f"{recipe.dataset}:test")
-    kwargs = {**_arch_kwargs(train_set), **recipe.arch_kwargs}
+    tokenizer = word_tokenizer(train_set.texts) if train_set.modality == "text" else None
+    if tokenizer is not None:
+        train_set, test_set = token_ids(train_set, tokenizer), token_ids(test_set, tokenizer)
+    kwargs = {**_arch_kwargs(train_set, tokenizer), **recipe.arch_kwargs}
     with deterministic(SEED):
         model = ARCHITECTURES.get(recipe.arch)(**kwargs)
         _fit(model, train_set, recipe)
@@ -98,14 +114,34 @@ def train(name: str, out_dir: Path) -> float:
     accuracy = accuracy_of(model, test_set)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / f"{name}.pt", model, arch=recipe.arch, arch_kwargs=kwargs,
-                    meta=_meta(train_set))
+                    meta=_meta(train_set), tokenizer=None if tokenizer is None else tokenizer.to_str())
     return accuracy
 
 
-def _arch_kwargs(data: Dataset) -> dict[str, int]:
+def word_tokenizer(texts: tuple[str, ...]) -> Tokenizer:
+    """A word-level tokenizer trained on ``texts``: lower-cased words split at whitespace and
+    punctuation, the special tokens first ([PAD] = 0), and ``encode(text).ids`` = [CLS] words [SEP]."""
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    return tokenizer
+
+
+def token_ids(data: Dataset, tokenizer: Tokenizer) -> Dataset:
+    """``data`` with ``x`` the int64 token ids (N, T) of its texts, which must all have T tokens."""
+    encodings = tokenizer.encode_batch(list(data.texts))
+    return replace(data, x=torch.tensor([encoding.ids for encoding in encodings]))
+
+
+def _arch_kwargs(data: Dataset, tokenizer: Tokenizer | None = None) -> dict[str, int]:
     kwargs = {"num_classes": len(data.class_names)}
     if data.modality == "tabular":
         kwargs["in_features"] = int(data.x.shape[1])
+    if tokenizer is not None:
+        kwargs["vocab_size"] = tokenizer.get_vocab_size()
     return kwargs
 
 
@@ -133,7 +169,10 @@ def accuracy_of(model: torch.nn.Module, data: Dataset) -> float:
 
 
 def _meta(data: Dataset) -> ModelMeta:
-    """Metadata of a model trained on ``data``; the datasets are already scaled, so no mean/std."""
+    """Metadata of a model trained on ``data``; the datasets are already scaled, so no mean/std. A text
+    model's input is token ids of any length up to its ``max_length``: no input shape or value range."""
+    if data.modality == "text":
+        return ModelMeta(modality="text", class_names=data.class_names, dataset=data.name)
     image = data.modality == "image"
     low, high = (0.0, 1.0) if image else (float(data.x.min()), float(data.x.max()))
     return ModelMeta(

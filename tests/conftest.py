@@ -1,8 +1,9 @@
 """Toy models shared by the test suites: one linear and one small non-linear model per modality, and a
 tiny ViT for the methods that need attention modules (``model_for``).
 
-Shapes: image (2, 8, 8), sequence (2, 16), tabular (6,); 3 classes. Seeds are fixed, so every test
-sees the same weights.
+Shapes: image (2, 8, 8), sequence (2, 16), tabular (6,), text (8, 6): the embeddings (D = 8) of six
+content tokens, what a text model wrapped by ``xaibench.models.text`` takes; 3 classes. Seeds are fixed,
+so every test sees the same weights.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from torch import nn
 # that a test compares. tests/test_memory.py checks the default budget itself.
 os.environ.setdefault("XAIBENCH_MAX_MEMORY", "512M")
 
-SHAPES = {"image": (2, 8, 8), "sequence": (2, 16), "tabular": (6,)}
+SHAPES = {"image": (2, 8, 8), "sequence": (2, 16), "tabular": (6,), "text": (8, 6)}
 CLASSES = 3
+WORDS = tuple(f"w{i}" for i in range(12))  # the toy text vocabulary besides the special tokens
 
 
 class Linear(nn.Module):
@@ -35,6 +37,42 @@ class Linear(nn.Module):
 
     def weight(self, c: int) -> torch.Tensor:
         return self.fc.weight[c].detach().reshape(self.shape)
+
+
+class TextLinear(Linear):
+    """A linear model over token embeddings, which xaibench treats as text."""
+
+    input_modality = "text"
+
+
+def toy_tokenizer():
+    """A word-level tokenizer over ``WORDS`` with [PAD] [UNK] [CLS] [SEP] [MASK] and the template
+    [CLS] text [SEP], built in memory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate(("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    return tokenizer
+
+
+def make_text_model(seed: int = 0) -> nn.Module:
+    """A 1-block text transformer (width 8, 2 heads) over ``toy_tokenizer``, wrapped to take embeddings."""
+    from xaibench.models.text import TextTokenizer, text_classifier
+    from xaibench.models.text_transformer import TextTransformer
+
+    torch.manual_seed(seed)
+    inner = TextTransformer(vocab_size=5 + len(WORDS), max_length=8, num_layers=1, num_heads=2, hidden_dim=8,
+                            mlp_dim=16, num_classes=CLASSES).eval()
+    return text_classifier(inner, TextTokenizer(toy_tokenizer())).eval()
+
+
+def text_ids(n: int = 4, seed: int = 0) -> torch.Tensor:
+    """(n, 6) random content token ids (words only, no special token)."""
+    return torch.randint(5, 5 + len(WORDS), (n, SHAPES["text"][1]), generator=torch.Generator().manual_seed(seed))
 
 
 def small_net(modality: str) -> nn.Module:
@@ -58,15 +96,20 @@ def modality(request: pytest.FixtureRequest) -> str:
 
 
 def make_inputs(modality: str, n: int = 4, seed: int = 0) -> torch.Tensor:
+    """Uniform inputs; for text, the seed-0 toy text model's embeddings of random words."""
+    if modality == "text":
+        return make_text_model(0).embed(text_ids(n, seed))
     return torch.rand((n, *SHAPES[modality]), generator=torch.Generator().manual_seed(seed))
 
 
 def make_linear(modality: str, seed: int = 0) -> Linear:
     torch.manual_seed(seed)
-    return Linear(SHAPES[modality]).eval()
+    return (TextLinear if modality == "text" else Linear)(SHAPES[modality]).eval()
 
 
 def make_net(modality: str, seed: int = 0) -> nn.Module:
+    if modality == "text":
+        return make_text_model(seed)
     torch.manual_seed(seed)
     return small_net(modality).eval()
 
@@ -81,7 +124,7 @@ def make_vit(seed: int = 0) -> nn.Module:
 
 
 #: the toy model of each kind a method may need (its ``model_kind`` class attribute), per modality
-MODEL_KINDS = {"attention": {"image": make_vit}}
+MODEL_KINDS = {"attention": {"image": make_vit, "text": make_text_model}}
 
 
 def model_for(name: str, modality: str, seed: int = 0) -> nn.Module:

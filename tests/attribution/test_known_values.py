@@ -110,9 +110,13 @@ def test_gradient_methods_on_linear_model(modality: str) -> None:
     torch.testing.assert_close(attribute("saliency", model, x, target=TARGET), w.abs(), rtol=0, atol=0)
     torch.testing.assert_close(attribute("saliency", model, x, target=TARGET, abs=False), w, rtol=0, atol=0)
     torch.testing.assert_close(attribute("input_x_gradient", model, x, target=TARGET), w * x, rtol=0, atol=0)
-    # No ReLU between input and logits: the modified backward passes are the plain gradient.
-    torch.testing.assert_close(attribute("guided_backprop", model, x, target=TARGET), w, rtol=0, atol=0)
-    torch.testing.assert_close(attribute("deconvolution", model, x, target=TARGET), w, rtol=0, atol=0)
+    for name in ("guided_backprop", "deconvolution"):
+        if modality == "text":  # ReLU rules: refused on text models
+            with pytest.raises(IncompatibleError, match="does not apply to text inputs"):
+                attribute(name, model, x, target=TARGET)
+            continue
+        # No ReLU between input and logits: the modified backward passes are the plain gradient.
+        torch.testing.assert_close(attribute(name, model, x, target=TARGET), w, rtol=0, atol=0)
 
 
 def test_integrated_gradients_on_linear_model(modality: str) -> None:
@@ -136,6 +140,10 @@ def test_integrated_gradients_completeness_on_nonlinear_nets(modality: str) -> N
 @pytest.mark.parametrize("baseline", ["zero", "black", "white", "mean"])
 def test_deeplift_on_linear_model(modality: str, baseline: str) -> None:
     model, x = make_linear(modality), make_inputs(modality)
+    if modality == "text":  # the rescale rule is for ReLU networks: refused on text models
+        with pytest.raises(IncompatibleError, match="does not apply to text inputs"):
+            attribute("deeplift", model, x, target=TARGET, baseline=baseline)
+        return
     expected = weights(model, x) * (x - simple_baseline(x, baseline))
     out = attribute("deeplift", model, x, target=TARGET, baseline=baseline)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)

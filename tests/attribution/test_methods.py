@@ -84,7 +84,8 @@ def params_for(name: str, modality: str) -> dict[str, Any]:
 
 
 def run(name: str, model: nn.Module, x: torch.Tensor, seed: int = 0, **kwargs: Any) -> torch.Tensor:
-    modality = {len(shape) + 1: m for m, shape in SHAPES.items()}[x.ndim]
+    by_rank = {len(shape) + 1: m for m, shape in SHAPES.items() if m != "text"}  # text is shaped like sequences
+    modality = getattr(model, "input_modality", None) or by_rank[x.ndim]
     generator = torch.Generator().manual_seed(seed)
     params = params_for(name, modality) | kwargs
     return attribute(name, model, x, target=TARGET[: len(x)], generator=generator, **params)

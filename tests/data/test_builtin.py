@@ -17,7 +17,7 @@ from xaibench.data import DATASETS, builtin, load_data
 SAMPLE_SHAPES = {
     "digits": (1, 32, 32), "breast_cancer": (30,), "wine": (13,), "mnist1d": (1, 40), "shapes": (3, 64, 64),
     "synthetic_linear": (10,), "synthetic_interaction": (10,), "synthetic_piecewise": (10,),
-    "synthetic_motifs": (1, 64),
+    "synthetic_motifs": (1, 64), "planted_text": (0,),  # text: x is empty until a tokenizer reads the texts
 }
 
 

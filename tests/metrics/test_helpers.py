@@ -40,7 +40,8 @@ def test_metric_selection() -> None:
     assert not any(c.explicit for c in faithfulness)
     both = choose_metrics("localisation,pointing_game")  # named again: it must run
     assert [c for c in both if c.name == "pointing_game"] == [Chosen("pointing_game", True)]
-    assert [c.name for c in choose_metrics("*_sensitivity")] == ["avg_sensitivity", "max_sensitivity", "non_sensitivity"]
+    assert [c.name for c in choose_metrics("*_sensitivity")] == ["avg_sensitivity", "max_sensitivity", "non_sensitivity",
+                                                                   "substitution_sensitivity"]
     with pytest.raises(UnknownNameError, match="deletion"):
         choose_metrics("delection")
     with pytest.raises(UnknownNameError, match="category"):

@@ -19,10 +19,11 @@ CASES = {  # name: (kwargs, sample shape, classes, parameter count)
 
 
 REFERENCE_ARCHS = ("resnet18", "vit")  # tests/models/test_reference_archs.py
+TEXT_ARCHS = ("text_transformer",)  # tests/models/test_text_transformer.py
 
 
 def test_every_architecture_is_covered():
-    assert ARCHITECTURES.list() == sorted([*CASES, *REFERENCE_ARCHS])
+    assert ARCHITECTURES.list() == sorted([*CASES, *REFERENCE_ARCHS, *TEXT_ARCHS])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

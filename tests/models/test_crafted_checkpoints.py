@@ -50,7 +50,7 @@ def test_valid_metadata_round_trips(tmp_path: Path) -> None:
     ("input_shape", [True], "a list of positive integers"),
     ("class_names", [1, 2], "a list of texts"),
     ("feature_names", "uvwxyz", "a list of texts"),
-    ("modality", "video", "one of image, tabular, sequence"),
+    ("modality", "video", "one of image, tabular, sequence, text"),
     ("dataset", 5, "a text"),
 ])
 def test_malformed_metadata_is_refused(tmp_path: Path, key: str, value: Any, expected: str) -> None:

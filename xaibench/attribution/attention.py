@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING
 from xaibench.attribution.attention_capture import (
     CapturedAttention,
     attention_gradients,
-    attention_modules,
-    capturing_attention,
+    capturing_model_attention,
 )
-from xaibench.attribution.base import METHODS, Method
+from xaibench.attribution.base import METHODS, Method, input_modality
 from xaibench.attribution.chunks import map_chunks
 from xaibench.attribution.layers import token_grid
 from xaibench.core.errors import IncompatibleError, InputError, UnknownNameError
@@ -100,6 +99,30 @@ def patch_map(matrix: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return upsampled.expand_as(inputs)
 
 
+def token_map(matrix: torch.Tensor, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The map (N, D, L) of a token-to-token matrix (N, T, T) over a text model's tokens: the first special
+    token's row ([CLS], <s>) over the content tokens, or the mean of the rows when no special token
+    precedes the content, repeated over the D embedding channels (as ``patch_map`` repeats over colours).
+
+    Raises:
+        IncompatibleError: T is not the special tokens plus the L content tokens.
+    """
+    before, after = model.special_counts
+    length = inputs.shape[-1]
+    if matrix.shape[-1] != before + length + after:
+        raise IncompatibleError(f"the attention runs over {matrix.shape[-1]} tokens, not the text's "
+                                f"{before + length + after}")
+    rows = matrix[:, 0] if before else matrix.mean(dim=1)
+    return rows[:, before:before + length].unsqueeze(1).expand_as(inputs)
+
+
+def read_map(matrix: torch.Tensor, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The map of a token-to-token matrix: over a text's tokens or an image's patches."""
+    if input_modality(model, inputs) == "text":
+        return token_map(matrix, model, inputs)
+    return patch_map(matrix, inputs)
+
+
 def checked_probabilities(captured: list[CapturedAttention], rows: int) -> list[torch.Tensor]:
     """The captured per-head probabilities, once each is known to be batched self-attention over the same
     tokens for ``rows`` samples.
@@ -139,7 +162,7 @@ class AttentionRollout(Method):
     divides the map by its maximum, neither of which is in the paper, so neither is done here.
     """
 
-    modalities = ("image",)
+    modalities = ("image", "text")
     category = "attention"
     signed = False
     needs_gradients = False
@@ -164,13 +187,12 @@ class AttentionRollout(Method):
         if params.head_fusion not in HEAD_FUSIONS:
             raise UnknownNameError.for_name("head fusion", params.head_fusion, list(HEAD_FUSIONS),
                                             where=f"method {self.name!r}")
-        modules = attention_modules(model)
 
         def chunk(rows: slice) -> torch.Tensor:
-            with torch.no_grad(), capturing_attention(modules) as captured:
+            with torch.no_grad(), capturing_model_attention(model) as captured:
                 model(inputs[rows])
             attentions = checked_probabilities(captured, rows.stop - rows.start)
-            return patch_map(attention_rollout(attentions, params.head_fusion), inputs[rows])
+            return read_map(attention_rollout(attentions, params.head_fusion), model, inputs[rows])
 
         return map_chunks(inputs, batch_size, chunk)
 
@@ -194,7 +216,7 @@ class AttentionRelevance(Method):
     authors' name for the LRP method.
     """
 
-    modalities = ("image",)
+    modalities = ("image", "text")
     category = "attention"
     signed = False
     model_kind = "attention"  # the model kind the method runs on: one with torch.nn.MultiheadAttention
@@ -209,18 +231,17 @@ class AttentionRelevance(Method):
         batch_size: int | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        modules = attention_modules(model)
         target = target.to(inputs.device)
 
         def chunk(rows: slice) -> torch.Tensor:
             with torch.enable_grad():
-                with capturing_attention(modules) as captured:
+                with capturing_model_attention(model) as captured:
                     logits = model(inputs[rows].detach().requires_grad_(True))
                 attentions = checked_probabilities(captured, rows.stop - rows.start)
                 picked = logits.gather(1, target[rows, None]).sum()
                 gradients = attention_gradients(picked, captured)
             relevance = attention_relevance([a.detach() for a in attentions], gradients)
             eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype, device=relevance.device)
-            return patch_map(relevance - eye, inputs[rows])
+            return read_map(relevance - eye, model, inputs[rows])
 
         return map_chunks(inputs, batch_size, chunk)

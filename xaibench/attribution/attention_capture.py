@@ -120,3 +120,18 @@ def attention_gradients(output: torch.Tensor, captured: list[CapturedAttention])
         raise IncompatibleError("the attention probabilities torch returns are not the ones its output was "
                                 "computed from, so they have no gradients; use attention_rollout") from None
     return [g.view(entry.probabilities.shape) for g, entry in zip(gradients, captured, strict=True)]
+
+
+@contextmanager
+def capturing_model_attention(model: torch.nn.Module) -> Iterator[list[CapturedAttention]]:
+    """``capturing_attention`` on the model's ``MultiheadAttention`` modules, or, for a Hugging Face text
+    model (``xaibench.models.text.TextClassifier``), the attention probabilities transformers returns;
+    the yielded list is complete when the block ends."""
+    if not getattr(model, "huggingface", False):
+        with capturing_attention(attention_modules(model)) as captured:
+            yield captured
+        return
+    captured: list[CapturedAttention] = []
+    with model.capturing_attention() as returned:
+        yield captured
+    captured.extend(CapturedAttention(probabilities, probabilities) for probabilities in returned)

@@ -109,7 +109,7 @@ class Method:
             raise InputError(f"inputs must be a non-empty batch, got shape {tuple(inputs.shape)}")
         if not torch.isfinite(inputs).all():
             raise InputError("inputs contain NaN or infinite values")
-        if (modality := modality_of(inputs)) not in self.modalities:
+        if (modality := input_modality(model, inputs)) not in self.modalities:
             raise IncompatibleError(f"{self.name} does not apply to {modality} inputs")
         target = as_target(target, inputs.shape[0])
         if generator is None:
@@ -228,6 +228,12 @@ def modality_of(inputs: torch.Tensor) -> str:
     if inputs.ndim - 1 not in by_rank:
         raise InputError(f"unsupported sample shape {tuple(inputs.shape[1:])}")
     return by_rank[inputs.ndim - 1]
+
+
+def input_modality(model: Any, inputs: torch.Tensor) -> str:
+    """What ``inputs`` are for ``model``: "text" for a text model's token embeddings
+    (``xaibench.models.text``), which are shaped like sequences, else ``modality_of(inputs)``."""
+    return getattr(model, "input_modality", None) or modality_of(inputs)
 
 
 def target_gradients(

@@ -64,6 +64,7 @@ class Coefficients(Method):
     A check on a few points is not a proof, but a ReLU network passes it only by accident.
     """
 
+    modalities = ("image", "tabular", "sequence")  # not text: a linear model's coefficients
     category = "control"
     description = "a linear model's coefficients for the target class, the agreement ground truth"
     reference_count = None  # scale=range: the range over all the training data

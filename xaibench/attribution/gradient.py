@@ -141,6 +141,7 @@ class DeepLift(Method):
     sample, that is 2 rows, per pass.
     """
 
+    modalities = ("image", "tabular", "sequence")  # not text: its rules are for ReLU networks, not attention
     description = "DeepLIFT rescale rule from a constant reference (Shrikumar et al. 2017)"
     float32_only = True  # summation to delta is exact; the rescale multipliers divide small differences
 
@@ -175,6 +176,7 @@ class DeepLift(Method):
 class GuidedBackprop(_ParameterFreeCaptum):
     """Guided backpropagation (Springenberg et al., 2015): ReLU gradients also clipped to positive."""
 
+    modalities = ("image", "tabular", "sequence")  # not text: its rules are for ReLU networks, not attention
     description = "guided backpropagation (Springenberg et al. 2015)"
 
     captum_class = "GuidedBackprop"
@@ -184,6 +186,7 @@ class GuidedBackprop(_ParameterFreeCaptum):
 class Deconvolution(_ParameterFreeCaptum):
     """Deconvolution (Zeiler & Fergus, 2014): ReLUs pass the positive part of the incoming gradient."""
 
+    modalities = ("image", "tabular", "sequence")  # not text: its rules are for ReLU networks, not attention
     description = "deconvnet backward pass (Zeiler & Fergus 2014)"
 
     captum_class = "Deconvolution"

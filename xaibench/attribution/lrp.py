@@ -321,6 +321,7 @@ class LRP(Method):
     """Layer-wise relevance propagation (Bach et al., 2015) with the rule composites of Montavon et al.
     (2019) and zennit, on a canonized copy of the model (see the module docstring)."""
 
+    modalities = ("image", "tabular", "sequence")  # not text: the composites have no rules for attention and layer norms
     float32_only = True  # relevance handed between layers in low precision loses its sum (module docstring)
     description = "layer-wise relevance propagation with rule composites (Bach et al. 2015; Montavon et al. 2019)"
 

@@ -66,6 +66,7 @@ class RISE(Method):
     a sample's map does not depend on the other samples of its batch.
     """
 
+    modalities = ("image", "tabular", "sequence")  # not text: its smooth masks blend embeddings into no token
     category = "perturbation"
     signed = False
     needs_gradients = False

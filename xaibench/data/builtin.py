@@ -1,5 +1,6 @@
 """Built-in offline datasets: scikit-learn's bundled data, the MNIST-1D generator, synthetic shapes and
-synthetic tasks with ground-truth attributions (``xaibench.data.synthetic``).
+synthetic tasks with ground-truth attributions (``xaibench.data.synthetic``), and the generated text task
+of ``xaibench.data.text_task`` (registered there; the registry imports it on first use).
 
 Each entry of ``DATASETS`` is ``build(split) -> Dataset`` for split "train", "test" or "all" (train then
 test), with metadata ``modality``, ``splits`` and ``description``. Builders are deterministic and cached
@@ -28,7 +29,7 @@ else:
     torch = lazy_import("torch")
 
 Builder = Callable[[str], Dataset]
-DATASETS: Registry[Builder] = Registry("dataset")
+DATASETS: Registry[Builder] = Registry("dataset", modules=("xaibench.data.text_task",))
 SPLITS = ("train", "test")
 DIGIT_NAMES = tuple(str(d) for d in range(10))
 SHAPES_SIZES = {"train": 2000, "test": 500}
@@ -66,6 +67,8 @@ def _concat(first: Dataset, second: Dataset) -> Dataset:
         y=_cat(first.y, second.y),
         masks=_cat(first.masks, second.masks),
         ground_truth=_cat(first.ground_truth, second.ground_truth),
+        texts=_join(first.texts, second.texts),
+        evidence=_join(first.evidence, second.evidence),
         indices=torch.arange(len(first) + len(second), device="cpu"),
         split="all",
     )
@@ -73,6 +76,10 @@ def _concat(first: Dataset, second: Dataset) -> Dataset:
 
 def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     return None if first is None or second is None else torch.cat([first, second])
+
+
+def _join(first: tuple[Any, ...] | None, second: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    return None if first is None or second is None else first + second
 
 
 def _dataset(name: str, split: str, modality: str, x: np.ndarray, y: np.ndarray, **extra: Any) -> Dataset:

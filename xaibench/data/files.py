@@ -1,4 +1,7 @@
-"""User data files: a folder of images, ``.npz``, ``.csv`` or ``.pt``, read into a ``Dataset``.
+"""User data files: a folder of images, ``.npz``, ``.csv``, ``.pt`` or ``.jsonl``, read into a ``Dataset``.
+
+Text data, a ``.jsonl`` file or a ``.csv`` with a "text" column of words, is read by
+``xaibench.data.text_files``; what follows is about arrays.
 
 Every reader produces plain arrays; one function then checks them and infers the modality from the
 per-sample rank: 1 tabular (F,), 2 sequence (C, L), 3 image (C, H, W). A rank-2 array is read as a
@@ -34,6 +37,7 @@ from xaibench.core.errors import InputError, first_line
 from xaibench.core.lazy import lazy_import
 from xaibench.core.text import printable
 from xaibench.data.base import Dataset
+from xaibench.data.text_files import is_number, read_jsonl, text_table
 
 if TYPE_CHECKING:
     import torch
@@ -76,9 +80,9 @@ def load_file(path: Path) -> Dataset:
     if not (path.is_file() or path.is_dir()):  # checked before any open: a FIFO would block forever
         raise InputError(f"{path} is not a regular file or folder (a FIFO, socket or device)")
     suffix = path.suffix.lower()
-    readers = {".npz": _read_npz, ".pt": _read_pt, ".csv": _read_csv}
+    readers = {".npz": _read_npz, ".pt": _read_pt, ".csv": _read_csv, ".jsonl": _read_jsonl}
     if not path.is_dir() and suffix not in readers:
-        raise InputError(f"unsupported data file {path}: use an image folder, .npz, .csv or .pt")
+        raise InputError(f"unsupported data file {path}: use an image folder, .npz, .csv, .pt or .jsonl")
     reader = _read_image_folder if path.is_dir() else readers[suffix]
     try:
         raw = reader(path)
@@ -88,7 +92,7 @@ def load_file(path: Path) -> Dataset:
         ) from None
     except _READ_ERRORS as err:
         raise InputError(f"cannot read {path}: {first_line(err)}") from None
-    return _to_dataset(raw, printable(path))
+    return raw if isinstance(raw, Dataset) else _to_dataset(raw, printable(path))
 
 
 def _to_dataset(raw: _RawData, name: str) -> Dataset:
@@ -254,10 +258,18 @@ def _tensor_to_numpy(value: Any, key: object, path: Path) -> Any:
         raise InputError(f"{path}: {key!r} is a {value.dtype} tensor, which xaibench cannot read") from None
 
 
-def _read_csv(path: Path) -> _RawData:
-    """Numeric features; the target is the first header name in TARGET_COLUMNS, else the last column."""
+def _read_jsonl(path: Path) -> Dataset:
+    return read_jsonl(path, printable(path))
+
+
+def _read_csv(path: Path) -> _RawData | Dataset:
+    """Numeric features; the target is the first header name in TARGET_COLUMNS, else the last column.
+    A csv with a "text" column of words is text data instead (``text_files.text_table``)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = [[cell.strip() for cell in row] for row in csv.reader(handle) if row]
+    text = text_table(rows, printable(path))
+    if text is not None:
+        return text
     header = rows[0] if _has_header(rows) else None
     body = rows[1:] if header else rows
     if not body or len(body[0]) < 2:
@@ -271,14 +283,14 @@ def _read_csv(path: Path) -> _RawData:
     target = next((lowered.index(t) for t in TARGET_COLUMNS if t in lowered), width - 1)
     features = [c for c in range(width) if c != target]
     for column in features:
-        bad = next((cell for cell in table[:, column] if not _is_number(cell)), None)
+        bad = next((cell for cell in table[:, column] if not is_number(cell)), None)
         if bad is not None:
             label = repr(header[column]) if header else str(column + 1)
             raise InputError(f"{path}: column {label} holds a non-number {str(bad)!r}")
     y = table[:, target]
     return _RawData(
         x=table[:, features].astype(np.float64),
-        y=y.astype(np.float64) if all(_is_number(cell) for cell in y) else y,
+        y=y.astype(np.float64) if all(is_number(cell) for cell in y) else y,
         feature_names=tuple(header[c] for c in features) if header else None,
     )
 
@@ -288,15 +300,7 @@ def _has_header(rows: list[list[str]]) -> bool:
     if not rows:
         return False
     below = rows[1] if len(rows) > 1 else ["0"] * len(rows[0])
-    return any(not _is_number(a) and _is_number(b) for a, b in zip(rows[0], below, strict=False))
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
+    return any(not is_number(a) and is_number(b) for a, b in zip(rows[0], below, strict=False))
 
 
 def _read_image_folder(path: Path) -> _RawData:

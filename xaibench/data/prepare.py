@@ -16,6 +16,8 @@ from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.memory import RowPlan
 from xaibench.data import DATASETS, Dataset, load_data, select
+from xaibench.data.text_files import text_dataset
+from xaibench.data.text_inputs import tokenised
 from xaibench.data.transforms import Preprocessing
 from xaibench.models import LoadedModel, ModelMeta
 from xaibench.models.meta import SAMPLE_RANK
@@ -36,6 +38,7 @@ class Selection:
     input_shape: tuple[int, ...] | None = None
     classes: tuple[str, ...] | None = None
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    texts: tuple[str, ...] | None = None  # --text: sentences to explain instead of --data
 
 
 @dataclass(frozen=True)
@@ -80,21 +83,25 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
                              class_names=selection.classes)
     steps = selection.preprocessing
     meta = replace(meta, **dict(zip(("mean", "std"), steps.statistics(meta.mean, meta.std), strict=True)))
-    spec = selection.data or (f"{meta.dataset}:test" if meta.dataset else None)
+    spec = "--text" if selection.texts else selection.data or (f"{meta.dataset}:test" if meta.dataset else None)
     if spec is None:
         raise InputError("the model names no dataset; pass --data NAME[:SPLIT] or --data PATH")
-    data = steps.apply(select(load_data(spec), n=selection.n, indices=selection.indices))
-    if not torch.isfinite(data.x).all():
-        raise InputError(f"the data {spec} contains NaN or infinite values")
-    steps.check_channels(int(data.x.shape[1]), data.modality)
-    sample_shape = tuple(data.x.shape[1:])
-    if meta.modality is not None and SAMPLE_RANK.get(meta.modality) != len(sample_shape):
-        raise InputError(f"modality {meta.modality!r} does not fit samples of shape {sample_shape} "
-                         "(image: C,H,W; sequence: C,L; tabular: F)")
-    if meta.input_shape is not None and tuple(meta.input_shape) != sample_shape:
-        raise InputError(f"data samples have shape {sample_shape} but the model expects "
-                         f"{tuple(meta.input_shape)}{_resize_hint(sample_shape, tuple(meta.input_shape))}")
-    inputs = normalise(data.x.to(model.device), meta)
+    text_model = getattr(model.module, "input_modality", None) == "text"
+    if meta.modality == "text" and not text_model:
+        raise InputError("--modality text needs a text model: a Hugging Face directory or a checkpoint with a "
+                         "tokenizer")
+    if selection.texts and not text_model:
+        raise InputError("--text needs a text model; this model reads "
+                         f"{model.meta.modality or 'numbers'} data: use --data")
+    source = text_dataset(list(selection.texts)) if selection.texts else load_data(spec)
+    data = select(source, n=selection.n, indices=selection.indices)
+    if text_model:
+        data = tokenised(data, model.module, spec)
+        inputs = model.module.embed(data.x.long().to(model.device))
+        sample_shape = tuple(inputs.shape[1:])
+    else:
+        data, sample_shape = _checked(steps.apply(data), meta, steps, spec)
+        inputs = normalise(data.x.to(model.device), meta)
     logits = forward(model.module, inputs, batch_size)
     _check_finite(logits, data, spec)
     names, source = _class_names(model.meta, selection, data, spec, logits.shape[1])
@@ -107,6 +114,24 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
     predictions = probabilities.argmax(dim=1)
     targets = resolve_target(selection.target, predictions, data, logits.shape[1]).to(logits.device)
     return Prepared(meta, data, inputs, probabilities, predictions, targets, steps)
+
+
+def _checked(data: Dataset, meta: ModelMeta, steps: Preprocessing, spec: str) -> tuple[Dataset, tuple[int, ...]]:
+    """``data`` and its sample shape, once its values are finite and its shape fits the model's."""
+    if not torch.isfinite(data.x).all():
+        raise InputError(f"the data {spec} contains NaN or infinite values")
+    if data.texts is not None:
+        raise InputError(f"{spec} is text, which needs a text model (a Hugging Face directory or a checkpoint "
+                         "with a tokenizer)")
+    steps.check_channels(int(data.x.shape[1]), data.modality)
+    sample_shape = tuple(data.x.shape[1:])
+    if meta.modality is not None and SAMPLE_RANK.get(meta.modality) != len(sample_shape):
+        raise InputError(f"modality {meta.modality!r} does not fit samples of shape {sample_shape} "
+                         "(image: C,H,W; sequence: C,L; tabular: F)")
+    if meta.input_shape is not None and tuple(meta.input_shape) != sample_shape:
+        raise InputError(f"data samples have shape {sample_shape} but the model expects "
+                         f"{tuple(meta.input_shape)}{_resize_hint(sample_shape, tuple(meta.input_shape))}")
+    return data, sample_shape
 
 
 def _resize_hint(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:

@@ -18,7 +18,7 @@ else:
     torch = lazy_import("torch")
 
 DEFAULT_SPLIT = "test"
-_FILE_SUFFIXES = (".npz", ".csv", ".pt", *IMAGE_SUFFIXES)
+_FILE_SUFFIXES = (".npz", ".csv", ".pt", ".jsonl", *IMAGE_SUFFIXES)
 _POSITION = re.compile(r"(\d+)(?:\s*-\s*(\d+))?")
 
 

@@ -295,7 +295,8 @@ def _heatmaps(plan: Plan, prepared: Prepared, attributions: dict[str, torch.Tens
         spec = heatmap_spec(prepared, attributions[name], METHODS.get(name), model_path, style)
         flags = spec["misclassified"]
         spec.update(stems=spec["stems"][:shown], captions=spec["captions"][:shown],
-                    signed=bool((maps < 0).any()), misclassified=None if flags is None else flags[:shown])
+                    signed=bool((maps < 0).any()), misclassified=None if flags is None else flags[:shown],
+                    tokens=None if spec["tokens"] is None else spec["tokens"][:shown])
         folder = staging / runs.HEATMAPS_DIR / name
         rendered = render_run_heatmaps(spec, maps, raw, folder, replace(style, format="png"))
         if style.format != "png":

@@ -15,13 +15,16 @@ from xaibench.attribution import METHODS, describe_params, parse_params
 from xaibench.attribution.draws import sampled_shard
 from xaibench.core import distributed, runs
 from xaibench.core.devices import device_record, on_cpu, resolve_device
+from xaibench.core.errors import InputError
 from xaibench.core.memory import RowPlan
-from xaibench.core.precision import autocast, check_precision
 from xaibench.core.method_notes import collecting
+from xaibench.core.precision import autocast, check_precision
 from xaibench.data import DATASETS, load_data
 from xaibench.data.prepare import Prepared, Selection, normalise, prepare
 from xaibench.models import LoadedModel, ModelSource
+from xaibench.models.text import token_scores
 from xaibench.report import HeatmapStyle, render_heatmaps
+from xaibench.report.text_heatmaps import render_text_heatmaps
 
 DEFAULT_SAMPLES = 16  # explained when neither --n nor --indices is given: a grid a person can read
 
@@ -56,6 +59,7 @@ class ExplainResult:
     heatmaps: list[Path]
     samples: int
     seconds: float
+    tokens: list[dict[str, Any]] | None = None  # text: per sample, its tokens and their scores
 
 
 def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> ExplainResult:
@@ -107,7 +111,18 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
                       timings=timings, outputs=[runs.ATTRIBUTIONS_FILE, runs.HEATMAPS_DIR, *attached])
         runs.write_json(staging / runs.RUN_FILE, record)
     files = [out / p.relative_to(staging) for p in heatmaps]
-    return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started)
+    return ExplainResult(out, files, len(prepared.data), time.perf_counter() - started,
+                         token_table(prepared, attributions))
+
+
+def token_table(prepared: Prepared, attributions: torch.Tensor) -> list[dict[str, Any]] | None:
+    """For text: each sample's index, prediction, target, tokens and token scores (None otherwise)."""
+    if prepared.data.tokens is None:
+        return None
+    names, scores = prepared.meta.class_names, token_scores(attributions)
+    return [{"index": int(prepared.data.indices[i]), "prediction": names[int(prepared.predictions[i])],
+             "target": names[int(prepared.targets[i])], "tokens": list(prepared.data.tokens[i]),
+             "scores": [round(float(v), 6) for v in scores[i]]} for i in range(len(prepared.data))]
 
 
 def supplied_params(method: Any, prepared: Prepared, generator: torch.Generator,
@@ -118,22 +133,50 @@ def supplied_params(method: Any, prepared: Prepared, generator: torch.Generator,
     declared = {f.name for f in fields(method.Params)}
     names = {"feature_names": prepared.meta.feature_names, "class_names": prepared.meta.class_names}
     files = {"model_file": model} if model is not None and "model_file" in declared else {}
-    return {**reference_samples(method, prepared, generator, params),
-            **{key: list(value) for key, value in names.items() if key in declared and value}, **files}
+    # text: a feature is one token (the sequence default would group a tenth of the text)
+    tokens = {key: 1 for key in ("patch", "window") if key in declared and key not in (params or {})
+              } if prepared.meta.modality == "text" else {}
+    return {**reference_samples(method, prepared, generator, params, model),
+            **{key: list(value) for key, value in names.items() if key in declared and value}, **files, **tokens}
 
 
 def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator,
-                      params: dict[str, Any] | None = None) -> dict[str, Any]:
+                      params: dict[str, Any] | None = None, model: LoadedModel | None = None) -> dict[str, Any]:
     """Training samples for methods that draw baselines from data: expected_gradients, and path
     methods or bee given a training baseline family (``-p baseline=train_sample``,
-    ``-p arms=zero,train_sample``); a method's ``reference_count`` says how many (None: all)."""
+    ``-p arms=zero,train_sample``); a method's ``reference_count`` says how many (None: all). For text,
+    the training texts of the explained texts' token length (``text_references``)."""
     if not method.wants_references(params or {}):
         return {}
     name = prepared.data.name
+    if prepared.meta.modality == "text":
+        return {"references": text_references(prepared, model, generator, method.reference_count)}
     pool = load_data(f"{name}:train" if name in DATASETS else name)  # a file: all of it
     picks = torch.randperm(len(pool), generator=generator, device="cpu")[:method.reference_count]
     references = prepared.preprocessing.apply(pool.select(picks)).x.to(prepared.inputs.device)
     return {"references": normalise(references, prepared.meta)}
+
+
+def text_references(prepared: Prepared, model: LoadedModel | None, generator: torch.Generator,
+                    count: int | None) -> torch.Tensor:
+    """Embedded training texts of the same token length as the explained ones, ``count`` drawn at random.
+
+    Raises:
+        InputError: no training data (``--text`` alone) or none of that length.
+    """
+    name = prepared.data.name
+    if model is None or name not in DATASETS:
+        raise InputError("reference texts come from a text dataset's training split; explain data of one "
+                         "(such as planted_text) or choose a baseline that needs none")
+    pool = load_data(f"{name}:train")
+    length = prepared.inputs.shape[-1]
+    encoded = model.module.tokenizer.encode(pool.texts)
+    same = [i for i, e in enumerate(encoded) if len(e.ids) == length]
+    if not same:
+        raise InputError(f"no training text of {name} has {length} tokens, so none can be a reference")
+    picks = torch.tensor(same, device="cpu")[torch.randperm(len(same), generator=generator, device="cpu")][:count]
+    ids = torch.tensor([encoded[i].ids for i in picks.tolist()], dtype=torch.long, device="cpu")
+    return model.module.embed(ids).to(prepared.inputs.device)
 
 
 def write_attached(directory: Path, files: dict[str, str], prefix: str = "") -> list[str]:
@@ -164,8 +207,10 @@ def heatmap_spec(prepared: Prepared, attributions: torch.Tensor, method: Any,
     """What run.json keeps so that ``xaibench heatmap`` can re-render without the model."""
     meta = prepared.meta
     labels = prepared.data.y
+    tokens = prepared.data.tokens
     return {
         "modality": meta.modality,
+        "tokens": None if tokens is None else [list(row) for row in tokens],
         "signed": bool((attributions < 0).any()),  # by the values: saliency with abs=false is signed
         "stems": [f"sample_{int(i):04d}" for i in prepared.data.indices],
         "captions": _captions(prepared),
@@ -188,7 +233,13 @@ def value_label(prepared: Prepared) -> str:
 
 def render_run_heatmaps(spec: dict[str, Any], attributions: torch.Tensor, raw_inputs: torch.Tensor,
                         out_dir: Path, style: HeatmapStyle) -> list[Path]:
-    """Render the heatmaps described by ``spec`` (a run.json "heatmaps" entry) into ``out_dir``."""
+    """Render the heatmaps described by ``spec`` (a run.json "heatmaps" entry) into ``out_dir``; text
+    as token figures and one tokens.html, each token scored by ``token_scores``."""
+    if spec["modality"] == "text":
+        return render_text_heatmaps(
+            token_scores(attributions).numpy(), spec["tokens"], signed=spec["signed"], out_dir=out_dir,
+            stems=spec["stems"], captions=spec["captions"], style=style, title=spec.get("title", ""),
+            misclassified=spec.get("misclassified"))
     value_range = spec.get("value_range")
     return render_heatmaps(
         attributions.cpu().numpy(), raw_inputs.cpu().numpy(), modality=spec["modality"], signed=spec["signed"],

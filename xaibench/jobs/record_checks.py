@@ -79,6 +79,12 @@ def heatmap_spec(record: dict[str, Any], source: Path, samples: int) -> dict[str
     if len(set(stems)) != len(stems):
         raise check.fail("heatmaps.stems", "distinct names")
     check.texts(spec.get("captions"), "heatmaps.captions", samples)
+    if spec["modality"] == "text":  # one list of token strings per sample
+        rows = check.of(spec.get("tokens"), list, "heatmaps.tokens", f"{samples} lists of tokens")
+        if len(rows) != samples:
+            raise check.fail("heatmaps.tokens", f"{samples} lists of tokens")
+        for row in rows:
+            check.texts(row, "heatmaps.tokens")
     if spec.get("feature_names") is not None:
         check.texts(spec["feature_names"], "heatmaps.feature_names")
     value_range = spec.get("value_range")

@@ -1,6 +1,7 @@
 """The architectures xaibench ships: small classifiers for the bundled datasets, and reference
 architectures of real size (ResNet-18, ``xaibench.models.resnet``; ViT, ``xaibench.models.vit``) whose
-parameter names are torchvision's, so that a researcher's weights load with ``--arch``.
+parameter names are torchvision's, so that a researcher's weights load with ``--arch``; and a small
+transformer text classifier over token ids (``xaibench.models.text_transformer``).
 
 Each factory returns an ``nn.Module`` producing logits and is registered in ``ARCHITECTURES``;
 checkpoints name them as ``"xaibench.models.archs:<factory>"``. Only these factories may be resolved
@@ -9,7 +10,8 @@ from a file without ``--trust-model`` (see ``xaibench.models.checkpoint``).
 Every activation is its own ``nn.ReLU`` instance and nothing runs in place: captum's DeepLift and guided
 backpropagation hook ``nn.ReLU`` modules, which breaks on functional or shared activations. Layers are
 named (``conv1``, ``relu1``, ..., ``fc``) so that a layer method can address them, e.g. ``conv4`` for
-Grad-CAM on ``shapes_cnn``. The reference architectures' modules are imported only when one is built.
+Grad-CAM on ``shapes_cnn``. The modules of the reference architectures and of the text transformer are
+imported only when one is built.
 """
 
 from __future__ import annotations
@@ -195,3 +197,28 @@ def vit(image_size: int = 224, patch_size: int = 16, num_layers: int = 12, num_h
     from xaibench.models.vit import vit as build
 
     return build(image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes, in_channels)
+
+
+@ARCHITECTURES.register("text_transformer", modality="text", input_shape=None,
+                        description="transformer encoder over token ids (N, T), T <= max_length, classifying "
+                                    "by token 0 ([CLS])")
+def text_transformer(vocab_size: int, max_length: int = 64, num_layers: int = 2, num_heads: int = 4,
+                     hidden_dim: int = 64, mlp_dim: int = 128, num_classes: int = 3,
+                     pad_id: int = 0) -> nn.Module:
+    """Transformer text classifier over token ids (``xaibench.models.text_transformer``): token
+    embedding ``token_embedding``, ViT blocks ``layers``, LayerNorm ``ln``, linear ``head`` on [CLS].
+
+    Args:
+        vocab_size: number of token ids.
+        max_length: the most tokens a text may have.
+        num_layers: transformer blocks.
+        num_heads: attention heads per block (they divide ``hidden_dim``).
+        hidden_dim: token width.
+        mlp_dim: hidden width of each block's MLP.
+        num_classes: number of output logits.
+        pad_id: the padding token's id.
+    """
+    from xaibench.models.text_transformer import TextTransformer
+
+    return TextTransformer(vocab_size, max_length, num_layers, num_heads, hidden_dim, mlp_dim, num_classes,
+                           pad_id)

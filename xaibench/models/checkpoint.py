@@ -5,6 +5,9 @@ A checkpoint is a dict saved with ``torch.save`` and read with ``torch.load(weig
     {"format": "xaibench-checkpoint", "version": 1, "arch": "module:factory", "arch_kwargs": {...},
      "state_dict": {...}, "meta": ModelMeta.to_dict()}
 
+and, for a text model, ``"tokenizer"``: its Hugging Face ``tokenizers.Tokenizer`` as JSON text
+(``Tokenizer.to_str()``), absent otherwise.
+
 Resolving ``"module:factory"`` imports ``module`` and calls ``factory(**arch_kwargs)``: done for a name
 found inside a file, that is code execution chosen by the file ("os:system"). So a file may only name
 the factories registered in ``ARCHITECTURES``; anything else needs ``trusted=True`` (``--trust-model``,
@@ -48,6 +51,7 @@ class Checkpoint:
     arch_kwargs: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     meta: ModelMeta
+    tokenizer: str | None = None  # a tokenizers.Tokenizer as JSON, for text models
 
 
 def is_checkpoint(obj: object) -> bool:
@@ -56,7 +60,8 @@ def is_checkpoint(obj: object) -> bool:
 
 
 def save_checkpoint(
-    path: str | Path, module: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], meta: ModelMeta
+    path: str | Path, module: nn.Module, *, arch: str, arch_kwargs: dict[str, Any], meta: ModelMeta,
+    tokenizer: str | None = None,
 ) -> None:
     """Write ``module``'s weights as an xaibench checkpoint, atomically (temp file, then rename).
 
@@ -67,15 +72,19 @@ def save_checkpoint(
             ``"module:factory"``.
         arch_kwargs: keyword arguments of the factory: plain values (numbers, strings, lists, dicts).
         meta: the model's metadata.
+        tokenizer: a text model's tokenizer, ``tokenizers.Tokenizer.to_str()``; None stores none.
 
     Raises:
         UnknownNameError: ``arch`` is neither registered nor ``"module:factory"``.
-        TypeError: ``arch_kwargs`` holds a value that a weights-only load cannot read back.
+        TypeError: ``arch_kwargs`` holds a value that a weights-only load cannot read back, or
+            ``tokenizer`` is not a string.
     """
     ref = reference(arch) if arch in ARCHITECTURES else arch
     if ":" not in ref:
         ARCHITECTURES.get(ref)  # raises with a suggestion
     _check_plain(arch_kwargs)
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        raise TypeError(f"tokenizer must be the tokenizer's JSON string, got a {type(tokenizer).__name__}")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -84,6 +93,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
         "meta": meta.to_dict(),
     }
+    if tokenizer is not None:
+        payload["tokenizer"] = tokenizer
     path = Path(path)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -129,7 +140,11 @@ def parse_checkpoint(obj: Mapping[str, Any], source: str) -> Checkpoint:
         if meta.get(key) is not None and not valid(meta[key]):
             raise InputError(f"{source}: checkpoint meta {key!r} must be {what}, "
                              f"got {reprlib.repr(meta[key])}")
-    return Checkpoint(arch, dict(kwargs), dict(state_dict), ModelMeta.from_dict(dict(meta)))
+    tokenizer = obj.get("tokenizer")
+    if tokenizer is not None and not isinstance(tokenizer, str):
+        raise InputError(f"{source}: checkpoint 'tokenizer' must be a tokenizer's JSON text, "
+                         f"got a {type(tokenizer).__name__}")
+    return Checkpoint(arch, dict(kwargs), dict(state_dict), ModelMeta.from_dict(dict(meta)), tokenizer)
 
 
 def _number(value: object) -> bool:

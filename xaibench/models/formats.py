@@ -33,7 +33,12 @@ from xaibench.core.ownership import file_digest
 from xaibench.core.registry import Registry
 from xaibench.core.text import printable
 from xaibench.models.archs import ARCHITECTURES
-from xaibench.models.checkpoint import build_model, is_checkpoint, is_state_dict, parse_checkpoint
+from xaibench.models.checkpoint import (
+    build_model,
+    is_checkpoint,
+    is_state_dict,
+    parse_checkpoint,
+)
 from xaibench.models.meta import ModelMeta
 from xaibench.models.user_code import load_pickled
 
@@ -77,6 +82,7 @@ class LoadRequest:
     trust_model: bool
     arch: str | None
     arch_kwargs: dict[str, Any] | None
+    embedding_layer: str | None = None
 
 
 Loader = Callable[[LoadRequest, Any], "tuple[nn.Module, ModelMeta]"]
@@ -91,6 +97,7 @@ class ModelSource:
     trust_model: bool = False
     arch: str | None = None
     arch_kwargs: dict[str, Any] | None = None
+    embedding_layer: str | None = None  # a text model's token-embedding layer, when not found by itself
 
     @property
     def stem(self) -> str:
@@ -100,12 +107,13 @@ class ModelSource:
     def load(self, device: torch.device | str | None = None) -> LoadedModel:
         """The model, moved to ``device`` when given."""
         return load_model(self.path, trust_model=self.trust_model, arch=self.arch, arch_kwargs=self.arch_kwargs,
-                          device=device)
+                          device=device, embedding_layer=self.embedding_layer)
 
 
 def load_model(
     path: str | Path, *, trust_model: bool = False, arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None, device: torch.device | str | None = None,
+    embedding_layer: str | None = None,
 ) -> LoadedModel:
     """Load a model file of any supported format (see the module docstring).
 
@@ -118,23 +126,42 @@ def load_model(
         arch_kwargs: factory arguments; default: the checkpoint's, else none.
         device: where the model is moved after loading on the CPU (default: it stays there); a text is
             what ``--device`` takes (auto, cpu, cuda, cuda:N, mps), see ``xaibench.core.devices``.
+        embedding_layer: a text model's token-embedding layer by name (default: found by itself).
+
+    A directory is read as a Hugging Face sequence classifier (``xaibench.models.huggingface``); a
+    checkpoint that carries a tokenizer is a text model. Text models come back wrapped to take token
+    embeddings (``xaibench.models.text``).
 
     Raises:
         InputError: missing, empty, corrupt or unrecognised file; bare weights without ``arch``;
             weights that do not fit the architecture.
         UntrustedModelError: a format or architecture that would run code, without ``trust_model``.
     """
-    file = _existing_file(Path(path))
-    request = LoadRequest(file, trust_model, arch, arch_kwargs)
-    name, payload = _detect(file)
-    loader = MODEL_FORMATS.get(name)
-    if not loader.safe and not trust_model:
-        raise UntrustedModelError(f"{file} {loader.risk}; loading it can run code from the file; "
-                                  "pass --trust-model only for files you trust")
-    module, meta = loader(request, payload)
+    from xaibench.models.huggingface import (
+        directory_digest,
+        is_model_dir,
+        load_directory,
+    )
+
+    if is_model_dir(Path(path)):
+        folder = Path(path)
+        module, meta = load_directory(folder, trust_model=trust_model, layer=embedding_layer)
+        name, digest = "huggingface", directory_digest(folder)
+    else:
+        file = _existing_file(Path(path))
+        name, payload = _detect(file)
+        loader = MODEL_FORMATS.get(name)
+        if not loader.safe and not trust_model:
+            raise UntrustedModelError(f"{file} {loader.risk}; loading it can run code from the file; "
+                                      "pass --trust-model only for files you trust")
+        module, meta = loader(LoadRequest(file, trust_model, arch, arch_kwargs, embedding_layer), payload)
+        digest = file_digest(file)
+    if embedding_layer is not None and meta.modality != "text":
+        raise InputError(f"--layer {embedding_layer} names a token-embedding layer, but {printable(path)} is not a "
+                         "text model (and the method takes no layer)")
     if device is not None:
         module = module.to(resolve_device(device) if isinstance(device, str) else device)
-    return LoadedModel(module.eval(), meta, name, printable(file), file_digest(file))
+    return LoadedModel(module.eval(), meta, name, printable(path), digest)
 
 
 def _existing_file(path: Path) -> Path:
@@ -245,7 +272,18 @@ def _load_checkpoint(request: LoadRequest, payload: Any) -> tuple[nn.Module, Mod
     module = build_model(request.arch or checkpoint.arch, kwargs, checkpoint.state_dict,
                          trusted=request.trust_model or request.arch is not None,
                          source=str(request.path))
-    return module, checkpoint.meta
+    if checkpoint.tokenizer is not None:  # a text model: explained through its token embeddings
+        from tokenizers import Tokenizer
+
+        from xaibench.models.text import TextTokenizer, text_classifier
+
+        try:
+            tokenizer = Tokenizer.from_str(checkpoint.tokenizer)
+        except Exception as error:  # tokenizers raises a plain Exception for bad JSON
+            raise _unreadable(request.path, "a checkpoint with a readable tokenizer") from error
+        module = text_classifier(module, TextTokenizer(tokenizer), layer=request.embedding_layer)
+        meta = checkpoint.meta.merged(modality="text")
+    return module, checkpoint.meta if checkpoint.tokenizer is None else meta
 
 
 @MODEL_FORMATS.register("state_dict", safe=True, risk="", extensions=(".pt", ".pth"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-MODALITIES = ("image", "tabular", "sequence")
+MODALITIES = ("image", "tabular", "sequence", "text")
 SAMPLE_RANK = {"tabular": 1, "sequence": 2, "image": 3}  # axes of one sample: (F,), (C, L), (C, H, W)
 
 

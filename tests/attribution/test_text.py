@@ -1,0 +1,155 @@
+"""Text models explained in embedding space (``xaibench.models.text``): the wrapper runs the model as it
+runs on ids, path methods equal captum's LayerIntegratedGradients on the embedding layer, perturbation
+methods replace tokens by the mask token, and the attention methods read the class token's row."""
+
+from __future__ import annotations
+
+import captum.attr
+import pytest
+import torch
+
+from tests.attribution.test_path import SAMPLE_MODELS
+from tests.conftest import make_text_model, text_ids
+from tests.text_models import hf_model_dir
+from xaibench.attribution import METHODS
+from xaibench.attribution.attention import attention_relevance, attention_rollout
+from xaibench.core.errors import InputError
+from xaibench.models import load_model
+from xaibench.models.text import token_scores
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory: pytest.TempPathFactory):
+    return load_model(hf_model_dir(tmp_path_factory.mktemp("hf") / "model")).module
+
+
+def _models(hf_model) -> dict:
+    return {"plain": make_text_model(0), "huggingface": hf_model,
+            "shipped": load_model(SAMPLE_MODELS / "planted_text_transformer.pt").module}
+
+
+def _ids_forward(wrapper):
+    """The wrapped model on full token ids (special tokens included): what captum explains."""
+    if wrapper.huggingface:
+        return lambda ids: wrapper.model(input_ids=ids).logits
+    return wrapper.model
+
+
+def _content_ids(wrapper, n: int = 3, seed: int = 0) -> torch.Tensor:
+    words = wrapper.substitutes()
+    words = words[words != wrapper.tokenizer.substrate_id]
+    picks = torch.randint(words.numel(), (n, 5), generator=torch.Generator().manual_seed(seed))
+    return words[picks]
+
+
+def _full(wrapper, content: torch.Tensor) -> torch.Tensor:
+    n = content.shape[0]
+    return torch.cat([wrapper.prefix.expand(n, -1), content, wrapper.suffix.expand(n, -1)], dim=1)
+
+
+@pytest.mark.parametrize("kind", ["plain", "huggingface"])
+def test_the_wrapper_gives_the_models_logits_on_ids(kind, hf_model):
+    wrapper = _models(hf_model)[kind]
+    content = _content_ids(wrapper)
+    with torch.no_grad():
+        expected = _ids_forward(wrapper)(_full(wrapper, content))
+        got = wrapper(wrapper.embed(content))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # float rounding of the concatenation
+    zero = torch.zeros_like(wrapper.embed(content))  # the origin is the mask token
+    masked = torch.full_like(content, wrapper.tokenizer.substrate_id)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapper(zero), _ids_forward(wrapper)(_full(wrapper, masked)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["plain", "huggingface", "shipped"])
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
+def test_integrated_gradients_equal_captum_layer_integrated_gradients(kind, rule, hf_model):
+    wrapper = _models(hf_model)[kind]
+    content = _content_ids(wrapper)
+    target = torch.tensor([0, 1, 1])
+    ours = METHODS.get("integrated_gradients")().attribute(wrapper, wrapper.embed(content), target=target,
+                                                           n_steps=32, method=rule)
+    baseline = torch.full_like(content, wrapper.tokenizer.substrate_id)
+    layer = captum.attr.LayerIntegratedGradients(_ids_forward(wrapper), wrapper.embedding)
+    theirs = layer.attribute(_full(wrapper, content), baselines=_full(wrapper, baseline), target=target,
+                             n_steps=32, method=rule)
+    before = wrapper.prefix.numel()
+    assert theirs.sum(dim=-1)[:, :before].abs().max() == 0  # special tokens: the same in both ends
+    torch.testing.assert_close(ours.sum(dim=1), theirs.sum(dim=-1)[:, before:before + 5], atol=1e-5, rtol=0)
+    assert ours.sum(dim=1).abs().max() > 1e-3  # not an agreement of zeros
+
+
+def test_occlusion_replaces_one_token_at_a_time_by_the_mask_token():
+    wrapper = make_text_model(0)
+    content = text_ids(2, seed=3)
+    inputs = wrapper.embed(content)
+    target = torch.tensor([0, 2])
+    maps = METHODS.get("occlusion")().attribute(wrapper, inputs, target=target, window=1)
+    scores = token_scores(maps)  # the drop is given to every embedding channel of the token: taken once
+    assert maps.equal(scores.unsqueeze(1).expand_as(maps))
+    forward = _ids_forward(wrapper)
+    with torch.no_grad():
+        full = forward(_full(wrapper, content)).gather(1, target[:, None]).squeeze(1)
+        for position in range(content.shape[1]):
+            masked = content.clone()
+            masked[:, position] = wrapper.tokenizer.substrate_id
+            drop = full - forward(_full(wrapper, masked)).gather(1, target[:, None]).squeeze(1)
+            torch.testing.assert_close(scores[:, position], drop, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["plain", "huggingface"])
+def test_attention_methods_read_the_class_tokens_row_over_the_content(kind, hf_model):
+    wrapper = _models(hf_model)[kind]
+    content = _content_ids(wrapper, n=2)
+    inputs = wrapper.embed(content)
+    target = torch.tensor([1, 0])
+    rollout = METHODS.get("attention_rollout")().attribute(wrapper, inputs, target=target)
+    relevance = METHODS.get("attention_relevance")().attribute(wrapper, inputs, target=target)
+    attentions, gradients = _attention_and_gradients(wrapper, content, target)
+    before = wrapper.prefix.numel()
+    expected_rollout = attention_rollout(attentions)[:, 0, before:before + 5]
+    expected_relevance = attention_relevance(attentions, gradients)[:, 0, before:before + 5]
+    torch.testing.assert_close(rollout, expected_rollout.unsqueeze(1).expand_as(inputs), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(relevance, expected_relevance.unsqueeze(1).expand_as(inputs), atol=1e-6, rtol=1e-5)
+    assert token_scores(rollout).equal(rollout[:, 0]) and token_scores(relevance).equal(relevance[:, 0])
+
+
+def _attention_and_gradients(wrapper, content: torch.Tensor, target: torch.Tensor):
+    """Per-layer attention probabilities and d logit / d probabilities, read here without xaibench."""
+    ids = _full(wrapper, content)
+    with torch.enable_grad():
+        if wrapper.huggingface:
+            out = wrapper.model(input_ids=ids, output_attentions=True)
+            attentions, logits = list(out.attentions), out.logits
+        else:
+            from xaibench.attribution.attention_capture import (
+                attention_modules,
+                capturing_attention,
+            )
+
+            with capturing_attention(attention_modules(wrapper)) as captured:
+                logits = wrapper.model(ids)
+            attentions = [entry.probabilities for entry in captured]
+            sources = [entry.source for entry in captured]
+        picked = logits.gather(1, target[:, None]).sum()
+        grads = torch.autograd.grad(picked, attentions if wrapper.huggingface else sources)
+    grads = [g.view(a.shape) for g, a in zip(grads, attentions, strict=True)]
+    return [a.detach() for a in attentions], grads
+
+
+def test_special_tokens_are_outside_the_explained_space():
+    wrapper = make_text_model(0)
+    encoded = wrapper.tokenizer.encode(["w1 w2 w3"])[0]
+    assert encoded.tokens == ("w1", "w2", "w3")
+    assert (encoded.prefix, encoded.suffix) == ((2,), (3,))  # [CLS] and [SEP] stay with the wrapper
+    assert wrapper.tokenizer.substrate == "[MASK]"
+    assert 2 not in wrapper.substitutes().tolist() and 4 not in wrapper.substitutes().tolist()
+
+
+def test_a_tokenizer_without_any_substrate_token_is_refused():
+    from tokenizers import Tokenizer, models
+
+    from xaibench.models.text import TextTokenizer
+
+    with pytest.raises(InputError, match="mask, unknown or padding token"):
+        TextTokenizer(Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a")))
