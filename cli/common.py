@@ -11,6 +11,8 @@ MODEL = typer.Argument(..., metavar="MODEL", help=(
     "with --trust-model also a TorchScript archive, a torch.export program (.pt2) or a pickled nn.Module "
     "(torch.save(model))."))
 INDICES = typer.Option(None, "--indices", metavar="LIST", help="Sample positions, e.g. 0,3,10-19.")
+TOKENIZER = typer.Option(None, "--tokenizer", metavar="PATH",
+                         help="tokenizer.json of a model over token ids that carries none: explain it as text.")
 TEXT = typer.Option(None, "--text", metavar="TEXT",
                     help="A sentence to explain with a text model, instead of --data; repeat for more.")
 TARGET = typer.Option("pred", "--target", "-t", metavar="pred|label|INDEX",
@@ -112,12 +114,12 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 
 def model_source(model: str, trust_model: bool, arch: str | None, arch_arg: list[str] | None,
-                 embedding_layer: str | None = None) -> Any:
+                 embedding_layer: str | None = None, tokenizer: str | None = None) -> Any:
     """An ``xaibench.models.ModelSource`` from the shared model options."""
     from xaibench.models import ModelSource
 
     return ModelSource(model, trust_model=trust_model, arch=arch, arch_kwargs=parse_arch_args(arch_arg),
-                       embedding_layer=embedding_layer)
+                       embedding_layer=embedding_layer, tokenizer=tokenizer)
 
 
 def method_takes_layer(method: str) -> bool:

@@ -48,6 +48,8 @@ def evaluate(
     arch: str = common.ARCH,
     arch_arg: list[str] = common.ARCH_ARG,
     modality: str = common.MODALITY,
+    text: list[str] = common.TEXT,
+    tokenizer: str = common.TOKENIZER,
     input_shape: str = common.INPUT_SHAPE,
     classes: str = common.CLASSES,
     mean: str = common.MEAN,
@@ -62,12 +64,12 @@ def evaluate(
 
     output = Output(json_mode)
     config = EvaluateConfig(
-        source=common.model_source(model, trust_model, arch, arch_arg),
+        source=common.model_source(model, trust_model, arch, arch_arg, tokenizer=tokenizer),
         methods=tuple(m.strip() for m in (methods or "").split(",") if m.strip()), metrics=metrics,
         params=common.parse_named_params(param), reference=reference,
         attributions=tuple(attributions or ()), out=out, overwrite=overwrite, seed=seed,
         batch_size=batch_size, max_memory=max_memory, device=device, dtype=dtype, scale=scale, format=fmt,
-        selection=common.selection(data=data, n=n, indices=indices, target=target, modality=modality,
+        selection=common.selection(data=data, texts=text, n=n, indices=indices, target=target, modality=modality,
                                    input_shape=input_shape, classes=classes, mean=mean, std=std,
                                    normalize=normalize, resize=resize, center_crop=center_crop),
     )

@@ -24,10 +24,10 @@ def explain(
     target: str = common.TARGET,
     param: list[str] = common.PARAM,
     layer: str = typer.Option(None, "--layer", metavar="NAME", show_default="CAMs: the last learned map before the head",
-                              help="Layer for layer methods (the CAMs, bee's layer variant), e.g. conv3; for "
-                                   "text models with other methods, the token-embedding layer. xaibench inspect "
-                                   "lists them."),
+                              help="Layer for layer methods (the CAMs, bee's layer variant), e.g. conv3; "
+                                   "xaibench inspect lists them. Else a text model's embedding layer."),
     text: list[str] = common.TEXT,
+    tokenizer: str = common.TOKENIZER,
     out: str = common.out_option("runs/explain-<model>-<method>-<time>"),
     scale: str = common.scale_option(),
     fmt: str = common.format_option(),
@@ -62,7 +62,7 @@ def explain(
     else:
         embedding_layer = layer
     config = ExplainConfig(
-        source=common.model_source(model, trust_model, arch, arch_arg, embedding_layer), method=method,
+        source=common.model_source(model, trust_model, arch, arch_arg, embedding_layer, tokenizer), method=method,
         params=params,
         out=out, overwrite=overwrite, seed=seed, batch_size=batch_size, max_memory=max_memory,
         device=device, dtype=dtype, scale=scale, format=fmt,
@@ -80,9 +80,10 @@ def explain(
         "samples": result.samples,
         "seconds": round(result.seconds, 3),
     }
-    if result.tokens is not None:
-        summary["tokens"] = result.tokens
+    if result.tokens is not None:  # text: a page of all texts instead of a grid
+        del summary["grid"]
         summary["tokens_html"] = str(result.run_dir / "heatmaps" / "tokens.html")
+        summary["tokens"] = result.tokens
 
     def human(console: object) -> None:
         from rich.text import Text

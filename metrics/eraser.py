@@ -65,7 +65,8 @@ def rationale_sizes(bins: str, n_groups: int) -> torch.Tensor:
         raise InputError(f"bins must be percentages such as {ERASER_BINS}, got {bins!r}") from None
     if not percents or any(not 0 < p <= 100 for p in percents) or percents != sorted(set(percents)):
         raise InputError(f"bins must be increasing percentages in (0, 100], such as {ERASER_BINS}, got {bins!r}")
-    return torch.tensor([max(1, math.ceil(p / 100 * n_groups - 1e-9)) for p in percents], dtype=torch.long)
+    return torch.tensor([max(1, math.ceil(p / 100 * n_groups - 1e-9)) for p in percents], dtype=torch.long,
+                        device="cpu")
 
 
 def _differences(batch: MetricInputs, params: EraserParams, generator: torch.Generator,

@@ -80,14 +80,14 @@ class SubstitutionSensitivity(Metric):
         perturb = substituted(model.token_vectors(), model.substitutes(), params.samples, params.tokens)
         original = batch.attributions.sum(dim=1).double()  # token scores (N, L)
         labels = _predictions_of(model, batch.inputs.unsqueeze(1), batch.batch_size).squeeze(1)
-        scores = torch.full((batch.n,), float("nan"), dtype=torch.float64)
+        scores = torch.full((batch.n,), float("nan"), dtype=torch.float64, device="cpu")
         for samples, points, explanations in perturbed_explanations(batch, params.samples, perturb, generator):
             kept = _predictions_of(model, points, batch.batch_size) == labels[samples, None].to(points.device)
             change = (explanations.sum(dim=2).double() - original[samples, None]).flatten(2).norm(dim=2)
             relative = (change / original[samples].norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu()
             relative = relative.masked_fill(~kept.cpu(), float("nan"))
             reduced = relative.nan_to_num(-1.0).amax(dim=1) if params.reduce == "max" else relative.nanmean(dim=1)
-            scores[samples] = torch.where(kept.any(dim=1).cpu(), reduced, torch.tensor(float("nan"), dtype=torch.float64))
+            scores[samples] = reduced.masked_fill(~kept.any(dim=1).cpu(), float("nan"))
         return MetricResult(scores)
 
 

@@ -31,10 +31,17 @@ from xaibench.metrics.base import spatial_shape
 from xaibench.metrics.concept import ConceptInputs, compute_concepts
 from xaibench.metrics.stats import bootstrap_band, bootstrap_interval
 
+from tests.conftest import make_inputs, make_text_model
 from xaibench.attribution import METHODS, attribute
 from xaibench.attribution.baselines import BASELINES, baseline_family
 from xaibench.concepts.base import DECOMPOSITIONS, IMPORTANCES
-from xaibench.concepts.extract import Extraction, Settings, concept_head, concept_maps, extract
+from xaibench.concepts.extract import (
+    Extraction,
+    Settings,
+    concept_head,
+    concept_maps,
+    extract,
+)
 from xaibench.concepts.split import MODES, Split, split_model
 from xaibench.data.builtin import DATASETS
 from xaibench.data.spec import load_data, select
@@ -74,7 +81,10 @@ with torch.random.fork_rng(devices=[]):
     #: the model of each kind a method may need (its ``model_kind``), per modality
     MODEL_KINDS = {"attention": {"image": vit(image_size=8, patch_size=2, num_layers=2, num_heads=2, hidden_dim=8,
                                                mlp_dim=16, num_classes=3, in_channels=3).eval()}}
+    MODELS["text"] = make_text_model(0)  # tests/conftest.py's text transformer over token embeddings
+    MODEL_KINDS["attention"]["text"] = MODELS["text"]
 INPUTS = {m: torch.rand((N, *s), generator=torch.Generator().manual_seed(1)) for m, s in SHAPES.items()}
+INPUTS["text"] = make_inputs("text", n=N)
 REFERENCES = {m: torch.rand((5, *s), generator=torch.Generator().manual_seed(2)) for m, s in SHAPES.items()}
 
 
@@ -199,6 +209,12 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("bee", "image", {"arms": "zero,constant,uniform,gaussian,blur,train_sample", "adaptive": False}),
     ("bee", "tabular", {"metric": "insertion"}),
     ("llm", "tabular", {"strategy": "e-icl", "examples": 2, "shots": 4}),
+    ("integrated_gradients", "text", {}),
+    ("occlusion", "text", {}),
+    ("lime", "text", {}),
+    ("attention_rollout", "text", {}),
+    ("attention_relevance", "text", {}),
+    ("bee", "text", {}),
 ]
 #: every method on images and tabular rows (the sequence paths of the blur and CAM methods are variants)
 CASES = [(name, modality, {}) for name, cls in sorted(METHODS.items()) for modality in ("image", "tabular")
@@ -298,10 +314,13 @@ METRIC_VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("random_logit", "tabular", {}),
     ("monotonicity", "tabular", {"substrate": "uniform"}),
     ("faithfulness_correlation", "image", {"runs": 4, "output": "top1"}),
+    ("deletion", "text", {}),
+    ("comprehensiveness", "text", {}),
+    ("substitution_sensitivity", "text", {"samples": 2}),
 ]
 ATTRIBUTION = [name for name in sorted(METRICS.list()) if not METRICS.get(name).concept]
-#: every metric on images (all take them), other modalities and parameters as variants
-METRIC_CASES = [(name, "image", {}) for name in ATTRIBUTION] + METRIC_VARIANTS
+#: every metric on images (all but the text-only ones take them), other modalities and parameters as variants
+METRIC_CASES = [(name, "image", {}) for name in ATTRIBUTION if "image" in METRICS.get(name).modalities] + METRIC_VARIANTS
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

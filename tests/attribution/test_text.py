@@ -153,3 +153,19 @@ def test_a_tokenizer_without_any_substrate_token_is_refused():
 
     with pytest.raises(InputError, match="mask, unknown or padding token"):
         TextTokenizer(Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a")))
+
+
+def test_bee_draws_its_baselines_from_embedding_families_on_text():
+    from xaibench.attribution.bee import BeeParams, _families
+
+    names = [name for name, _ in _families(BeeParams(), make_text_model(0).embed(text_ids(2)), "text")]
+    assert names == ["zero", "constant", "uniform", "gaussian"]  # zero is the mask token; no blur across tokens
+
+
+def test_perturbation_methods_take_one_token_per_feature_on_text():
+    wrapper, content = make_text_model(0), text_ids(2, seed=5)
+    inputs = wrapper.embed(content)
+    ablation = METHODS.get("feature_ablation")().attribute(wrapper, inputs, target=0)
+    occlusion = METHODS.get("occlusion")().attribute(wrapper, inputs, target=0)
+    torch.testing.assert_close(ablation, occlusion)  # both: each token alone replaced by the mask token
+    assert token_scores(ablation).unique().numel() > content.shape[1]

@@ -199,7 +199,7 @@ def test_parameters_xaibench_supplies_cannot_be_set(cli, tmp_path):
 
 def test_layer_option_only_for_layer_methods(cli, tmp_path):
     _assert_usage_error(cli("explain", DIGITS, "-m", "saliency", "--layer", "conv2"),
-                        "unknown parameter 'layer' of method 'saliency'")
+                        "is not a text model (and the method takes no layer)")
     _assert_usage_error(cli("explain", DIGITS, "-m", "gradcam", "--layer", "conv9"),
                         "did you mean 'conv")
 

@@ -18,7 +18,8 @@ TYPE_LEAKS = re.compile(r"<(bool|str|int|float|path|list|tuple|text|integer)\b|l
 
 #: value options that have no default: leaving them out selects nothing or changes nothing
 NO_DEFAULT = {"--indices", "--param", "--arch", "--arch-arg", "--reference", "--attributions", "--transcript",
-              "--base-url", "--llm", "--modality", "--input-shape", "--classes", "--category"}
+              "--base-url", "--llm", "--modality", "--input-shape", "--classes", "--category", "--text",
+              "--tokenizer"}
 
 
 def _commands() -> list[tuple[tuple[str, ...], object]]:

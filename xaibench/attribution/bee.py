@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from xaibench.attribution.base import METHODS, Method, modality_of
+from xaibench.attribution.base import METHODS, Method, input_modality, modality_of
 from xaibench.attribution.baselines import names_need_references
 from xaibench.attribution.draws import (
     sample_generators,
@@ -141,7 +141,7 @@ def explore(model: torch.nn.Module, inputs: torch.Tensor, target: torch.Tensor, 
     metric, settings = _metric(params)
     layer = None if params.layer is None else find_layer(model, params.layer)[1]
     space = inputs if layer is None else layer_activations(model, layer, inputs, batch_size)
-    families = _families(params, space)
+    families = _families(params, space, modality_of(space) if layer is not None else input_modality(model, inputs))
     names = tuple(name for name, _ in families)
     policy = policy if policy is not None else _policy(params, list(names), params.context_dim)
     rows, total = shard_of(inputs.shape[0])  # a block of a batch spread over processes: learn from all
@@ -232,11 +232,13 @@ def default_arms(modality: str) -> list[str]:
     return [name for name in DEFAULT_ARMS if modality in BASELINES.get(name).modalities]
 
 
-def _families(params: BeeParams, inputs: torch.Tensor) -> list[tuple[str, object]]:
+def _families(params: BeeParams, inputs: torch.Tensor, modality: str) -> list[tuple[str, object]]:
+    """The baseline families of ``params.arms``; "auto" takes those that apply to ``modality`` (on text:
+    the mask token (zero), constant, uniform and gaussian embeddings; blurring across tokens makes none)."""
     from xaibench.attribution.baselines import baseline_family
 
     if params.arms == "auto":
-        names = default_arms(modality_of(inputs))
+        names = default_arms(modality)
     else:
         names = [name.strip() for name in params.arms.split(",") if name.strip()]
     if not names or len(set(names)) != len(names):

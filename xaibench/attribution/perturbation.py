@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from xaibench.attribution.base import METHODS, Method, modality_of
+from xaibench.attribution.base import METHODS, Method, input_modality, modality_of
 from xaibench.attribution.chunks import captum_attribute, map_chunks, map_seeded_samples
 from xaibench.attribution.masks import default_patch, feature_mask
 from xaibench.attribution.reference import simple_baseline
@@ -72,10 +72,18 @@ def _check_samples(n_samples: int) -> None:
 
 
 class _Perturbation(Method):
-    """Shared metadata of the perturbation methods (not registered itself)."""
+    """Shared metadata of the perturbation methods (not registered itself). On text a feature is one token:
+    ``patch`` and ``window`` default to 1 there (a tenth of the text, the sequence default, would remove
+    phrases)."""
 
     category = "perturbation"
     needs_gradients = False
+
+    def attribute(self, model: torch.nn.Module, inputs: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if input_modality(model, inputs) == "text":
+            declared = {f.name for f in dataclasses.fields(self.Params)}
+            kwargs.update({key: 1 for key in ("patch", "window") if key in declared and kwargs.get(key) is None})
+        return super().attribute(model, inputs, **kwargs)
 
 
 @METHODS.register("occlusion")

@@ -133,11 +133,8 @@ def supplied_params(method: Any, prepared: Prepared, generator: torch.Generator,
     declared = {f.name for f in fields(method.Params)}
     names = {"feature_names": prepared.meta.feature_names, "class_names": prepared.meta.class_names}
     files = {"model_file": model} if model is not None and "model_file" in declared else {}
-    # text: a feature is one token (the sequence default would group a tenth of the text)
-    tokens = {key: 1 for key in ("patch", "window") if key in declared and key not in (params or {})
-              } if prepared.meta.modality == "text" else {}
     return {**reference_samples(method, prepared, generator, params, model),
-            **{key: list(value) for key, value in names.items() if key in declared and value}, **files, **tokens}
+            **{key: list(value) for key, value in names.items() if key in declared and value}, **files}
 
 
 def reference_samples(method: Any, prepared: Prepared, generator: torch.Generator,

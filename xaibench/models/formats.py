@@ -98,6 +98,7 @@ class ModelSource:
     arch: str | None = None
     arch_kwargs: dict[str, Any] | None = None
     embedding_layer: str | None = None  # a text model's token-embedding layer, when not found by itself
+    tokenizer: str | None = None  # a tokenizer.json that makes a model over token ids a text model
 
     @property
     def stem(self) -> str:
@@ -107,13 +108,13 @@ class ModelSource:
     def load(self, device: torch.device | str | None = None) -> LoadedModel:
         """The model, moved to ``device`` when given."""
         return load_model(self.path, trust_model=self.trust_model, arch=self.arch, arch_kwargs=self.arch_kwargs,
-                          device=device, embedding_layer=self.embedding_layer)
+                          device=device, embedding_layer=self.embedding_layer, tokenizer=self.tokenizer)
 
 
 def load_model(
     path: str | Path, *, trust_model: bool = False, arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None, device: torch.device | str | None = None,
-    embedding_layer: str | None = None,
+    embedding_layer: str | None = None, tokenizer: str | Path | None = None,
 ) -> LoadedModel:
     """Load a model file of any supported format (see the module docstring).
 
@@ -127,6 +128,8 @@ def load_model(
         device: where the model is moved after loading on the CPU (default: it stays there); a text is
             what ``--device`` takes (auto, cpu, cuda, cuda:N, mps), see ``xaibench.core.devices``.
         embedding_layer: a text model's token-embedding layer by name (default: found by itself).
+        tokenizer: a Hugging Face ``tokenizer.json`` for a model over token ids that carries none (a
+            state_dict, safetensors or pickled module): the model is then a text model.
 
     A directory is read as a Hugging Face sequence classifier (``xaibench.models.huggingface``); a
     checkpoint that carries a tokenizer is a text model. Text models come back wrapped to take token
@@ -156,12 +159,32 @@ def load_model(
                                       "pass --trust-model only for files you trust")
         module, meta = loader(LoadRequest(file, trust_model, arch, arch_kwargs, embedding_layer), payload)
         digest = file_digest(file)
+        if tokenizer is not None:
+            module, meta = _with_tokenizer(module, meta, Path(tokenizer), embedding_layer)
     if embedding_layer is not None and meta.modality != "text":
         raise InputError(f"--layer {embedding_layer} names a token-embedding layer, but {printable(path)} is not a "
                          "text model (and the method takes no layer)")
     if device is not None:
         module = module.to(resolve_device(device) if isinstance(device, str) else device)
     return LoadedModel(module.eval(), meta, name, printable(path), digest)
+
+
+def _with_tokenizer(module: nn.Module, meta: ModelMeta, path: Path,
+                    layer: str | None) -> tuple[nn.Module, ModelMeta]:
+    """A model over token ids wrapped as a text model with the tokenizer in ``path``."""
+    from tokenizers import Tokenizer
+
+    from xaibench.models.text import TextTokenizer, text_classifier
+
+    if getattr(module, "input_modality", None) == "text":
+        raise InputError("the model carries its own tokenizer; leave out --tokenizer")
+    if not path.is_file():
+        raise InputError(f"tokenizer file {path} does not exist")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # noqa: BLE001 (tokenizers raises a plain Exception for a bad file)
+        raise InputError(f"{path} is not a tokenizer file (a Hugging Face tokenizer.json): {error}") from None
+    return text_classifier(module, TextTokenizer(tokenizer), layer=layer), meta.merged(modality="text")
 
 
 def _existing_file(path: Path) -> Path:

@@ -166,7 +166,8 @@ class TextClassifier(nn.Module):
     def substitutes(self) -> torch.Tensor:
         """Ids of the vocabulary's tokens that are not special tokens (what token substitutions draw)."""
         special = {int(i) for i, token in self.tokenizer.tokenizer.get_added_tokens_decoder().items() if token.special}
-        return torch.tensor([i for i in range(self.tokenizer.vocab_size) if i not in special], dtype=torch.long)
+        return torch.tensor([i for i in range(self.tokenizer.vocab_size) if i not in special], dtype=torch.long,
+                            device="cpu")
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows, _, length = inputs.shape
@@ -205,13 +206,15 @@ class TextClassifier(nn.Module):
 
 
 def find_embedding(model: nn.Module, vocab_size: int, layer: str | None = None) -> nn.Embedding:
-    """The token-embedding layer: ``layer`` by name, a Hugging Face model's input embeddings, else the one
+    """The token-embedding layer: ``layer`` by name (as in ``model``, or as ``xaibench inspect`` lists it
+    under the wrapper, ``model.``-prefixed), a Hugging Face model's input embeddings, else the one
     ``nn.Embedding`` with at least ``vocab_size`` rows.
 
     Raises:
         InputError: no such layer, or several candidates (name one with --layer).
     """
     modules = dict(model.named_modules())
+    modules.update({f"model.{name}": m for name, m in list(modules.items()) if name})  # as inspect lists them
     if layer is not None:
         if layer not in modules or not isinstance(modules[layer], nn.Embedding):
             raise InputError(f"{layer!r} is not an nn.Embedding layer of the model")
@@ -219,7 +222,7 @@ def find_embedding(model: nn.Module, vocab_size: int, layer: str | None = None) 
     getter = getattr(model, "get_input_embeddings", None)
     if callable(getter) and isinstance(getter(), nn.Embedding):
         return getter()
-    found = [(name, m) for name, m in modules.items()
+    found = [(name, m) for name, m in model.named_modules()
              if isinstance(m, nn.Embedding) and m.num_embeddings >= vocab_size]
     if len(found) != 1:
         named = ", ".join(name for name, _ in found) or "none"
