@@ -62,13 +62,14 @@ def test_the_wrapper_gives_the_models_logits_on_ids(kind, hf_model):
 
 
 @pytest.mark.parametrize("kind", ["plain", "huggingface", "shipped"])
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
-def test_integrated_gradients_equal_captum_layer_integrated_gradients(kind, rule, hf_model):
+@pytest.mark.parametrize(("name", "rule"), [("integrated_gradients", "gausslegendre"),
+                                            ("integrated_gradients", "riemann_trapezoid"),
+                                            ("path_integrated_gradients", "riemann_middle")])
+def test_path_methods_equal_captum_layer_integrated_gradients(kind, name, rule, hf_model):
     wrapper = _models(hf_model)[kind]
     content = _content_ids(wrapper)
     target = torch.tensor([0, 1, 1])
-    ours = METHODS.get("integrated_gradients")().attribute(wrapper, wrapper.embed(content), target=target,
-                                                           n_steps=32, method=rule)
+    ours = METHODS.get(name)().attribute(wrapper, wrapper.embed(content), target=target, n_steps=32, method=rule)
     baseline = torch.full_like(content, wrapper.tokenizer.substrate_id)
     layer = captum.attr.LayerIntegratedGradients(_ids_forward(wrapper), wrapper.embedding)
     theirs = layer.attribute(_full(wrapper, content), baselines=_full(wrapper, baseline), target=target,

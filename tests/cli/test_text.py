@@ -74,6 +74,10 @@ def test_texts_of_different_lengths_and_text_for_another_model_are_refused(cli_i
     assert other.code == 2 and "--text needs a text model" in other.stderr
     data = cli_in_process("explain", TEXT_MODEL, "--data", "digits")
     assert data.code == 2 and "reads text" in data.stderr
+    long = cli_in_process("explain", TEXT_MODEL, "--text", " ".join(["film"] * 70))
+    assert long.code == 2 and "72 tokens with the special tokens, more than the model's 64" in long.stderr
+    influence = cli_in_process("influence", "fit", TEXT_MODEL, "--out", str(tmp_path / "factors"))
+    assert influence.code == 2 and "influence does not take text models" in influence.stderr
     assert not (tmp_path / "runs").exists()
 
 

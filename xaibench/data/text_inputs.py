@@ -47,6 +47,11 @@ def tokenised(data: Dataset, model: TextClassifier, spec: str) -> Dataset:
         common = ", ".join(f"{count} of {length}" for length, count in lengths.most_common(4))
         raise InputError(f"the selected texts have {len(lengths)} token lengths ({common}); xaibench explains "
                          "texts of one length at a time: select them with --indices")
+    (length,) = lengths
+    total, limit = len(layout[0]) + length + len(layout[1]), model.max_tokens
+    if limit is not None and total > limit:
+        raise InputError(f"the texts have {total} tokens with the special tokens, more than the model's {limit}; "
+                         "xaibench does not cut texts short: shorten them")
     ids = torch.tensor([e.ids for e in encoded], dtype=torch.long, device="cpu")
     masks = None if data.evidence is None else evidence_masks(encoded, data.evidence)
     return replace(data, x=ids.float(), masks=masks, tokens=tuple(e.tokens for e in encoded))

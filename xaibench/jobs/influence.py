@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from xaibench.core import distributed
 from xaibench.core.devices import device_record, resolve_device
-from xaibench.core.errors import InputError
+from xaibench.core.errors import IncompatibleError, InputError
 from xaibench.core.memory import RowPlan
 from xaibench.core.runs import check_destination, default_run_dir, run_record, staged_dir, write_json
 from xaibench.data.prepare import Prepared, Selection, default_split, prepare
@@ -52,6 +52,9 @@ SIGN = ("positive = the training example helps the query's prediction (a gradien
 
 def load_train(loaded: LoadedModel, selection: Selection, batch_size: int | RowPlan | None) -> TrainData:
     """The training data (default: the model's dataset, train split); labels are required."""
+    if loaded.meta.modality == "text":  # EK-FAC tracks Linear and Conv calls; attention calls its weights directly
+        raise IncompatibleError("influence does not take text models yet: the attention layers' projections "
+                                "are not tracked; explain them with xaibench explain")
     selection = default_split(selection, loaded.meta, "train")
     prepared = prepare(loaded, selection, batch_size)
     if prepared.data.y is None:

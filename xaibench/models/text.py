@@ -153,6 +153,13 @@ class TextClassifier(nn.Module):
         """How many special tokens stand before and after the content."""
         return self.prefix.numel(), self.suffix.numel()
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The most tokens the model takes, special tokens included, where it says (None: unknown)."""
+        config = getattr(self.model, "config", None)
+        limit = getattr(config, "max_position_embeddings", None) if config is not None else None
+        return limit or getattr(self.model, "max_length", None)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Content ids (N, L) -> the explained inputs (N, D, L): embeddings minus the origin."""
         with torch.no_grad():
