@@ -67,9 +67,25 @@ def test_evaluate_compares_methods_against_the_planted_words(cli, tmp_path):
     assert (out / "heatmaps" / "occlusion" / "tokens.html").is_file()
 
 
-def test_texts_of_different_lengths_and_text_for_another_model_are_refused(cli_in_process, tmp_path):
-    mixed = cli_in_process("explain", TEXT_MODEL, "--text", "a great film", "--text", "a dull and long film")
+def test_texts_of_different_lengths_are_explained_length_by_length(cli_in_process, tmp_path):
+    texts = ["a great film", "the plot was dull and long", "an awful movie"]
+    together = cli_in_process("explain", TEXT_MODEL, *[a for t in texts for a in ("--text", t)], "--json",
+                              "--out", str(tmp_path / "together"))
+    assert together.code == 0, together.stderr
+    rows = together.json()["tokens"]
+    assert [len(row["tokens"]) for row in rows] == [3, 6, 3]  # in the order given
+    for text, row in zip(texts, rows, strict=True):
+        alone = cli_in_process("explain", TEXT_MODEL, "--text", text, "--json", "--out", str(tmp_path / text))
+        assert alone.json()["tokens"][0]["scores"] == pytest.approx(row["scores"], abs=1e-5)  # batch rounding
+    stored = load_file(tmp_path / "together" / "attributions.safetensors")
+    assert stored["attributions"].shape[-1] == 6 and stored["token_counts"].tolist() == [3, 6, 3]
+    assert stored["attributions"][0, :, 3:].abs().max() == 0  # the shorter texts' padding
+    mixed = cli_in_process("evaluate", TEXT_MODEL, *[a for t in texts for a in ("--text", t)], "--methods",
+                           "saliency", "--metrics", "deletion", "--out", str(tmp_path / "eval"))
     assert mixed.code == 2 and "token lengths" in mixed.stderr and mixed.stderr.count("\n") == 1
+
+
+def test_text_for_another_model_is_refused(cli_in_process, tmp_path):
     other = cli_in_process("explain", str(SAMPLES / "digits_cnn.pt"), "--text", "a great film")
     assert other.code == 2 and "--text needs a text model" in other.stderr
     data = cli_in_process("explain", TEXT_MODEL, "--data", "digits")

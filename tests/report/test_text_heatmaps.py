@@ -147,7 +147,7 @@ def test_svg_long_tokens_and_per_sample_scales(tmp_path: Path, monkeypatch: pyte
     ({"stems": ["a"]}, "need one token list, stem and caption per sample: 2 score rows, 2 token lists, 1 stems"),
     ({"tokens": [["a", "b", "c"]]}, "need one token list, stem and caption per sample: 2 score rows, 1 token"),
     ({"captions": ["x"]}, "need one token list, stem and caption per sample: 2 score rows, 2 token lists, 2 stems, 1"),
-    ({"tokens": [["a", "b", "c"], ["a", "b"]]}, "sample 1 has 2 tokens for 3 scores"),
+    ({"tokens": [["a", "b", "c"], ["a", "b", "c", "d"]]}, "sample 1 has 4 tokens for 3 scores"),
     ({"tokens": [["a", "b", "c"], "abc"]}, "sample 1: tokens must be a list of strings, not one string"),
     ({"tokens": [["a", "b", "c"], ["a", "b", 3]]}, "sample 1: every token must be a string"),
     ({"misclassified": [True]}, "need one misclassified flag per sample: 2 samples, 1 flags"),
@@ -165,3 +165,12 @@ def test_arguments_that_do_not_fit_raise_input_error_and_write_nothing(tmp_path:
                                 **args)
     assert str(info.value).startswith(message)
     assert not (tmp_path / "out").exists()
+
+
+def test_shorter_texts_end_in_padding_that_is_neither_drawn_nor_scaled(tmp_path):
+    scores = np.array([[1.0, -2.0, 4.0], [0.5, 1000.0, np.nan]])  # sample 1 has two tokens: the rest is padding
+    th.render_text_heatmaps(scores, [["a", "b", "c"], ["d", "e"]], signed=True, out_dir=tmp_path,
+                            stems=["s0", "s1"], captions=["x", "y"])
+    page = (tmp_path / "tokens.html").read_text()
+    assert 'title="1e+03"' in page or 'title="1000"' in page  # the second token of the short text is drawn
+    assert "no attribution" not in page  # padding is not a missing answer

@@ -83,18 +83,8 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
                              class_names=selection.classes)
     steps = selection.preprocessing
     meta = replace(meta, **dict(zip(("mean", "std"), steps.statistics(meta.mean, meta.std), strict=True)))
-    spec = "--text" if selection.texts else selection.data or (f"{meta.dataset}:test" if meta.dataset else None)
-    if spec is None:
-        raise InputError("the model names no dataset; pass --data NAME[:SPLIT] or --data PATH")
+    data, spec = _selected(model, selection, meta)
     text_model = getattr(model.module, "input_modality", None) == "text"
-    if meta.modality == "text" and not text_model:
-        raise InputError("--modality text needs a text model: a Hugging Face directory or a checkpoint with a "
-                         "tokenizer")
-    if selection.texts and not text_model:
-        raise InputError("--text needs a text model; this model reads "
-                         f"{model.meta.modality or 'numbers'} data: use --data")
-    source = text_dataset(list(selection.texts)) if selection.texts else load_data(spec)
-    data = select(source, n=selection.n, indices=selection.indices)
     if text_model:
         data = tokenised(data, model.module, spec)
         inputs = model.module.embed(data.x.long().to(model.device))
@@ -114,6 +104,34 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
     predictions = probabilities.argmax(dim=1)
     targets = resolve_target(selection.target, predictions, data, logits.shape[1]).to(logits.device)
     return Prepared(meta, data, inputs, probabilities, predictions, targets, steps)
+
+
+def selected_texts(model: LoadedModel, selection: Selection) -> Dataset | None:
+    """The selected samples, their texts not yet tokenised, when ``model`` reads text; else None."""
+    if getattr(model.module, "input_modality", None) != "text":
+        return None
+    meta = model.meta.merged(modality=selection.modality)
+    return _selected(model, selection, meta)[0]
+
+
+def _selected(model: LoadedModel, selection: Selection, meta: ModelMeta) -> tuple[Dataset, str]:
+    """The selected samples as read (not preprocessed) and the spec they were read from.
+
+    Raises:
+        InputError: no data named, text given to a model that does not read it, or a bad selection.
+    """
+    spec = "--text" if selection.texts else selection.data or (f"{meta.dataset}:test" if meta.dataset else None)
+    if spec is None:
+        raise InputError("the model names no dataset; pass --data NAME[:SPLIT] or --data PATH")
+    text_model = getattr(model.module, "input_modality", None) == "text"
+    if meta.modality == "text" and not text_model:
+        raise InputError("--modality text needs a text model: a Hugging Face directory or a checkpoint with a "
+                         "tokenizer")
+    if selection.texts and not text_model:
+        raise InputError("--text needs a text model; this model reads "
+                         f"{model.meta.modality or 'numbers'} data: use --data")
+    source = text_dataset(list(selection.texts)) if selection.texts else load_data(spec)
+    return select(source, n=selection.n, indices=selection.indices), spec
 
 
 def _checked(data: Dataset, meta: ModelMeta, steps: Preprocessing, spec: str) -> tuple[Dataset, tuple[int, ...]]:

@@ -6,8 +6,9 @@ left out, ``xaibench.models.text``) become ``Dataset.x`` as ids (N, L), their st
 and, where the data knows which words decide the label (``Dataset.evidence``), a token is evidence when
 its characters overlap such a word: ``Dataset.masks`` (N, L), what the localisation metrics read.
 
-One length per run: a batch of texts is explained without padding (no attention mask can then be
-mismatched with the rows a method builds), so the selected texts must tokenise to the same length.
+One length per batch: a batch of texts is explained without padding (no attention mask can then be
+mismatched with the rows a method builds), so ``tokenised`` takes texts of one token length;
+``length_groups`` splits a selection by length (``xaibench.data.text_lengths`` prepares each group).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ def tokenised(data: Dataset, model: TextClassifier, spec: str) -> Dataset:
     lengths = Counter(len(e.ids) for e in encoded)
     if len(lengths) > 1:
         common = ", ".join(f"{count} of {length}" for length, count in lengths.most_common(4))
-        raise InputError(f"the selected texts have {len(lengths)} token lengths ({common}); xaibench explains "
-                         "texts of one length at a time: select them with --indices")
+        raise InputError(f"the selected texts have {len(lengths)} token lengths ({common}); explain takes them, "
+                         "but this command compares texts of one length: select them with --indices")
     (length,) = lengths
     total, limit = len(layout[0]) + length + len(layout[1]), model.max_tokens
     if limit is not None and total > limit:
@@ -62,3 +63,12 @@ def evidence_masks(encoded: list[Encoded], evidence: tuple[tuple[tuple[int, int]
     rows = [[any(start < end_word and start_word < end for start_word, end_word in spans) for start, end in e.offsets]
             for e, spans in zip(encoded, evidence, strict=True)]
     return torch.tensor(rows, dtype=torch.bool, device="cpu")
+
+
+def length_groups(data: Dataset, model: TextClassifier) -> list[list[int]]:
+    """Positions of ``data``'s texts grouped by their content-token count, groups in order of first
+    appearance, positions in order within each."""
+    groups: dict[int, list[int]] = {}
+    for position, encoded in enumerate(model.tokenizer.encode(data.texts)):
+        groups.setdefault(len(encoded.ids), []).append(position)
+    return list(groups.values())

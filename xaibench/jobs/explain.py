@@ -20,7 +20,8 @@ from xaibench.core.memory import RowPlan
 from xaibench.core.method_notes import collecting
 from xaibench.core.precision import autocast, check_precision
 from xaibench.data import DATASETS, load_data
-from xaibench.data.prepare import Prepared, Selection, normalise, prepare
+from xaibench.data.prepare import Prepared, Selection, normalise
+from xaibench.data.text_lengths import joined, padded, prepare_by_length
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.models.text import token_scores
 from xaibench.report import HeatmapStyle, render_heatmaps
@@ -78,19 +79,16 @@ def explain(config: ExplainConfig, argv: list[str], on_progress: Any = None) -> 
     selection = config.selection
     if selection.n is None and selection.indices is None:
         selection = replace(selection, n=DEFAULT_SAMPLES)
-    prepared = prepare(loaded, selection, plan)
+    parts, order = prepare_by_length(loaded, selection, plan)  # texts: one part per token length
+    prepared = joined(parts, order)
     batch_size = plan.rows(loaded.module, prepared.inputs[:1])
     timings = {"load": time.perf_counter() - started}
     generator = torch.Generator().manual_seed(config.seed)
-    extra = supplied_params(method, prepared, generator, config.params, loaded)
     tic = time.perf_counter()
-    rows = distributed.shard_rows(len(prepared.data), check=len(prepared.data))
-    progress = on_progress(rows.stop - rows.start) if on_progress else nullcontext()
-    with (progress, collecting() as details, sampled_shard(rows, len(prepared.data)),
-          autocast(config.dtype, device)):
-        local = method.attribute(loaded.module, prepared.inputs[rows], target=prepared.targets[rows],
-                                 batch_size=batch_size, generator=generator, **config.params, **extra)
-    attributions = distributed.gather_rows(local.float(), len(prepared.data)).cpu()
+    progress = on_progress(_shard_size(parts)) if on_progress else nullcontext()
+    with progress, collecting() as details, autocast(config.dtype, device):
+        maps = [_attribute(method, loaded, part, generator, batch_size, config.params) for part in parts]
+    attributions = padded(maps, order)
     timings["attribute"] = time.perf_counter() - tic
     if not distributed.world().main:  # rank 0 writes the run
         return ExplainResult(out, [], len(prepared.data), time.perf_counter() - started)
@@ -119,10 +117,27 @@ def token_table(prepared: Prepared, attributions: torch.Tensor) -> list[dict[str
     """For text: each sample's index, prediction, target, tokens and token scores (None otherwise)."""
     if prepared.data.tokens is None:
         return None
-    names, scores = prepared.meta.class_names, token_scores(attributions)
+    names, scores, tokens = prepared.meta.class_names, token_scores(attributions), prepared.data.tokens
     return [{"index": int(prepared.data.indices[i]), "prediction": names[int(prepared.predictions[i])],
-             "target": names[int(prepared.targets[i])], "tokens": list(prepared.data.tokens[i]),
-             "scores": [round(float(v), 6) for v in scores[i]]} for i in range(len(prepared.data))]
+             "target": names[int(prepared.targets[i])], "tokens": list(tokens[i]),
+             "scores": [round(float(v), 6) for v in scores[i, :len(tokens[i])]]} for i in range(len(prepared.data))]
+
+
+def _attribute(method: Any, loaded: LoadedModel, prepared: Prepared, generator: torch.Generator,
+               batch_size: int, params: dict[str, str]) -> torch.Tensor:
+    """The method's maps of ``prepared``'s samples, this process's rows computed, every row gathered."""
+    n = len(prepared.data)
+    extra = supplied_params(method, prepared, generator, params, loaded)
+    rows = distributed.shard_rows(n, check=n)
+    with sampled_shard(rows, n):
+        local = method.attribute(loaded.module, prepared.inputs[rows], target=prepared.targets[rows],
+                                 batch_size=batch_size, generator=generator, **params, **extra)
+    return distributed.gather_rows(local.float(), n).cpu()
+
+
+def _shard_size(parts: list[Prepared]) -> int:
+    """The rows this process explains over all parts (its progress total)."""
+    return sum(rows.stop - rows.start for rows in (distributed.shard_rows(len(p.data)) for p in parts))
 
 
 def supplied_params(method: Any, prepared: Prepared, generator: torch.Generator,
@@ -260,6 +275,8 @@ def _write_attributions(staging: Path, prepared: Prepared, attributions: torch.T
         tensors["labels"] = prepared.data.y
     if prepared.data.masks is not None:
         tensors["masks"] = prepared.data.masks.to(torch.uint8)
+    if prepared.data.tokens is not None:  # texts: where each one ends in the padded tensors
+        tensors["token_counts"] = torch.tensor([len(row) for row in prepared.data.tokens], dtype=torch.long)
     save_file(on_cpu(tensors), str(staging / runs.ATTRIBUTIONS_FILE), metadata={"method": method})
 
 

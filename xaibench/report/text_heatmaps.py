@@ -86,9 +86,10 @@ def render_text_heatmaps(
     """Draw one figure per sample (``<stem>.<format>``) and write ``tokens.html`` with all samples.
 
     Args:
-        scores: (N, L) attribution per token; a row that is not all finite means "no attribution" (an
+        scores: (N, L) attribution per token, L the longest text's token count (a shorter text's row
+            ends in padding, read up to its own tokens); a row not all finite means "no attribution" (an
             explainer that gave no answer): its tokens are drawn uncoloured and its caption says so.
-        tokens: N lists of L tokens, as the tokenizer gives them (subwords included).
+        tokens: N lists of at most L tokens, as the tokenizer gives them (subwords included).
         signed: whether scores carry a sign (diverging colours) or not (sequential colours).
         out_dir: folder to write into (created if missing).
         stems: file stem per sample: unique plain file names, none of them "tokens".
@@ -148,7 +149,7 @@ class _TextJob:
         for i, row in enumerate(tokens):
             if isinstance(row, str):
                 raise InputError(f"sample {i}: tokens must be a list of strings, not one string")
-            if len(row) != length:
+            if len(row) > length:
                 raise InputError(f"sample {i} has {len(row)} tokens for {length} scores")
             if not all(isinstance(token, str) for token in row):
                 raise InputError(f"sample {i}: every token must be a string")
@@ -159,10 +160,16 @@ class _TextJob:
         for stem in stems:
             if stem in ("", ".", "..") or Path(stem).name != stem or "\\" in stem:
                 raise InputError(f"file stem {stem!r} is not a plain file name")
-        answered = np.isfinite(values).all(axis=1)
-        return cls(np.where(answered[:, None], values, np.nan), [list(row) for row in tokens], signed,
+        # texts shorter than the longest: their scores stop at their last token, the rest is padding
+        own = np.arange(length)[None, :] < np.array([len(row) for row in tokens])[:, None]
+        answered = (np.isfinite(values) | ~own).all(axis=1)
+        return cls(np.where(answered[:, None] & own, values, np.nan), [list(row) for row in tokens], signed,
                    out_dir, stems, captions, style, title,
                    None if misclassified is None else [bool(m) for m in misclassified])
+
+    def row(self, i: int) -> np.ndarray:
+        """Sample ``i``'s scores, one per token (a shorter text's padding left out)."""
+        return self.scores[i, :len(self.tokens[i])]
 
     @property
     def cmap(self) -> str:
@@ -176,7 +183,7 @@ class _TextJob:
     def caption(self, i: int) -> str:
         """Sample ``i``'s caption, marked when misclassified or without attribution."""
         text = f"{MISCLASSIFIED} · {self.captions[i]}" if self.wrong(i) else self.captions[i]
-        return text if np.isfinite(self.scores[i]).all() else f"{text} · {NO_ATTRIBUTION}"
+        return text if np.isfinite(self.row(i)).all() else f"{text} · {NO_ATTRIBUTION}"
 
     def scale_note(self) -> str:
         """Where colours saturate: one scale for all samples or one per sample."""
@@ -280,7 +287,7 @@ def _draw_sample(job: _TextJob, i: int, vmax: float, measure: Callable[[str], fl
     _figure_text(fig, top, caption, figure_style.FONT, figure_style.MARK if job.wrong(i) else "black")
     bottom = height - MARGIN - head - HEAD_GAP - frame_height
     ax = add_axes(fig, MARGIN, bottom, frame_width, frame_height)
-    colors = token_colors(job.scores[i], signed=job.signed, vmax=vmax, cmap=job.cmap)
+    colors = token_colors(job.row(i), signed=job.signed, vmax=vmax, cmap=job.cmap)
     _draw_tokens(ax, shown, widths, places, colors)
     mark_frame(ax, job.wrong(i))
     _colour_bar(fig, job, vmax, bottom - BAR_GAP - BAR_SIZE[1])
@@ -375,7 +382,7 @@ def _write_html(job: _TextJob, vmax: np.ndarray, path: Path) -> Path:
     samples = []
     for i in range(len(job.stems)):
         scale = "" if shared else f' <span class="muted">· saturates at ±{fmt(vmax[i])}</span>'
-        spans = token_spans_html(job.scores[i], job.tokens[i], signed=job.signed, vmax=float(vmax[i]),
+        spans = token_spans_html(job.row(i), job.tokens[i], signed=job.signed, vmax=float(vmax[i]),
                                  cmap=job.cmap)
         samples.append(f'<section class="sample{" wrong" if job.wrong(i) else ""}">'
                        f"<h2>{html.escape(job.caption(i))}{scale}</h2>\n<p class=\"tokens\">{spans}</p></section>")
