@@ -108,12 +108,14 @@ def print_tokens(console: object, table: list[dict]) -> None:
     """Each text's tokens with their scores, the strongest bold, as ``token(+0.12)``."""
     from rich.text import Text
 
+    from xaibench.core.text import printable
+
     for row in table[:SHOWN_TEXTS]:
         strongest = max(abs(v) for v in row["scores"]) or 1.0
         line = Text(f"  #{row['index']} pred {row['prediction']}, target {row['target']}: ")
         for token, score in zip(row["tokens"], row["scores"], strict=True):
             style = ("bold red" if score > 0 else "bold blue") if abs(score) >= 0.5 * strongest else ""
-            line.append(f"{token}({score:+.3g}) ", style=style)
+            line.append(f"{printable(token)}({score:+.3g}) ", style=style)
         console.print(line)
     if len(table) > SHOWN_TEXTS:
         console.print(f"  ... and {len(table) - SHOWN_TEXTS} more texts in the run directory")

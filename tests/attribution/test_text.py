@@ -170,3 +170,69 @@ def test_perturbation_methods_take_one_token_per_feature_on_text():
     occlusion = METHODS.get("occlusion")().attribute(wrapper, inputs, target=0)
     torch.testing.assert_close(ablation, occlusion)  # both: each token alone replaced by the mask token
     assert token_scores(ablation).unique().numel() > content.shape[1]
+
+
+class _Scaled(torch.nn.Embedding):
+    """An embedding that scales its rows in forward, as transformers' scaled word embeddings do."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids) * 4.0
+
+
+class _BagOfTokens(torch.nn.Module):
+    def __init__(self, embedding: torch.nn.Module) -> None:
+        super().__init__()
+        self.embedding, self.fc = embedding, torch.nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.embedding(ids)).mean(dim=1))
+
+
+def test_the_origin_is_the_mask_token_as_the_layer_outputs_it():
+    from tests.conftest import toy_tokenizer
+    from xaibench.models.text import TextTokenizer, text_classifier
+
+    torch.manual_seed(0)
+    inner = _BagOfTokens(_Scaled(17, 8)).eval()
+    wrapper = text_classifier(inner, TextTokenizer(toy_tokenizer()))
+    content = text_ids(2, seed=1)
+    masked = torch.full_like(content, wrapper.tokenizer.substrate_id)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapper(wrapper.embed(content)), inner(_full(wrapper, content)))
+        torch.testing.assert_close(wrapper(torch.zeros_like(wrapper.embed(content))), inner(_full(wrapper, masked)))
+    torch.testing.assert_close(wrapper.token_vectors()[content[0]], wrapper.embed(content)[0].T)
+
+
+def test_an_embedding_layer_the_model_does_not_read_is_refused():
+    from tests.conftest import toy_tokenizer
+    from xaibench.core.errors import IncompatibleError
+    from xaibench.models.text import TextTokenizer, text_classifier
+
+    class Tied(torch.nn.Module):  # reads its tokens through a copy that shares the weight, as BART does
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared = torch.nn.Embedding(17, 8)
+            self.inner = _BagOfTokens(torch.nn.Embedding(17, 8))
+            self.inner.embedding.weight = self.shared.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.inner(ids)
+
+    wrapper = text_classifier(Tied().eval(), TextTokenizer(toy_tokenizer()), layer="shared")
+    with pytest.raises(IncompatibleError, match="ran 0 times"):
+        wrapper(wrapper.embed(text_ids(1)))
+    good = text_classifier(Tied().eval(), TextTokenizer(toy_tokenizer()), layer="inner.embedding")
+    assert good(good.embed(text_ids(1))).shape == (1, 3)
+
+
+def test_roberta_style_models_take_two_tokens_fewer_than_their_positions(hf_model):
+    from types import SimpleNamespace
+
+    config = hf_model.model.config
+    assert hf_model.max_tokens == config.max_position_embeddings  # BERT: every position
+    roberta = SimpleNamespace(model_type="roberta", max_position_embeddings=514, pad_token_id=1)
+    hf_model.model.config = roberta
+    try:
+        assert hf_model.max_tokens == 512
+    finally:
+        hf_model.model.config = config

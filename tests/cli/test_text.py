@@ -90,6 +90,10 @@ def test_text_for_another_model_is_refused(cli_in_process, tmp_path):
     assert other.code == 2 and "--text needs a text model" in other.stderr
     data = cli_in_process("explain", TEXT_MODEL, "--data", "digits")
     assert data.code == 2 and "reads text" in data.stderr
+    both = cli_in_process("explain", TEXT_MODEL, "--text", "a film", "--data", "planted_text:test")
+    assert both.code == 2 and "either --text or --data" in both.stderr
+    modality = cli_in_process("explain", TEXT_MODEL, "--text", "a film", "--modality", "image")
+    assert modality.code == 2 and "this is a text model" in modality.stderr
     long = cli_in_process("explain", TEXT_MODEL, "--text", " ".join(["film"] * 70))
     assert long.code == 2 and "72 tokens with the special tokens, more than the model's 64" in long.stderr
     influence = cli_in_process("influence", "fit", TEXT_MODEL, "--out", str(tmp_path / "factors"))
@@ -114,6 +118,18 @@ def test_custom_code_and_pickled_weights_need_trust(cli_in_process, tmp_path, hf
     torch.save(load_file(hf_dir / "model.safetensors"), pickled / "pytorch_model.bin")
     refused = cli_in_process("explain", str(pickled), "--text", "the film was good")
     assert refused.code == 2 and "pickled weights" in refused.stderr
+    headless = tmp_path / "headless"  # the encoder without its trained classification head
+    headless.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (headless / name).write_bytes((hf_dir / name).read_bytes())
+    from safetensors.torch import save_file
+
+    weights = {k: v for k, v in load_file(hf_dir / "model.safetensors").items() if not k.startswith("classifier")}
+    save_file(weights, str(headless / "model.safetensors"), metadata={"format": "pt"})
+    refused = cli_in_process("explain", str(headless), "--text", "the film was good")
+    assert refused.code == 2 and "no trained weights for classifier.bias, classifier.weight" in refused.stderr
+    tokenizer = cli_in_process("explain", str(hf_dir), "--tokenizer", str(hf_dir / "tokenizer.json"), "--text", "a")
+    assert tokenizer.code == 2 and "leave out --arch and --tokenizer" in tokenizer.stderr
     assert not (tmp_path / "runs").exists()
 
 

@@ -127,6 +127,10 @@ def _selected(model: LoadedModel, selection: Selection, meta: ModelMeta) -> tupl
     if meta.modality == "text" and not text_model:
         raise InputError("--modality text needs a text model: a Hugging Face directory or a checkpoint with a "
                          "tokenizer")
+    if text_model and meta.modality != "text":
+        raise InputError(f"this is a text model; --modality {meta.modality} does not fit it")
+    if selection.texts and selection.data:
+        raise InputError("give either --text or --data, not both")
     if selection.texts and not text_model:
         raise InputError("--text needs a text model; this model reads "
                          f"{model.meta.modality or 'numbers'} data: use --data")

@@ -148,6 +148,9 @@ def load_model(
 
     if is_model_dir(Path(path)):
         folder = Path(path)
+        if tokenizer is not None or arch is not None:
+            raise InputError(f"{printable(folder)} is a Hugging Face directory: its config.json and tokenizer.json "
+                             "say what it is; leave out --arch and --tokenizer")
         module, meta = load_directory(folder, trust_model=trust_model, layer=embedding_layer)
         name, digest = "huggingface", directory_digest(folder)
     else:

@@ -45,8 +45,11 @@ def directory_digest(path: Path) -> str:
             with file.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)
-    for shard in sorted(path.glob("model-*.safetensors")):
-        digest.update(shard.name.encode() + b"\0" + shard.read_bytes())
+    for shard in sorted([*path.glob("model-*.safetensors"), *path.glob("pytorch_model-*.bin")]):
+        digest.update(shard.name.encode() + b"\0")
+        with shard.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -102,11 +105,16 @@ def _from_pretrained(path: Path, trust_model: bool, safe: bool) -> nn.Module:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # loading shows a bar per file; the CLI draws its own
     try:
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
             str(path), local_files_only=True, trust_remote_code=trust_model, use_safetensors=safe,
-            attn_implementation="eager")
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+            attn_implementation="eager", output_loading_info=True)
+    except Exception as error:  # noqa: BLE001 (transformers raises many types for a directory it cannot read)
         raise InputError(f"transformers cannot load {path} as a sequence classifier: {first_line(error)}") from None
+    untrained = [*info.get("missing_keys", ()), *(str(k[0]) if isinstance(k, tuple) else str(k)
+                                                  for k in info.get("mismatched_keys", ()))]
+    if untrained:  # transformers would fill them with random values, which would change on every load
+        shown = ", ".join(sorted(untrained)[:4]) + (f" and {len(untrained) - 4} more" if len(untrained) > 4 else "")
+        raise InputError(f"{path} has no trained weights for {shown}: not a fine-tuned sequence classifier")
     return model.float().eval()
 
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xaibench.core.errors import InputError
+from xaibench.core.errors import IncompatibleError, InputError
 from xaibench.core.lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ else:
 
 #: substrate candidates in order of preference: a mask token, else unknown, else padding
 SUBSTRATE_TOKENS = ("[MASK]", "<mask>", "[UNK]", "<unk>", "[PAD]", "<pad>")
+#: Hugging Face model types whose position ids start after the padding id (RoBERTa's numbering)
+OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                              "roberta-prelayernorm", "xmod", "longformer", "luke", "mpnet"})
 
 
 @dataclass(frozen=True)
@@ -142,11 +145,25 @@ class TextClassifier(nn.Module):
         self.register_buffer("prefix", torch.tensor(list(prefix), dtype=torch.long), persistent=False)
         self.register_buffer("suffix", torch.tensor(list(suffix), dtype=torch.long), persistent=False)
         self._attention: list[Any] | None = None  # filled while capturing a Hugging Face model's attention
+        self.fill_id = self._fill_id()
+
+    def _fill_id(self) -> int:
+        """The id the model is given at content positions, whose embeddings the hook replaces: the
+        substrate, unless it is the model's padding token, which models read from the ids (RoBERTa's
+        positions, the last-token pooling of decoder classifiers); then the first ordinary token."""
+        config = getattr(self.model, "config", None)
+        padding = getattr(config, "pad_token_id", None) if config is not None else None
+        if self.tokenizer.substrate_id != padding:
+            return self.tokenizer.substrate_id
+        return int(self.substitutes()[0])
 
     @property
     def origin(self) -> torch.Tensor:
-        """The substrate token's embedding (D,): the zero of the explained space."""
-        return self.embedding.weight[self.tokenizer.substrate_id]
+        """The substrate token's embedding (D,) as the layer outputs it (some layers scale their weights):
+        the zero of the explained space."""
+        device = self.embedding.weight.device
+        with torch.no_grad():
+            return self.embedding(torch.tensor([self.tokenizer.substrate_id], device=device))[0]
 
     @property
     def special_counts(self) -> tuple[int, int]:
@@ -155,20 +172,25 @@ class TextClassifier(nn.Module):
 
     @property
     def max_tokens(self) -> int | None:
-        """The most tokens the model takes, special tokens included, where it says (None: unknown)."""
+        """The most tokens the model takes, special tokens included, where it says (None: unknown).
+        RoBERTa-style models number positions from the padding id + 1, so they take that many fewer."""
         config = getattr(self.model, "config", None)
         limit = getattr(config, "max_position_embeddings", None) if config is not None else None
+        if limit and getattr(config, "model_type", None) in OFFSET_POSITIONS:
+            limit -= (getattr(config, "pad_token_id", None) or 0) + 1
         return limit or getattr(self.model, "max_length", None)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Content ids (N, L) -> the explained inputs (N, D, L): embeddings minus the origin."""
+        origin = self.origin
         with torch.no_grad():
-            vectors = self.embedding(ids.long().to(self.origin.device)) - self.origin
+            vectors = self.embedding(ids.long().to(origin.device)) - origin
         return vectors.transpose(1, 2).contiguous()
 
     def token_vectors(self) -> torch.Tensor:
         """Every vocabulary token's explained-space vector (V, D), for token substitutions."""
-        return (self.embedding.weight - self.origin).detach()
+        ids = torch.arange(self.tokenizer.vocab_size, device=self.embedding.weight.device)
+        return self.embed(ids[None]).squeeze(0).T
 
     def substitutes(self) -> torch.Tensor:
         """Ids of the vocabulary's tokens that are not special tokens (what token substitutions draw)."""
@@ -177,27 +199,36 @@ class TextClassifier(nn.Module):
                             device="cpu")
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        rows, _, length = inputs.shape
+        rows, width, length = inputs.shape
         content = inputs.transpose(1, 2) + self.origin.to(inputs.dtype)
-        fill = torch.full((rows, length), self.tokenizer.substrate_id, dtype=torch.long, device=inputs.device)
+        fill = torch.full((rows, length), self.fill_id, dtype=torch.long, device=inputs.device)
         ids = torch.cat([self.prefix.to(inputs.device).expand(rows, -1), fill,
                          self.suffix.to(inputs.device).expand(rows, -1)], dim=1)
-        start = self.prefix.numel()
+        start, calls = self.prefix.numel(), []
 
         def swap(_module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor:
+            calls.append(tuple(output.shape))
+            if output.shape != (rows, ids.shape[1], width):  # another layer than the token embedding
+                return output
             return torch.cat([output[:, :start], content.to(output.dtype), output[:, start + length:]], dim=1)
 
         handle = self.embedding.register_forward_hook(swap)
         try:
             if not self.huggingface:
-                return self.model(ids)
-            capture = self._attention is not None
-            out = self.model(input_ids=ids, output_attentions=capture)
-            if capture:
-                self._attention.extend(out.attentions)
-            return out.logits
+                logits = self.model(ids)
+            else:
+                capture = self._attention is not None
+                out = self.model(input_ids=ids, output_attentions=capture)
+                if capture:
+                    self._attention.extend(out.attentions)
+                logits = out.logits
         finally:
             handle.remove()
+        if calls != [(rows, ids.shape[1], width)]:
+            raise IncompatibleError(f"the embedding layer xaibench hooks ran {len(calls)} times with outputs "
+                                    f"{calls or 'none'}, not once with ({rows}, {ids.shape[1]}, {width}): it is not "
+                                    "the layer the model reads its tokens with; name that one with --layer")
+        return logits
 
     @contextmanager
     def capturing_attention(self) -> Iterator[list[torch.Tensor]]:

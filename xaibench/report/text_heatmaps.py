@@ -3,7 +3,8 @@
 One figure per sample (PNG, PDF or SVG) with the tokens laid out as running text, wrapped to the
 figure's width, and one self-contained ``tokens.html`` with every sample (inline CSS, no script, nothing
 fetched; each token's score in its ``title``). A token's score is the attribution of its embedding
-summed over the embedding dimensions, the usual reading of gradient-based attributions of text models
+summed over the embedding dimensions (``xaibench.models.text.token_scores``; a map that perturbation or
+attention methods copy to every dimension counts once), the usual reading of attributions of text models
 (Sundararajan et al., 2017, "Axiomatic Attribution for Deep Networks", ICML; Arras et al., 2017,
 "'What is relevant in a text document?': An interpretable machine learning approach", PLOS ONE).
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 HTML_FILE = "tokens.html"
 DEFAULT_STYLE = HeatmapStyle()  # frozen: safe to share as a default
-VALUE_LABEL = "attribution, summed over the embedding"
+VALUE_LABEL = "token score (attribution summed over the embedding)"
 NO_ATTRIBUTION = "no attribution"
 MAX_TOKEN_CHARS = 20  # figures shorten longer tokens (the HTML page shows them whole)
 CONTROL = str.maketrans({**{chr(c): "\ufffd" for c in (*range(32), 127)},
