@@ -162,8 +162,8 @@ class TextClassifier(nn.Module):
         """The substrate token's embedding (D,) as the layer outputs it (some layers scale their weights):
         the zero of the explained space."""
         device = self.embedding.weight.device
-        with torch.no_grad():
-            return self.embedding(torch.tensor([self.tokenizer.substrate_id], device=device))[0]
+        with torch.no_grad():  # forward itself, not the call: hooks others put on the layer see model passes only
+            return self.embedding.forward(torch.tensor([self.tokenizer.substrate_id], device=device))[0]
 
     @property
     def special_counts(self) -> tuple[int, int]:
@@ -184,7 +184,7 @@ class TextClassifier(nn.Module):
         """Content ids (N, L) -> the explained inputs (N, D, L): embeddings minus the origin."""
         origin = self.origin
         with torch.no_grad():
-            vectors = self.embedding(ids.long().to(origin.device)) - origin
+            vectors = self.embedding.forward(ids.long().to(origin.device)) - origin
         return vectors.transpose(1, 2).contiguous()
 
     def token_vectors(self) -> torch.Tensor:
