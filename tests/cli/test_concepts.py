@@ -39,6 +39,24 @@ def test_concepts_writes_bank_metrics_figures_and_report(cli, tmp_path):
     assert head_rows["rows_per_pass"] > model_rows["rows_per_pass"]  # h, after relu3, costs less per row
 
 
+def test_class_images_are_found_by_the_labels_without_a_pass_over_the_data(cli_in_process, monkeypatch):
+    import xaibench.jobs.concepts as job
+
+    prepared, real = [], job.prepare
+
+    def counting(*args, **kwargs):  # the samples each prepare (and so each model pass) covers
+        out = real(*args, **kwargs)
+        prepared.append(len(out.data))
+        return out
+
+    monkeypatch.setattr(job, "prepare", counting)
+    result = cli_in_process("concepts", CNN, "--class", "3", "-n", "6", "-k", "2", "--importance", "occlusion",
+                            "--out", "run", "--json")
+    assert result.code == 0, result.stderr
+    assert prepared[:2] == [1, 6]  # one image for the class names, then the six of class 3
+    assert result.json()["images"] == 6
+
+
 def test_concepts_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path):
     for args, message in [
         (("--class", "eleven"), "neither a class name nor an index"),

@@ -106,6 +106,11 @@ def prepare(model: LoadedModel, selection: Selection, batch_size: int | RowPlan 
     return Prepared(meta, data, inputs, probabilities, predictions, targets, steps)
 
 
+def selected_data(model: LoadedModel, selection: Selection) -> Dataset:
+    """The selected samples as read, before preprocessing, tokenising or any model pass."""
+    return _selected(model, selection, model.meta.merged(modality=selection.modality))[0]
+
+
 def selected_texts(model: LoadedModel, selection: Selection) -> Dataset | None:
     """The selected samples, their texts not yet tokenised, when ``model`` reads text; else None."""
     if getattr(model.module, "input_modality", None) != "text":

@@ -35,8 +35,21 @@ from xaibench.core import distributed
 from xaibench.core.devices import device_record, on_cpu, require_float64, resolve_device
 from xaibench.core.errors import InputError, first_line
 from xaibench.core.memory import RowPlan
-from xaibench.core.runs import default_run_dir, run_record, staged_dir, versions, write_json
-from xaibench.data.prepare import Prepared, Selection, default_split, denormalise, prepare
+from xaibench.core.runs import (
+    default_run_dir,
+    run_record,
+    staged_dir,
+    versions,
+    write_json,
+)
+from xaibench.data.prepare import (
+    Prepared,
+    Selection,
+    default_split,
+    denormalise,
+    prepare,
+    selected_data,
+)
 from xaibench.metrics.base import METRICS
 from xaibench.models import LoadedModel, ModelSource
 from xaibench.report.colors import to_display
@@ -61,12 +74,21 @@ class ConceptJob:
 
 
 def class_images(loaded: LoadedModel, job: ConceptJob, memory: RowPlan) -> tuple[Prepared, int]:
-    """The selected images labelled with the class (predicted, for unlabelled data) and its index."""
+    """The selected images labelled with the class (predicted, for unlabelled data) and its index.
+
+    Data labelled with class indices is searched by its labels, without a model pass (one image is
+    prepared for the class names); data labelled with names, or unlabelled, is prepared whole."""
     selection = default_split(job.selection, loaded.meta, "train")
-    everything = prepare(loaded, replace(selection, n=None, indices=None), memory)
+    whole = replace(selection, n=None, indices=None)
+    data = selected_data(loaded, whole)
+    by_label = data.y is not None and data.label_names is None
+    everything = prepare(loaded, replace(whole, n=1) if by_label else whole, memory)
     names = everything.meta.class_names
     index = names.index(job.class_spec) if job.class_spec in names else _class_index(job.class_spec, len(names))
-    labels = everything.data.y if everything.data.y is not None else everything.predictions.cpu()
+    if by_label:
+        labels = data.y
+    else:
+        labels = everything.data.y if everything.data.y is not None else everything.predictions.cpu()
     positions = torch.nonzero(labels == index).flatten()[: selection.n or DEFAULT_IMAGES]
     if positions.numel() == 0:
         raise InputError(f"no images of class {names[index]!r} in {selection.data}")
