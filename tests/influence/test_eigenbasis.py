@@ -98,3 +98,25 @@ def test_an_eigendecomposition_that_fails_to_converge_falls_back_to_the_svd(monk
                 @ expected.tensors[key].T
             torch.testing.assert_close(vectors @ torch.diag(values) @ vectors.T, reference)
             assert bool((values[1:] >= values[:-1]).all())
+    assert {how["driver"] for how in factors.decompositions.values()} == {"svd"}
+    assert {how["driver"] for how in expected.decompositions.values()} == {"eigh"}
+
+
+def test_factors_json_says_how_each_covariance_was_decomposed(tmp_path):
+    import json
+
+    from xaibench.influence.storage import load_factors, save_factors
+
+    model, (x, y) = padded_cnn(), data(6)
+    factors = fit_factors(model, TASK, x, y, FitConfig(strategy="ekfac", fisher="empirical"))
+    save_factors(tmp_path, factors, {"fit": 1})
+    described = json.loads((tmp_path / "factors.json").read_text())["eigendecompositions"]
+    assert set(described) == {f"{name}/{side}" for name in factors.shapes for side in ("A", "S")}
+    zero_rows = {key: how["zero_rows"] for key, how in described.items()}
+    for key, count in zero_rows.items():  # the split-off rows: unit eigenvectors of eigenvalue 0, first
+        units = factors.tensors[f"{key}_vectors"][:, :count]
+        assert bool((factors.tensors[f"{key}_values"][:count] == 0).all())
+        assert bool((units.abs().sum(0) == 1).all() and (units.abs().amax(0) == 1).all())
+    assert any(count > 0 for count in zero_rows.values())  # the padded CNN has inputs that are always 0
+    loaded, _ = load_factors(tmp_path)
+    assert loaded.tensors.keys() == factors.tensors.keys()

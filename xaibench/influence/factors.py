@@ -104,6 +104,9 @@ class Factors:
     strategy: str
     shapes: dict[str, tuple[int, int]]  # module name -> (out, in[+1]), in tracking order
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: "<module>/A" or "<module>/S" -> how its covariance was decomposed: the LAPACK driver that succeeded
+    #: ("eigh", or "svd" where eigh failed to converge) and the exactly zero rows split off first
+    decompositions: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def module(self, name: str, key: str) -> torch.Tensor:
         return self.tensors[f"{name}/{key}"]
@@ -144,7 +147,8 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
         sums = data.run("covariance", _covariance_sums)
         for name in modules:
             for side in ("A", "S"):  # each sum let go once decomposed: the largest are 4608 x 4608 float64
-                values, vectors = _eigh(sums.pop(f"{name}/{side}"), sums[f"{name}/{side}_count"])
+                values, vectors, how = _eigh(sums.pop(f"{name}/{side}"), sums[f"{name}/{side}_count"])
+                factors.decompositions[f"{name}/{side}"] = how
                 factors.tensors[f"{name}/{side}_values"] = values
                 factors.tensors[f"{name}/{side}_vectors"] = vectors
     if config.strategy in ("ekfac", "diagonal"):
@@ -157,35 +161,38 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
     return factors
 
 
-def _eigh(total: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _eigh(total: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
     """Eigenvalues and eigenvectors of the covariance ``total / count`` (positive semi-definite),
     symmetrised in float64, its exactly zero rows and columns split off: their unit vectors come first,
-    with eigenvalue 0, then the eigenpairs of the rest in ascending order."""
+    with eigenvalue 0, then the eigenpairs of the rest in ascending order; and how it was done
+    (``Factors.decompositions``)."""
     total = total.double()
     matrix = (total + total.T).mul_(0.5 / count)
     live = matrix.diagonal() != 0  # a zero diagonal entry of a covariance zeroes its row and column
     if bool(live.all()):
-        return _eigenpairs(matrix)
+        values, vectors, driver = _eigenpairs(matrix)
+        return values, vectors, {"driver": driver, "zero_rows": 0}
     kept, dropped = live.nonzero()[:, 0], (~live).nonzero()[:, 0]
-    values, vectors = _eigenpairs(matrix[kept][:, kept])
+    values, vectors, driver = _eigenpairs(matrix[kept][:, kept])
     size, zeros = len(matrix), len(dropped)
     all_values = torch.cat([values.new_zeros(zeros), values])
     all_vectors = matrix.new_zeros(size, size)
     all_vectors[dropped, torch.arange(zeros, device=matrix.device)] = 1
     all_vectors[kept[:, None], torch.arange(zeros, size, device=matrix.device)] = vectors
-    return all_values, all_vectors
+    return all_values, all_vectors, {"driver": driver, "zero_rows": zeros}
 
 
-def _eigenpairs(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _eigenpairs(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
     """``torch.linalg.eigh``, or where it fails to converge (LAPACK's divide and conquer can, on many
     repeated eigenvalues) the singular value decomposition, which for a positive semi-definite matrix
-    gives the same eigenpairs, reordered to ascending values."""
+    gives the same eigenpairs, reordered to ascending values; and which of the two gave them."""
     try:
-        return torch.linalg.eigh(matrix)
+        values, vectors = torch.linalg.eigh(matrix)
+        return values, vectors, "eigh"
     except torch.linalg.LinAlgError:
         vectors, values, _ = torch.linalg.svd(matrix)
         order = values.argsort()
-        return values[order], vectors[:, order]
+        return values[order], vectors[:, order], "svd"
 
 
 Sums = Callable[["_Pass", torch.Tensor, torch.Tensor], dict[str, "torch.Tensor | Block"]]

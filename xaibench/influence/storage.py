@@ -54,9 +54,10 @@ def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any]) -
     tensors = {key: value.detach().cpu().contiguous() for key, value in factors.tensors.items()}
     save_file(tensors, str(directory / TENSORS_FILE))
     shapes = {name: list(shape) for name, shape in factors.shapes.items()}
-    (directory / ARGUMENTS_FILE).write_text(json.dumps(
-        {"format": FORMAT, "strategy": factors.strategy, "modules": shapes, "arguments": arguments},
-        indent=2) + "\n")
+    described = {"format": FORMAT, "strategy": factors.strategy, "modules": shapes, "arguments": arguments}
+    if factors.decompositions:  # what was done to each covariance: read by people, not by xaibench
+        described["eigendecompositions"] = factors.decompositions
+    (directory / ARGUMENTS_FILE).write_text(json.dumps(described, indent=2) + "\n")
 
 
 def load_factors(directory: Path, model: nn.Module | None = None,
