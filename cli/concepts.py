@@ -83,6 +83,7 @@ def concepts(
             arrow = "higher is better" if value["higher_is_better"] else "lower is better"
             shown = "n/a" if value["value"] is None else f"{value['value']:.4g}"
             console.print(f"  {name:<14} {shown:>10}  ({arrow})")
+        console.print(f"  split: {summary['split']}")
         console.print(f"  run directory: {summary['run_dir']}  (report.html)")
 
     output.result(summary, human)

@@ -19,6 +19,7 @@ def test_concepts_writes_bank_metrics_figures_and_report(cli, tmp_path):
     assert result.code == 0, result.stderr
     summary = result.json()
     assert summary["layer"] == "relu3" and summary["class"] == "3" and summary["images"] == 12
+    assert summary["split"].startswith("cut:")  # digits_cnn is an nn.Sequential
     assert summary["rows"] == 12 * 25  # CRAFT's 5 x 5 grid of quarter-size crops per image
     run = tmp_path / "run"
     tensors = load_file(str(run / "bank.safetensors"))

@@ -2,8 +2,10 @@
 
 g(x) is the layer's output; h(a) the rest of the model from there. An ``nn.Sequential`` model split at
 one of its direct children is cut into two ``nn.Sequential`` halves, so h costs only the layers after
-the split. Any other model is split by injection: h(a) runs the model on zero inputs with a forward
-hook that replaces the layer's output by ``a`` (the hook is always removed). The layers before the
+the split. Any other model is traced by torch.fx with the layer kept whole, and the graph after the
+layer's call becomes h (``traced_suffix``), which costs the same. A model that cannot be traced, or whose
+layers after the split read values from before it, is split by injection: h(a) runs the model on zero
+inputs with a forward hook that replaces the layer's output by ``a`` (the hook is always removed). The layers before the
 split run on one zero row, whatever the rows of ``a``, so that an h call costs about the layers after
 the split, not the whole model; a model that needs its batch size before the layer gets as many zero
 rows as ``a`` has. Both are checked once on real inputs: h(g(x)) must reproduce the model's logits,
@@ -54,11 +56,14 @@ ACTIVATIONS = (nn.ReLU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigm
 
 @dataclass(frozen=True)
 class Split:
-    """f = h o g at ``layer``; ``g`` and ``h`` take and return batches."""
+    """f = h o g at ``layer``; ``g`` and ``h`` take and return batches. ``how`` h was made: "cut" (the
+    later children of an ``nn.Sequential``), "traced" (the later operations of the model's torch.fx
+    graph) or "injected" (the model run with the layer's output replaced by a hook)."""
 
     layer: str
     g: Callable[[torch.Tensor], torch.Tensor]
     h: Callable[[torch.Tensor], torch.Tensor]
+    how: str = "injected"
 
 
 def default_layer(model: nn.Module) -> str:
@@ -123,9 +128,10 @@ def _two_rows(probe: torch.Tensor) -> torch.Tensor:
 
 
 def _checked(model: nn.Module, layer: str, probe: torch.Tensor, expected: torch.Tensor) -> Split | None:
-    """The split after ``layer`` when h(g(probe)) gives ``expected`` (else None): a cut, or an injection
-    whose h runs the layers before the split on one zero row, else on as many as it is given; token
-    outputs become positions, channels first."""
+    """The split after ``layer`` when h(g(probe)) gives ``expected`` (else None): a cut, the traced
+    operations after the layer, or an injection whose h runs the layers before the split on one zero row,
+    else on as many as it is given; the first that reproduces the model. Token outputs become positions,
+    channels first."""
     named = dict(model.named_modules())
     if not layer or layer not in named:
         raise UnknownNameError.for_name("layer", layer, [n for n in named if n])
@@ -133,19 +139,22 @@ def _checked(model: nn.Module, layer: str, probe: torch.Tensor, expected: torch.
     if isinstance(model, nn.Sequential) and layer in dict(children):
         cut = [n for n, _ in children].index(layer) + 1
         g: Callable = nn.Sequential(*[m for _, m in children[:cut]])
-        heads = [nn.Sequential(*[m for _, m in children[cut:]])]
+        heads = [("cut", nn.Sequential(*[m for _, m in children[cut:]]))]
     else:
         require_hooks(model)
         shape = tuple(probe.shape[1:])
         g = functools.partial(layer_activations, model, named[layer], batch_size=None)
-        heads = [_injected(model, named[layer], shape, one_row=True), _injected(model, named[layer], shape)]
+        traced = traced_suffix(model, layer)
+        heads = [*([("traced", traced)] if traced is not None else []),
+                 ("injected", _injected(model, named[layer], shape, one_row=True)),
+                 ("injected", _injected(model, named[layer], shape))]
     with torch.no_grad():
         output = g(probe)
     tokens = probe.ndim == 4 and isinstance(output, torch.Tensor) and output.ndim == 3
     if tokens:
         token_grid(output, (probe.shape[2], probe.shape[3]))  # refused here, not when the maps are drawn
-    for index, h in enumerate(heads):
-        split = _channels_first(Split(layer, g, h)) if tokens else Split(layer, g, h)
+    for index, (how, h) in enumerate(heads):
+        split = _channels_first(Split(layer, g, h, how)) if tokens else Split(layer, g, h, how)
         try:
             if _reproduces(split, probe, expected):
                 return split
@@ -158,7 +167,37 @@ def _checked(model: nn.Module, layer: str, probe: torch.Tensor, expected: torch.
 def _channels_first(split: Split) -> Split:
     """The split with token outputs (N, T, D) as (N, D, T): one position per token."""
     g, h = split.g, split.h
-    return Split(split.layer, lambda x: g(x).transpose(1, 2), lambda a: h(a.transpose(1, 2)))
+    return Split(split.layer, lambda x: g(x).transpose(1, 2), lambda a: h(a.transpose(1, 2)), split.how)
+
+
+def traced_suffix(model: nn.Module, layer: str) -> nn.Module | None:
+    """The operations after ``layer`` as a module taking its output: the model traced by torch.fx with
+    ``layer`` kept whole, and the graph cut after its one call. None when the model cannot be traced
+    (data-dependent Python in its forward), calls the layer more than once, or reads after the layer a
+    value computed before it (a skip connection across the split): injection serves those."""
+
+    class KeepLayer(torch.fx.Tracer):
+        def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+            return qualified_name == layer or super().is_leaf_module(module, qualified_name)
+
+    try:
+        traced = torch.fx.GraphModule(model, KeepLayer().trace(model))
+    except Exception:  # noqa: BLE001 (fx raises TraceError, TypeError, RuntimeError... on what it cannot trace)
+        return None
+    nodes = list(traced.graph.nodes)
+    calls = [n for n in nodes if n.op == "call_module" and n.target == layer]
+    if len(calls) != 1:
+        return None
+    graph = torch.fx.Graph()
+    copied = {calls[0]: graph.placeholder("activations")}
+    for node in nodes[nodes.index(calls[0]) + 1:]:
+        for needed in node.all_input_nodes:
+            if needed not in copied:
+                if needed.op != "get_attr":  # computed before the split from the input
+                    return None
+                copied[needed] = graph.node_copy(needed)
+        copied[node] = graph.node_copy(node, lambda n: copied[n])
+    return torch.fx.GraphModule(traced, graph).eval()
 
 
 def _reproduces(split: Split, probe: torch.Tensor, expected: torch.Tensor) -> bool:

@@ -56,6 +56,12 @@ from xaibench.report.colors import to_display
 from xaibench.report.style import check_format, figure_file
 
 DEFAULT_IMAGES = 64
+#: the one-line note a run keeps on how the model was split (``xaibench.concepts.split.Split.how``)
+SPLIT_NOTES = {
+    "cut": "cut: the model's later children run alone",
+    "traced": "traced: the operations after the layer run alone (torch.fx)",
+    "injected": "injected: the model runs with the layer's output replaced (torch.fx could not split it)",
+}
 MONTAGE_CROPS = 8
 
 
@@ -130,7 +136,8 @@ def run_concepts(job: ConceptJob, argv: list[str]) -> dict[str, Any]:
     found = extract(split, images.inputs, images.targets, settings)  # sharded under torchrun
     out = job.out or default_run_dir("concepts", job.source.stem, images.meta.class_names[index])
     summary = {
-        "model": loaded.path, "layer": layer, "class": images.meta.class_names[index], **asdict(job.settings),
+        "model": loaded.path, "layer": layer, "split": SPLIT_NOTES[split.how],
+        "class": images.meta.class_names[index], **asdict(job.settings),
         "images": len(images.data), "rows": int(found.activations.shape[0]),
         "global_importance": [float(v) for v in found.importance], "versions": versions(),
     }
