@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from xaibench.metrics import perturb
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
@@ -91,21 +91,18 @@ class Comprehensiveness(Metric):
     curve_label = "fraction of features removed"
     description = "ERASER comprehensiveness: probability drop when the top-k% features are removed (AOPC)."
     Params = EraserParams
+    keep: ClassVar[bool] = False  # whether the rationale is kept alone (sufficiency) or removed
 
     def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
-        return _differences(batch, params, generator, keep=False)
+        return _differences(batch, params, generator, keep=self.keep)
 
 
 @METRICS.register("sufficiency")
-class Sufficiency(Metric):
+class Sufficiency(Comprehensiveness):
     """ERASER sufficiency (DeYoung et al., 2020): the mean over rationale sizes of
     m(x)_j - m(only the top-k% features)_j; see the module docstring. Lower is better."""
 
-    category = "faithfulness"
     higher_is_better = False
     curve_label = "fraction of features kept"
     description = "ERASER sufficiency: probability drop when only the top-k% features are kept (AOPC)."
-    Params = EraserParams
-
-    def _compute(self, batch: MetricInputs, params: Any, generator: torch.Generator) -> MetricResult:
-        return _differences(batch, params, generator, keep=True)
+    keep = True

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from xaibench.metrics.base import METRICS, Metric, MetricInputs, MetricResult
 from xaibench.metrics.robustness import Perturb, perturbed_explanations
 
+from xaibench.core.batches import row_slices
 from xaibench.core.errors import InputError, UnknownNameError
 from xaibench.core.lazy import lazy_import
 
@@ -94,7 +95,6 @@ class SubstitutionSensitivity(Metric):
 def _predictions_of(model: torch.nn.Module, points: torch.Tensor, batch_size: int | None) -> torch.Tensor:
     """Predicted class of each copy (s, K, *S) -> (s, K), in passes of at most ``batch_size`` rows."""
     flat = points.flatten(0, 1)
-    step = flat.shape[0] if batch_size is None else batch_size
     with torch.no_grad():
-        labels = torch.cat([model(flat[i:i + step]).argmax(dim=1) for i in range(0, flat.shape[0], step)])
+        labels = torch.cat([model(flat[rows]).argmax(dim=1) for rows in row_slices(flat.shape[0], batch_size)])
     return labels.view(points.shape[:2])

@@ -111,14 +111,6 @@ def selected_data(model: LoadedModel, selection: Selection) -> Dataset:
     return _selected(model, selection, model.meta.merged(modality=selection.modality))[0]
 
 
-def selected_texts(model: LoadedModel, selection: Selection) -> Dataset | None:
-    """The selected samples, their texts not yet tokenised, when ``model`` reads text; else None."""
-    if getattr(model.module, "input_modality", None) != "text":
-        return None
-    meta = model.meta.merged(modality=selection.modality)
-    return _selected(model, selection, meta)[0]
-
-
 def _selected(model: LoadedModel, selection: Selection, meta: ModelMeta) -> tuple[Dataset, str]:
     """The selected samples as read (not preprocessed) and the spec they were read from.
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from xaibench.data.base import Dataset
-from xaibench.data.prepare import Prepared, Selection, prepare, selected_texts
+from xaibench.data.prepare import Prepared, Selection, prepare, selected_data
 from xaibench.data.text_inputs import length_groups
 
 if TYPE_CHECKING:
@@ -27,7 +27,8 @@ def prepare_by_length(model: LoadedModel, selection: Selection,
                       batch_size: int | RowPlan | None = None) -> tuple[list[Prepared], torch.Tensor]:
     """``prepare`` for each token length of the selected texts (once for one length or other data), and
     the order that puts the groups' samples back in selection order (positions into their concatenation)."""
-    data = selected_texts(model, selection)
+    text_model = getattr(model.module, "input_modality", None) == "text"
+    data = selected_data(model, selection) if text_model else None
     groups = [[0]] if data is None or data.texts is None else length_groups(data, model.module)
     if len(groups) == 1:
         prepared = prepare(model, selection, batch_size)
