@@ -160,7 +160,7 @@ class RowPlan:
 
     batch_size: int | None
     budget: Budget | None
-    _measured: dict[tuple[tuple[int, ...], int], tuple[int, int]] = field(default_factory=dict, repr=False)
+    _measured: dict[tuple[tuple[int, ...], int, int], tuple[int, int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, batch_size: int | None, max_memory: str | None,
@@ -178,20 +178,24 @@ class RowPlan:
             return cls(batch_size, None)
         return cls(None, resolve_budget(max_memory, device))
 
-    def rows(self, forward: Callable[[torch.Tensor], Any], sample: torch.Tensor, extra_row_bytes: int = 0) -> int:
+    def rows(self, forward: Callable[[torch.Tensor], Any], sample: torch.Tensor, extra_row_bytes: int = 0,
+             reserved: int = 0) -> int:
         """Rows per pass for rows shaped like ``sample`` (one row, batch axis included); a job that
         keeps more per row than the pass itself (influence's per-example gradients) adds
-        ``extra_row_bytes``."""
+        ``extra_row_bytes``, and one that holds ``reserved`` bytes through its passes (influence's
+        factors) leaves them out of the budget."""
         if self.batch_size is not None:
             return self.batch_size
         assert self.budget is not None
-        key = (tuple(sample.shape[1:]), extra_row_bytes)
+        key = (tuple(sample.shape[1:]), extra_row_bytes, reserved)
         if key not in self._measured:
             per_row = row_bytes(forward, sample[:1]) + extra_row_bytes
-            self._measured[key] = (per_row, max(1, self.budget.bytes // max(1, per_row)))
-            if per_row > self.budget.bytes:
-                warnings.warn(f"one row of shape {list(key[0])} needs about {format_size(per_row)}, more than "
-                              f"the memory budget of {format_size(self.budget.bytes)} ({self.budget.source}); "
+            left = self.budget.bytes - reserved
+            self._measured[key] = (per_row, max(1, left // max(1, per_row)))
+            if per_row > left:
+                held = f" beside {format_size(reserved)} held" if reserved else ""
+                warnings.warn(f"one row of shape {list(key[0])} needs about {format_size(per_row)}{held}, more "
+                              f"than the memory budget of {format_size(self.budget.bytes)} ({self.budget.source}); "
                               "running one row per pass", XaibenchWarning, stacklevel=2)
         return self._measured[key][1]
 
@@ -203,7 +207,8 @@ class RowPlan:
         return {
             "budget_bytes": self.budget.bytes, "budget": format_size(self.budget.bytes),
             "source": self.budget.source,
-            "passes": [{"sample_shape": list(shape), "row_bytes": per_row, "rows_per_pass": rows}
-                       for (shape, _extra), (per_row, rows) in self._measured.items()],
+            "passes": [{"sample_shape": list(shape), "row_bytes": per_row, "rows_per_pass": rows,
+                        **({"held_bytes": held} if held else {})}
+                       for (shape, _extra, held), (per_row, rows) in self._measured.items()],
         }
 

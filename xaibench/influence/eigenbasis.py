@@ -19,6 +19,7 @@ every example (``Captured.support``) are left out of every product.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,16 +31,18 @@ class Basis:
     """One module's eigenvectors Q_S (out, out) and Q_A (in, in) in the compute dtype, on the compute
     device; none for the strategies that do not rotate (identity, diagonal).
 
-    Q_A is converted by rows, only those that the input columns in use need, and of those rows only the
-    eigenvector columns that are not zero on all of them (``rows``). Factors split a covariance's zero
-    rows off before its eigendecomposition (``factors._eigh``), so for a 3x3 convolution on a 1x1 map
-    that is 512 x 512 of 4,608 x 4,608: the rotated gradients are zero in the other eigen-directions.
+    Q_A is read by rows (``a_rows(rows)``: float64 rows, None for all), only those that the input columns
+    in use need, and of those rows only the eigenvector columns that are not zero on all of them are kept
+    (``rows``). Factors split a covariance's zero rows off before its eigendecomposition
+    (``factors._eigh``), so for a 3x3 convolution on a 1x1 map that is 512 x 512 of 4,608 x 4,608: the
+    rotated gradients are zero in the other eigen-directions. Nothing else of Q_A is held.
     """
 
-    def __init__(self, s: torch.Tensor | None = None, a: torch.Tensor | None = None,
+    def __init__(self, s: torch.Tensor | None = None,
+                 a_rows: Callable[[torch.Tensor | None], torch.Tensor] | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:
         self.s = None if s is None else s.to(device, dtype)
-        self._a, self._dtype, self._device = a, dtype, device
+        self._a_rows, self._dtype, self._device = a_rows, dtype, device
         self._rows: dict[int, tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]] = {}
 
     @property
@@ -51,7 +54,7 @@ class Basis:
         there, and those eigenvector columns (None: all); converted once per set of input columns."""
         key = id(columns)  # the cached entry holds ``columns``, so its id is not reused meanwhile
         if key not in self._rows:
-            source = self._a if columns is None else self._a.index_select(0, columns.to(self._a.device))
+            source = self._a_rows(columns)
             live = (source != 0).any(dim=0)
             eigen = None if bool(live.all()) else live.nonzero()[:, 0]
             if eigen is not None:
@@ -59,6 +62,11 @@ class Basis:
                 eigen = eigen.to(self._device)
             self._rows[key] = (columns, source.to(self._device, self._dtype), eigen)
         return self._rows[key][1:]
+
+    def held_bytes(self) -> int:
+        """Bytes of the eigenvectors converted so far."""
+        held = [self.s] if self.s is not None else []
+        return sum(t.numel() * t.element_size() for t in [*held, *(r[1] for r in self._rows.values())])
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ match and the fit starts over (still correct, as every stage file is complete on
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,17 +99,28 @@ class FitConfig:
 
 @dataclass
 class Factors:
-    """Fitted factors: ``tensors`` keyed "<module>/<name>" (or "exact/<name>"), float64."""
+    """Fitted factors: ``tensors`` keyed "<module>/<name>" (or "exact/<name>"), float64: a dict when
+    fitted, a ``StoredTensors`` reading each from its file when loaded (``storage.load_factors``)."""
 
     strategy: str
     shapes: dict[str, tuple[int, int]]  # module name -> (out, in[+1]), in tracking order
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
     #: "<module>/A" or "<module>/S" -> how its covariance was decomposed: the LAPACK driver that succeeded
     #: ("eigh", or "svd" where eigh failed to converge) and the exactly zero rows split off first
     decompositions: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def module(self, name: str, key: str) -> torch.Tensor:
         return self.tensors[f"{name}/{key}"]
+
+    def module_rows(self, name: str, key: str, rows: torch.Tensor | None) -> torch.Tensor:
+        """The rows ``rows`` (ascending; None: all) of a module's matrix, read alone where it is stored."""
+        if rows is None:
+            return self.module(name, key)
+        read = getattr(self.tensors, "rows", None)
+        if read is not None:
+            return read(f"{name}/{key}", rows)
+        matrix = self.module(name, key)
+        return matrix.index_select(0, rows.to(matrix.device))
 
 
 class Checkpoint(Protocol):
@@ -140,7 +151,8 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
     if config.strategy == "exact" and sum(o * i for o, i in shapes.values()) > EXACT_LIMIT:
         raise InputError(f"the exact strategy needs a D x D matrix; {sum(o * i for o, i in shapes.values())} "
                          f"tracked parameters exceed its limit of {EXACT_LIMIT}; track fewer modules")
-    factors = Factors(config.strategy, shapes)
+    tensors: dict[str, torch.Tensor] = {}
+    factors = Factors(config.strategy, shapes, tensors)
     block = distributed.shard_rows(len(inputs), check=len(inputs))
     data = _Pass(model, modules, task, inputs, labels.to(inputs.device), config, checkpoint, block)
     if config.strategy in ("kfac", "ekfac"):
@@ -149,15 +161,15 @@ def fit_factors(model: nn.Module, task: Task, inputs: torch.Tensor, labels: torc
             for side in ("A", "S"):  # each sum let go once decomposed: the largest are 4608 x 4608 float64
                 values, vectors, how = _eigh(sums.pop(f"{name}/{side}"), sums[f"{name}/{side}_count"])
                 factors.decompositions[f"{name}/{side}"] = how
-                factors.tensors[f"{name}/{side}_values"] = values
-                factors.tensors[f"{name}/{side}_vectors"] = vectors
+                tensors[f"{name}/{side}_values"] = values
+                tensors[f"{name}/{side}_vectors"] = vectors
     if config.strategy in ("ekfac", "diagonal"):
         sums = data.run("lambda", _lambda_sums(factors))
         for name in modules:
-            factors.tensors[f"{name}/lambda"] = sums[f"{name}/lambda"] / len(inputs)
+            tensors[f"{name}/lambda"] = sums[f"{name}/lambda"] / len(inputs)
     if config.strategy == "exact":
         fisher = data.run("exact", _exact_sums)["exact/fisher"] / len(inputs)
-        factors.tensors["exact/fisher"] = (fisher + fisher.T) / 2
+        tensors["exact/fisher"] = (fisher + fisher.T) / 2
     return factors
 
 
@@ -327,7 +339,8 @@ def compute_basis(factors: Factors, name: str, dtype: torch.dtype, device: torch
     """The module's eigenvectors in ``dtype`` on ``device`` (no basis for diagonal or identity)."""
     if factors.strategy not in ("kfac", "ekfac"):
         return Basis()
-    return Basis(factors.module(name, "S_vectors"), factors.module(name, "A_vectors"), dtype, device)
+    return Basis(factors.module(name, "S_vectors"), lambda rows: factors.module_rows(name, "A_vectors", rows),
+                 dtype, device)
 
 
 def sum_device(device: torch.device) -> torch.device:

@@ -44,9 +44,20 @@ from xaibench.core import distributed
 from xaibench.core.errors import InputError
 from xaibench.core.progress import advance
 from xaibench.influence.eigenbasis import Basis, rotate
-from xaibench.influence.factors import Checkpoint, Factors, checkpoint_stage, compute_basis
+from xaibench.influence.factors import (
+    Checkpoint,
+    Factors,
+    checkpoint_stage,
+    compute_basis,
+)
 from xaibench.influence.task import Task
-from xaibench.influence.tracking import Captured, capture, outer_sum, select_modules, tracked
+from xaibench.influence.tracking import (
+    Captured,
+    capture,
+    outer_sum,
+    select_modules,
+    tracked,
+)
 
 Gradients = dict[str, torch.Tensor]  # module name -> (rows, out, in[+1])
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> a batch sum
@@ -57,7 +68,8 @@ Columns = dict[str, torch.Tensor | None]  # module name -> training support colu
 @dataclass(frozen=True)
 class ScoreConfig:
     """How to score: damping (None = 0.1 x mean eigenvalue), query rank (None = full), rows per pass of
-    the training data and of the queries (None: ``batch_size``), queries per block (None: all), chunk."""
+    the training data and of the queries (None: ``batch_size``), queries per block (None: all), chunk,
+    and the bytes of factors held at once (None: every module's; ``Influence.module_groups``)."""
 
     damping: float | None = None
     rank: int | None = None
@@ -65,14 +77,16 @@ class ScoreConfig:
     chunk_size: int = 4096
     query_batch_size: int | None = None
     query_block: int | None = None
+    factor_memory: int | None = None
 
     def __post_init__(self) -> None:
         if self.damping is not None and not (math.isfinite(self.damping) and self.damping >= 0):
             raise InputError(f"damping must be a finite number, 0 or more, got {self.damping}")
         if self.rank is not None and self.rank < 1:
             raise InputError(f"rank must be at least 1, got {self.rank}")
-        if min(self.batch_size, self.chunk_size, self.query_batch_size or 1, self.query_block or 1) < 1:
-            raise InputError("batch sizes, chunk size and query block must be at least 1")
+        if min(self.batch_size, self.chunk_size, self.query_batch_size or 1, self.query_block or 1,
+               self.factor_memory or 1) < 1:
+            raise InputError("batch sizes, chunk size, query block and factor memory must be at least 1")
 
 
 class Preconditioner:
@@ -101,6 +115,11 @@ class Preconditioner:
         if strategy in ("ekfac", "diagonal"):
             return get(f"{name}/lambda")
         return None
+
+    def release(self) -> None:
+        """Let go of every converted basis and weight (they are read again when next used)."""
+        self._bases.clear()
+        self._weights.clear()
 
     def basis(self, name: str, dtype: torch.dtype, device: torch.device) -> Basis:
         """The module's eigenvectors in ``dtype`` on ``device``, converted once."""
@@ -169,6 +188,18 @@ class Preconditioner:
         sizes = [o * i for o, i in self.shapes.values()]
         return {name: part.reshape(-1, *shape)
                 for (name, shape), part in zip(self.shapes.items(), flat.split(sizes, dim=1))}
+
+
+def held_bytes(factors: Factors, name: str, support: int | None, element: int) -> int:
+    """At most the bytes a module's factors take once converted to an ``element``-byte dtype by the
+    ``Preconditioner``: Q_S, the rows of Q_A for ``support`` input columns (None: all), and the weights.
+    0 for the exact strategy, whose matrix is held whole whatever the modules."""
+    if factors.strategy == "exact":
+        return 0
+    out, ins = factors.shapes[name]
+    rotating = factors.strategy in ("kfac", "ekfac")
+    weighted = factors.strategy != "identity"
+    return element * (rotating * (out * out + (ins if support is None else support) * ins) + weighted * out * ins)
 
 
 def _moved(matrices: torch.Tensor, held: torch.Tensor | None, wanted: torch.Tensor | None,
@@ -257,10 +288,41 @@ class Influence:
     def conditioner(self) -> Preconditioner:
         return Preconditioner(self.factors, self.config.damping)
 
+    def module_groups(self, sample: torch.Tensor) -> list[list[str]]:
+        """The tracked modules in consecutive groups whose converted factors fit ``config.factor_memory``
+        bytes together (``Preconditioner.held_bytes``; a module over it alone makes a group of its own),
+        for training rows shaped like ``sample`` (one row): a pass holds one group's factors at a time.
+        One group without a limit, and for the exact strategy, whose matrix couples every module."""
+        names = list(self.factors.shapes)
+        if self.config.factor_memory is None or self.factors.strategy == "exact":
+            return [names]
+        held = self._held(sample)
+        groups: list[list[str]] = [[]]
+        total = 0
+        for name in names:
+            if groups[-1] and total + held[name] > self.config.factor_memory:
+                groups.append([])
+                total = 0
+            groups[-1].append(name)
+            total += held[name]
+        return groups
+
+    def held_bytes(self, sample: torch.Tensor) -> int:
+        """At most the bytes of converted factors held at once by passes over rows like ``sample``."""
+        held = self._held(sample)
+        return max(sum(held[name] for name in group) for group in self.module_groups(sample))
+
+    def _held(self, sample: torch.Tensor) -> dict[str, int]:
+        columns = training_columns(self.model, self.modules, sample)
+        element = next((p.element_size() for p in self.model.parameters()), 4)
+        return {name: held_bytes(self.factors, name, None if cols is None else len(cols), element)
+                for name, cols in columns.items()}
+
     def query_side(self, inputs: torch.Tensor, targets: torch.Tensor,
                    columns: Columns | None = None) -> dict[str, Query]:
         """Preconditioned (and, with a rank, compressed) query gradients of the measurement: (Q, out,
-        in[+1]) per module, or only the input columns ``columns`` names (None: all)."""
+        in[+1]) per module, or only the input columns ``columns`` names (None: all); one group of
+        modules at a time (``module_groups``), whose factors are let go before the next."""
         modules, conditioner = self.modules, self.conditioner
         columns = columns or dict.fromkeys(modules)
         targets = targets.to(inputs.device)
@@ -270,15 +332,18 @@ class Influence:
                            for name, matrix in conditioner.apply(grads).items()}
         else:
             conditioned = {}
-            for first in range(0, len(inputs), self._query_rows):
-                rows = slice(first, first + self._query_rows)
-                seen = capture(self.model, modules, inputs[rows],
-                               lambda out, t=targets[rows]: self.task.measurement(out, t))[0]
-                for name in modules:
-                    part = conditioner.condition(name, seen.pop(name), columns[name])
-                    if name not in conditioned:  # the whole block's matrices, filled batch by batch
-                        conditioned[name] = part.new_empty(len(inputs), *part.shape[1:])
-                    conditioned[name][rows] = part
+            for group in self.module_groups(inputs[:1]):
+                chosen = {name: modules[name] for name in group}
+                for first in range(0, len(inputs), self._query_rows):
+                    rows = slice(first, first + self._query_rows)
+                    seen = capture(self.model, chosen, inputs[rows],
+                                   lambda out, t=targets[rows]: self.task.measurement(out, t))[0]
+                    for name in chosen:
+                        part = conditioner.condition(name, seen.pop(name), columns[name])
+                        if name not in conditioned:  # the whole block's matrices, filled batch by batch
+                            conditioned[name] = part.new_empty(len(inputs), *part.shape[1:])
+                        conditioned[name][rows] = part
+                conditioner.release()
         if self.config.rank is None:
             return conditioned
         return {name: compress(matrix, self.config.rank) for name, matrix in conditioned.items()}
@@ -314,18 +379,26 @@ class Influence:
 
     def self_influence(self, train: torch.Tensor, labels: torch.Tensor,
                        checkpoint: Checkpoint | None = None) -> torch.Tensor:
-        """Self-influence per module and training example: (modules, N)."""
+        """Self-influence per module and training example: (modules, N); one pass over the training
+        data per group of modules (``module_groups``), holding only that group's factors."""
         modules, conditioner, labels = self.modules, self.conditioner, labels.to(train.device)
-
-        def batch(rows: slice) -> torch.Tensor:
-            seen = capture(self.model, modules, train[rows], lambda out: self.task.loss(out, labels[rows]))[0]
-            if self.factors.strategy == "exact":
-                return conditioner.self_scores({name: s.per_example() for name, s in seen.items()})
-            return torch.stack([conditioner.self_score(name, seen.pop(name)).double() for name in modules])
-
         block = distributed.shard_rows(len(train), check=len(train))
         out = torch.empty(len(modules), block.stop - block.start, dtype=torch.float32, device=train.device)
-        self._fill("self", out, block, lambda: batch, checkpoint)
+        groups, first = self.module_groups(train[:1]), 0
+        for group in groups:
+            chosen = {name: modules[name] for name in group}
+
+            def batch(rows: slice, chosen: dict[str, nn.Module] = chosen) -> torch.Tensor:
+                seen = capture(self.model, chosen, train[rows], lambda out: self.task.loss(out, labels[rows]))[0]
+                if self.factors.strategy == "exact":
+                    return conditioner.self_scores({name: s.per_example() for name, s in seen.items()})
+                return torch.stack([conditioner.self_score(name, seen.pop(name)).double() for name in chosen])
+
+            last = first + len(group)
+            stage = "self" if len(groups) == 1 else f"self-modules{first}-{last}"
+            self._fill(stage, out[first:last], block, lambda batch=batch: batch, checkpoint)
+            conditioner.release()
+            first = last
         return _gathered(out, len(train))
 
     def _fill(self, stage: str, out: torch.Tensor, block: slice, scorer: Callable[[], Callable[[slice], torch.Tensor]],

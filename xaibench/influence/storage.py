@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import nn
 
 from xaibench.core.errors import InputError, first_line
 from xaibench.influence.factors import STRATEGIES, Factors
+from xaibench.influence.stored_tensors import StoredTensors
 from xaibench.influence.tracking import SUPPORTED, parameter_count
 
 FORMAT = "xaibench-influence-factors/1"
@@ -60,14 +62,17 @@ def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any]) -
     (directory / ARGUMENTS_FILE).write_text(json.dumps(described, indent=2) + "\n")
 
 
-def load_factors(directory: Path, model: nn.Module | None = None,
-                 model_sha256: str | None = None) -> tuple[Factors, dict[str, Any]]:
+def load_factors(directory: Path, model: nn.Module | None = None, model_sha256: str | None = None,
+                 device: torch.device | str = "cpu") -> tuple[Factors, dict[str, Any]]:
     """Factors and their arguments from a directory written by ``influence fit``, validated throughout.
 
     Nothing read from the files is used before it is checked: factors.json must describe a known strategy
     and plain module names with [out, in] shapes; factors.safetensors must hold exactly the finite float64
     tensors that strategy stores for those shapes. With ``model_sha256`` the factors must have been fitted
     on that model file; with ``model`` their modules must be its tracked modules, in order and shape.
+
+    The tensors are checked one at a time and stay in the file: ``Factors.tensors`` reads each when it is
+    used, onto ``device`` (``stored_tensors``), so a process never holds more of them than its work needs.
 
     Raises:
         InputError: one line naming the file and the problem.
@@ -78,8 +83,9 @@ def load_factors(directory: Path, model: nn.Module | None = None,
     if model_sha256 is not None:
         _check_model_file(described, arguments, model_sha256)
     stored = _factor_file(directory, TENSORS_FILE)
-    factors = Factors(strategy, shapes, _read_tensors(stored))
-    _check_tensors(stored, factors)
+    tensors = StoredTensors(stored, _stored_shapes(strategy, shapes), f"{strategy} factors", device)
+    tensors.verify({"exact/fisher": _check_symmetric(stored)})
+    factors = Factors(strategy, shapes, tensors)
     if model is not None:
         _check_modules(described, shapes, model)
     return factors, arguments
@@ -172,34 +178,11 @@ def _check_model_file(path: Path, arguments: dict[str, Any], model_sha256: str) 
                          f"{recorded[:12]}..., this model {model_sha256[:12]}...); fit them again for this model")
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:  # safetensors holds raw bytes only: nothing in the file is ever executed
-        return load_file(str(path))
-    except (OSError, SafetensorError) as err:
-        raise InputError(f"{path}: not a safetensors file ({first_line(err)})") from None
-
-
-def _check_tensors(path: Path, factors: Factors) -> None:
-    """Exactly the tensors the strategy stores for the described modules: shapes, float64, finite."""
-    expected = _stored_shapes(factors.strategy, factors.shapes)
-    extra = sorted(set(factors.tensors) - set(expected))
-    if extra:
-        raise InputError(f"{path}: holds unexpected tensor {_shown(extra[0])} for {factors.strategy} factors")
-    for key, shape in expected.items():
-        tensor = factors.tensors.get(key)
-        if tensor is None:
-            raise InputError(f"{path}: misses tensor {key!r} of {factors.strategy} factors")
-        if tuple(tensor.shape) != shape:
-            raise InputError(f"{path}: tensor {key!r} has shape {tuple(tensor.shape)} where "
-                             f"{factors.strategy} factors need {shape}")
-        if tensor.dtype != torch.float64:
-            raise InputError(f"{path}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')}, "
-                             "not float64")
-        if not torch.isfinite(tensor).all():
-            raise InputError(f"{path}: tensor {key!r} holds NaN or infinite values")
-    fisher = factors.tensors.get("exact/fisher")
-    if fisher is not None and not torch.equal(fisher, fisher.T):  # fit stores (F + F^T) / 2
-        raise InputError(f"{path}: tensor 'exact/fisher' is not symmetric")
+def _check_symmetric(path: Path) -> Callable[[torch.Tensor], None]:
+    def check(fisher: torch.Tensor) -> None:
+        if not torch.equal(fisher, fisher.T):  # fit stores (F + F^T) / 2
+            raise InputError(f"{path}: tensor 'exact/fisher' is not symmetric")
+    return check
 
 
 def _check_modules(path: Path, shapes: dict[str, tuple[int, int]], model: nn.Module) -> None:

@@ -11,10 +11,9 @@ A checkpoint belongs to its rank and world size, so an interrupted multi-process
 same number of processes.
 
 ``--device`` places the model, the data, the factors and every pass (``xaibench.core.devices``); the
-scores come back to the CPU to be written, and run.json records the device. Rows per pass come from the
-memory budget with what influence keeps per row on top of the model's own activations
-(``influence.footprint``), and the queries are scored in blocks whose preconditioned gradients fit the
-budget.
+scores come back to the CPU to be written, and run.json records the device. Rows per pass, query blocks
+and the groups of modules whose factors are held at once come from the memory budget (``influence.plan``);
+stored factors stay in their file until a group needs them.
 """
 
 from __future__ import annotations
@@ -24,16 +23,28 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from xaibench.core import distributed
 from xaibench.core.devices import device_record, resolve_device
 from xaibench.core.errors import IncompatibleError, InputError
 from xaibench.core.memory import RowPlan
-from xaibench.core.runs import check_destination, default_run_dir, run_record, staged_dir, write_json
+from xaibench.core.runs import (
+    check_destination,
+    default_run_dir,
+    run_record,
+    staged_dir,
+    write_json,
+)
 from xaibench.data.prepare import Prepared, Selection, default_split, prepare
-from xaibench.influence.factors import EXACT_LIMIT, Factors, FitConfig, fit_factors, sum_device
-from xaibench.influence.footprint import Footprint
+from xaibench.influence.factors import (
+    Factors,
+    FitConfig,
+    fit_factors,
+    sum_device,
+)
+from xaibench.influence.plan import score_plan, training_rows
 from xaibench.influence.scores import Influence, ScoreConfig
 from xaibench.influence.storage import (
     PartialWork,
@@ -86,7 +97,7 @@ def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     memory = RowPlan.of(job.batch_size, job.max_memory, device)
     loaded = job.source.load(device)
     data = load_train(loaded, job.train, memory)
-    config = replace(job.config, batch_size=influence_rows(memory, loaded, data.prepared))
+    config = replace(job.config, batch_size=training_rows(memory, loaded.module, data.prepared.inputs[:1]))
     arguments = fit_arguments(config, loaded, data)
     partial = PartialWork.beside(job.out, arguments)
     task = ClassificationTask()
@@ -105,25 +116,6 @@ def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
     return {**summary, "seconds": round(time.perf_counter() - started, 3)}
-
-
-def influence_rows(memory: RowPlan, loaded: LoadedModel, prepared: Prepared, queries: int = 0) -> int:
-    """Rows per training pass: the model's own cost of a row plus what influence keeps per row on top
-    (``Footprint.training_row``), against ``queries`` queries at once when scoring."""
-    sample = prepared.inputs[:1]
-    extra = Footprint.of(loaded.module, sample, EXACT_LIMIT).training_row(queries)
-    return memory.rows(loaded.module, sample, extra_row_bytes=extra)
-
-
-def query_plan(memory: RowPlan, loaded: LoadedModel, queries: Prepared) -> tuple[int, int | None]:
-    """Rows per pass of the query gradients, and queries per block: as many as the budget holds
-    preconditioned (all of them when --batch-size replaces the budget)."""
-    sample = queries.inputs[:1]
-    footprint = Footprint.of(loaded.module, sample, EXACT_LIMIT)
-    rows = memory.rows(loaded.module, sample, extra_row_bytes=footprint.query_row())
-    if memory.budget is None:
-        return rows, None
-    return rows, max(1, memory.budget.bytes // footprint.query())
 
 
 def fit_arguments(config: FitConfig, loaded: LoadedModel, data: TrainData) -> dict[str, Any]:
@@ -167,20 +159,20 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     loaded = job.source.load(device)
     data = load_train(loaded, job.train, memory)
     queries = None if job.query is None else prepare(loaded, job.query, memory)
-    query_rows, block = (None, None) if queries is None else query_plan(memory, loaded, queries)
-    held = 0 if queries is None else min(block or len(queries.inputs), len(queries.inputs))
-    rows = influence_rows(memory, loaded, data.prepared, held)
-    job = replace(job, score=replace(job.score, batch_size=rows, query_batch_size=query_rows, query_block=block))
-    factors, fitted = _factors(job, loaded, data)
-    task = ClassificationTask(job.measurement)
-    influence = Influence(loaded.module, task, factors, job.score)
+    sample = data.prepared.inputs[:1]
+    if job.factors is None:  # self-influence fits the factors first, in passes of the budget's rows
+        job = replace(job, score=replace(job.score, batch_size=training_rows(memory, loaded.module, sample)))
+    factors, fitted = _factors(job, loaded, data, device)
+    influence = Influence(loaded.module, ClassificationTask(job.measurement), factors, job.score)
+    influence = replace(influence, config=score_plan(memory, influence, sample,
+                                                     None if queries is None else queries.inputs))
     command = "influence score" if job.query is not None else "influence self"
     # rank 0's default, so that every process checkpoints beside the same destination
     out = job.out or Path(distributed.broadcast_object(str(default_run_dir(command.replace(" ", "-"),
                                                                           Path(loaded.path).stem))))
     # the rows per pass and the query blocks change no score, so a resumed run may use another budget
     score_arguments = {k: v for k, v in asdict(job.score).items()
-                       if k not in ("batch_size", "query_batch_size", "query_block")}
+                       if k not in ("batch_size", "query_batch_size", "query_block", "factor_memory")}
     arguments = {"command": command, "factors": fitted, "train": data.spec, "score": score_arguments,
                  "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
     partial = PartialWork.beside(out, arguments)
@@ -211,15 +203,16 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     return {"run_dir": str(out), "montage": None if montage is None else str(out / montage), **summary}
 
 
-def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData) -> tuple[Factors, dict[str, Any]]:
-    """Stored factors checked against the model, or (self without --factors) ones fitted in memory."""
+def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData,
+             device: torch.device) -> tuple[Factors, dict[str, Any]]:
+    """Stored factors checked against the model, or (self without --factors) ones fitted in memory.
+    Stored ones stay in their file, each tensor read onto the device when used (float64 where the device
+    has it)."""
     if job.factors is None:
         config = replace(job.fit, batch_size=job.score.batch_size)
         factors = fit_factors(loaded.module, ClassificationTask(), data.prepared.inputs, data.labels, config)
         return factors, fit_arguments(config, loaded, data)
-    factors, arguments = load_factors(job.factors, loaded.module, loaded.sha256)
-    wide = sum_device(loaded.device)  # float64 where the device has it
-    return Factors(factors.strategy, factors.shapes, {k: v.to(wide) for k, v in factors.tensors.items()}), arguments
+    return load_factors(job.factors, loaded.module, loaded.sha256, sum_device(device))
 
 
 def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Prepared | None,

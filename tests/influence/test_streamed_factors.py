@@ -1,0 +1,151 @@
+"""Influence holds only what a pass needs: stored factors are read when used (rows at a time), and
+scoring holds the converted factors of one group of modules at a time, within ``factor_memory``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.influence.helpers import padded_cnn
+from xaibench.core.errors import InputError
+from xaibench.core.memory import RowPlan
+from xaibench.influence import ClassificationTask, FitConfig, Influence, ScoreConfig, fit_factors
+from xaibench.influence import scores as scores_module
+from xaibench.influence import stored_tensors
+from xaibench.influence.plan import score_plan
+from xaibench.influence.storage import PartialWork, load_factors, save_factors
+
+TASK = ClassificationTask()
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """padded_cnn's EK-FAC factors on (2, 3, 3) inputs, in memory and saved, and the data."""
+    model = padded_cnn()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 2, 3, 3, generator=gen, dtype=torch.float64), torch.randint(0, 3, (24,), generator=gen)
+    factors = fit_factors(model, TASK, x, y, FitConfig(strategy="ekfac", batch_size=8))
+    folder = tmp_path_factory.mktemp("factors")
+    save_factors(folder, factors, {})
+    return model, factors, folder, x, y
+
+
+def test_stored_factors_read_the_same_tensors_and_rows_a_chunk_at_a_time(fitted, monkeypatch):
+    model, factors, folder, _, _ = fitted
+    monkeypatch.setattr(stored_tensors, "CHUNK_BYTES", 40)  # a few rows per read
+    loaded, _ = load_factors(folder, model)
+    assert isinstance(loaded.tensors, stored_tensors.StoredTensors)
+    assert loaded.tensors.keys() == factors.tensors.keys()
+    for key, value in factors.tensors.items():
+        assert torch.equal(loaded.tensors[key], value), key
+    for name in factors.shapes:
+        vectors = factors.module(name, "A_vectors")
+        for rows in (torch.tensor([0]), torch.tensor([1, 4, 5, len(vectors) - 1]), torch.arange(len(vectors))):
+            assert torch.equal(loaded.module_rows(name, "A_vectors", rows), vectors[rows]), (name, rows)
+
+
+def test_a_factors_file_changed_after_loading_is_refused_when_read(fitted, tmp_path, monkeypatch):
+    model, factors, folder, _, _ = fitted
+    monkeypatch.setattr(stored_tensors, "CHUNK_BYTES", 40)
+    for name in ("factors.json", "factors.safetensors"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    loaded, _ = load_factors(tmp_path, model)
+    tensors = load_file(str(tmp_path / "factors.safetensors"))
+    tensors["4/A_vectors"][-1, -1] = float("nan")  # in the last chunk
+    save_file(tensors, str(tmp_path / "factors.safetensors"))
+    with pytest.raises(InputError, match="'4/A_vectors' holds NaN"):
+        loaded.tensors["4/A_vectors"]
+    with pytest.raises(InputError, match="'4/A_vectors' holds NaN"):
+        loaded.module_rows("4", "A_vectors", torch.tensor([0, len(tensors["4/A_vectors"]) - 1]))
+    with pytest.raises(InputError, match="'4/A_vectors' holds NaN"):  # a new load checks every chunk
+        load_factors(tmp_path, model)
+
+
+def singles(factors) -> ScoreConfig:
+    """A factor memory of 1 byte: every module is a group of its own."""
+    return ScoreConfig(damping=1e-3, batch_size=5, chunk_size=10, factor_memory=1)
+
+
+def test_grouped_passes_give_the_scores_of_one_pass(fitted):
+    model, factors, _, x, y = fitted
+    whole = Influence(model, TASK, factors, ScoreConfig(damping=1e-3, batch_size=5, chunk_size=10))
+    grouped = Influence(model, TASK, factors, singles(factors))
+    assert whole.module_groups(x[:1]) == [list(factors.shapes)]
+    assert grouped.module_groups(x[:1]) == [[name] for name in factors.shapes]
+    assert torch.equal(grouped.self_influence(x, y), whole.self_influence(x, y))
+    assert torch.equal(grouped.pairwise(x[:4], y[:4], x, y), whole.pairwise(x[:4], y[:4], x, y))
+
+
+def test_converted_factors_held_at_once_stay_within_the_factor_memory(fitted, monkeypatch):
+    model, factors, folder, x, y = fitted
+    loaded, _ = load_factors(folder, model)
+    probe = Influence(model, TASK, loaded, ScoreConfig(damping=1e-3))
+    held = probe._held(x[:1])
+    limit = max(held.values()) + min(held.values())  # groups of one or two modules
+    influence = Influence(model, TASK, loaded, ScoreConfig(damping=1e-3, batch_size=5, factor_memory=limit))
+    assert 1 < len(influence.module_groups(x[:1])) < len(held)
+    peak = [0]
+    real_basis, real_weights = scores_module.Preconditioner.basis, scores_module.Preconditioner.weights
+
+    def measured(conditioner) -> None:
+        bases = sum(b.held_bytes() for b in conditioner._bases.values())
+        weights = sum(w.numel() * w.element_size() for w in conditioner._weights.values() if w is not None)
+        peak[0] = max(peak[0], bases + weights)
+
+    def basis(self, *args):
+        out = real_basis(self, *args)
+        measured(self)
+        return out
+
+    def weights(self, *args):
+        out = real_weights(self, *args)
+        measured(self)
+        return out
+
+    monkeypatch.setattr(scores_module.Preconditioner, "basis", basis)
+    monkeypatch.setattr(scores_module.Preconditioner, "weights", weights)
+    influence.self_influence(x, y)
+    assert 0 < peak[0] <= limit
+    peak[0] = 0
+    influence.pairwise(x[:3], y[:3], x, y)
+    assert 0 < peak[0] <= limit
+
+
+def test_a_killed_grouped_self_influence_resumes_to_the_same_scores(fitted, tmp_path, monkeypatch):
+    model, factors, _, x, y = fitted
+    influence = Influence(model, TASK, factors, singles(factors))
+    expected = influence.self_influence(x, y)
+    partial = PartialWork.beside(tmp_path / "self", {"self": 1})
+    real, calls = scores_module.capture, [0]
+
+    def capture(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5 + 3:  # 5 batches per group: into the second group's second chunk
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scores_module, "capture", capture)
+    with pytest.raises(KeyboardInterrupt):
+        influence.self_influence(x, y, partial)
+    calls[0] = -100
+    assert torch.equal(influence.self_influence(x, y, partial), expected)
+    assert calls[0] == -100 + 5 * len(factors.shapes) - 5 - 2  # the first group and one chunk not redone
+
+
+def test_the_plan_keeps_held_factors_and_rows_within_the_budget(fitted):
+    model, factors, _, x, y = fitted
+    influence = Influence(model, TASK, factors, ScoreConfig(damping=1e-3))
+    budget = 4 * max(influence._held(x[:1]).values())
+    memory = RowPlan.of(None, str(max(budget, 1 << 20)))
+    config = score_plan(memory, influence, x[:1])
+    planned = Influence(model, TASK, factors, config)
+    assert config.factor_memory == memory.budget.bytes // 2
+    assert planned.held_bytes(x[:1]) <= config.factor_memory
+    (record,) = memory.record()["passes"]
+    assert record["held_bytes"] == planned.held_bytes(x[:1])
+    assert record["rows_per_pass"] * record["row_bytes"] + record["held_bytes"] <= memory.budget.bytes
+    scoring = score_plan(RowPlan.of(None, "1M"), influence, x[:1], x[:7])
+    assert scoring.factor_memory == (1 << 20) // 4 and 1 <= scoring.query_block <= 7
+    fixed = score_plan(RowPlan.of(3, None), influence, x[:1], x[:7])
+    assert (fixed.batch_size, fixed.query_batch_size, fixed.query_block, fixed.factor_memory) == (3, 3, None, None)

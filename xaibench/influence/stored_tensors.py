@@ -1,0 +1,173 @@
+"""Factor tensors read from their safetensors file when used, not held in memory all at once.
+
+A ResNet-18's EK-FAC factors are 800 MiB of float64, three quarters of them the 4,608 x 4,608
+eigenvector matrices of layer4's activation covariances, of which scoring at 32x32 uses 512 rows. Holding
+them all would put influence scoring far over its memory budget, so ``StoredTensors`` is a read-only
+mapping over the file: each access reads one tensor (``rows`` only some rows, ``CHUNK_BYTES`` at a time)
+and checks its values again, since the file may have changed since it was opened; ``verify`` reads every
+tensor once, a chunk at a time, before any work starts.
+
+The file is read with plain reads, not mapped into memory: mapped pages would count towards the
+process's resident memory, which the budget bounds. The format is safetensors': an 8-byte little-endian
+header length, a JSON header of dtype, shape and byte offsets per tensor, then the raw little-endian
+bytes. Nothing in it is ever executed; the header is checked (keys, shapes, dtypes, offsets inside the
+file and matching the shapes) before any byte of data is read.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xaibench.core.errors import InputError, first_line
+
+CHUNK_BYTES = 16 << 20  # rows read at once
+HEADER_LIMIT = 100 << 20  # a header this long is not a factors file
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+class StoredTensors(Mapping[str, torch.Tensor]):
+    """The float64 tensors ``expected`` (key -> shape) of a safetensors file, read on access onto
+    ``device``; ``what`` names them in messages ("ekfac factors").
+
+    Raises (on construction and on every read):
+        InputError: the file is unreadable or not safetensors, holds other keys, shapes or dtypes, or
+            (on read) NaN or infinite values; one line naming the file.
+    """
+
+    def __init__(self, path: Path, expected: dict[str, tuple[int, ...]], what: str,
+                 device: torch.device | str = "cpu") -> None:
+        self.path, self.expected, self.what, self.device = Path(path), expected, what, torch.device(device)
+        self._offsets = self._read_header()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.expected:
+            raise KeyError(key)
+        shape = self.expected[key]
+        rows = shape[0] if shape else 1
+        return self._checked(key, self._read_rows(key, 0, rows).reshape(shape))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.expected)
+
+    def __len__(self) -> int:
+        return len(self.expected)
+
+    def rows(self, key: str, indices: torch.Tensor) -> torch.Tensor:
+        """The rows ``indices`` (ascending) of a matrix, read ``CHUNK_BYTES`` at a time."""
+        wanted, step = indices.cpu(), self._step(key)
+        parts = []
+        for start, window in self._windows(key, torch.unique(wanted // step).tolist()):
+            parts.append(window.index_select(0, wanted[(wanted >= start) & (wanted < start + step)] - start))
+        width = self.expected[key][1]
+        return self._checked(key, torch.cat(parts) if parts else torch.empty(0, width, dtype=torch.float64))
+
+    def verify(self, checks: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> None:
+        """Read every tensor once, ``CHUNK_BYTES`` at a time, and check its values; ``checks`` maps keys
+        to a further check of the whole tensor (raising InputError on a defect)."""
+        for key, shape in self.expected.items():
+            if checks and key in checks:
+                checks[key](self[key])
+                continue
+            rows = shape[0] if shape else 1
+            for _start, window in self._windows(key, range(-(-rows // self._step(key)))):
+                self._checked(key, window)
+
+    def _step(self, key: str) -> int:
+        """Rows per read of ``key``."""
+        return max(1, CHUNK_BYTES // (8 * self._width(key)))
+
+    def _width(self, key: str) -> int:
+        """Elements per row: of a matrix its columns, of a vector or scalar 1."""
+        shape = self.expected[key]
+        return shape[1] if len(shape) == 2 else 1
+
+    def _windows(self, key: str, chunks: Iterable[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, the rows) of the numbered chunks of ``key``, each read alone."""
+        step, shape = self._step(key), self.expected[key]
+        rows = shape[0] if shape else 1
+        for chunk in chunks:
+            start = chunk * step
+            window = self._read_rows(key, start, min(start + step, rows))
+            yield start, window if len(shape) == 2 else window.flatten()
+
+    def _read_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of ``key`` as (rows, width) float64, by a plain read of their bytes."""
+        width = self._width(key)
+        size = (stop - start) * width * 8
+        buffer = bytearray(size)
+        try:
+            with open(self.path, "rb") as stored:
+                stored.seek(self._offsets[key] + start * width * 8)
+                got = stored.readinto(buffer)
+        except OSError as err:
+            raise InputError(f"{self.path}: cannot be read ({first_line(err)})") from None
+        if got != size:
+            raise InputError(f"{self.path}: not a safetensors file (tensor {key!r} is cut short)")
+        if size == 0:
+            return torch.empty(0, width, dtype=torch.float64)
+        values = np.frombuffer(buffer, dtype="<f8")  # the file's byte order, whatever the machine's
+        return torch.from_numpy(values.astype(np.float64, copy=False)).view(stop - start, width)
+
+    def _read_header(self) -> dict[str, int]:
+        """Each expected key's first byte in the file, once the header is checked against ``expected``."""
+        try:
+            with open(self.path, "rb") as stored:
+                head = stored.read(8)
+                length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+                if not 2 <= length <= HEADER_LIMIT:
+                    raise ValueError("no header")
+                text = stored.read(length)
+                stored.seek(0, 2)
+                total = stored.tell()
+            header = json.loads(text)
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError, struct.error) as err:
+            raise InputError(f"{self.path}: not a safetensors file ({first_line(err)})") from None
+        if not isinstance(header, dict):
+            raise InputError(f"{self.path}: not a safetensors file (its header is not an object)")
+        header.pop("__metadata__", None)
+        extra = sorted(set(header) - set(self.expected))
+        if extra:
+            raise InputError(f"{self.path}: holds unexpected tensor {_shown(extra[0])} for {self.what}")
+        missing = [key for key in self.expected if key not in header]
+        if missing:
+            raise InputError(f"{self.path}: misses tensor {missing[0]!r} of {self.what}")
+        data = 8 + len(text)
+        return {key: self._checked_entry(key, header[key], data, total) for key in self.expected}
+
+    def _checked_entry(self, key: str, entry: object, data: int, total: int) -> int:
+        """The first byte of ``key``'s data, after its header entry is checked."""
+        if not isinstance(entry, dict):
+            raise InputError(f"{self.path}: not a safetensors file (entry {key!r} is not an object)")
+        shape, dtype, offsets = entry.get("shape"), entry.get("dtype"), entry.get("data_offsets")
+        if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+            raise InputError(f"{self.path}: not a safetensors file (tensor {key!r} has no valid shape)")
+        if tuple(shape) != self.expected[key]:
+            raise InputError(f"{self.path}: tensor {key!r} has shape {tuple(shape)} where {self.what} need "
+                             f"{self.expected[key]}")
+        if dtype != "F64":
+            shown = _DTYPES.get(dtype, str(dtype).lower()) if isinstance(dtype, str) else _shown(dtype)
+            raise InputError(f"{self.path}: tensor {key!r} is {shown}, not float64")
+        numel = 1
+        for n in shape:
+            numel *= n
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)
+                and 0 <= offsets[0] and offsets[1] - offsets[0] == 8 * numel and data + offsets[1] <= total):
+            raise InputError(f"{self.path}: not a safetensors file (tensor {key!r} lies outside the file)")
+        return data + offsets[0]
+
+    def _checked(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(tensor).all():
+            raise InputError(f"{self.path}: tensor {key!r} holds NaN or infinite values")
+        return tensor.to(self.device)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
