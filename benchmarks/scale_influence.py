@@ -147,7 +147,13 @@ def load(folder: Path) -> tuple[torch.nn.Module, Split, Split]:
 
 
 def xaibench_child(folder: Path) -> dict[str, object]:
-    from xaibench.influence import ClassificationTask, FitConfig, Influence, ScoreConfig, fit_factors
+    from xaibench.influence import (
+        ClassificationTask,
+        FitConfig,
+        Influence,
+        ScoreConfig,
+        fit_factors,
+    )
     from xaibench.influence.storage import save_factors
 
     model, train, queries = load(folder)

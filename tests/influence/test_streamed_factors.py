@@ -10,9 +10,15 @@ from safetensors.torch import load_file, save_file
 from tests.influence.helpers import padded_cnn
 from xaibench.core.errors import InputError
 from xaibench.core.memory import RowPlan
-from xaibench.influence import ClassificationTask, FitConfig, Influence, ScoreConfig, fit_factors
+from xaibench.influence import (
+    ClassificationTask,
+    FitConfig,
+    Influence,
+    ScoreConfig,
+    fit_factors,
+    stored_tensors,
+)
 from xaibench.influence import scores as scores_module
-from xaibench.influence import stored_tensors
 from xaibench.influence.plan import score_plan
 from xaibench.influence.storage import PartialWork, load_factors, save_factors
 
@@ -46,7 +52,7 @@ def test_stored_factors_read_the_same_tensors_and_rows_a_chunk_at_a_time(fitted,
 
 
 def test_a_factors_file_changed_after_loading_is_refused_when_read(fitted, tmp_path, monkeypatch):
-    model, factors, folder, _, _ = fitted
+    model, _factors, folder, _, _ = fitted
     monkeypatch.setattr(stored_tensors, "CHUNK_BYTES", 40)
     for name in ("factors.json", "factors.safetensors"):
         (tmp_path / name).write_bytes((folder / name).read_bytes())
@@ -78,7 +84,7 @@ def test_grouped_passes_give_the_scores_of_one_pass(fitted):
 
 
 def test_converted_factors_held_at_once_stay_within_the_factor_memory(fitted, monkeypatch):
-    model, factors, folder, x, y = fitted
+    model, _factors, folder, x, y = fitted
     loaded, _ = load_factors(folder, model)
     probe = Influence(model, TASK, loaded, ScoreConfig(damping=1e-3))
     held = probe._held(x[:1])
@@ -134,7 +140,7 @@ def test_a_killed_grouped_self_influence_resumes_to_the_same_scores(fitted, tmp_
 
 
 def test_the_plan_keeps_held_factors_and_rows_within_the_budget(fitted):
-    model, factors, _, x, y = fitted
+    model, factors, _, x, _y = fitted
     influence = Influence(model, TASK, factors, ScoreConfig(damping=1e-3))
     budget = 4 * max(influence._held(x[:1]).values())
     memory = RowPlan.of(None, str(max(budget, 1 << 20)))
