@@ -23,10 +23,13 @@ CNN = str(SAMPLES / "digits_cnn.pt")
 
 
 def test_fit_then_score_writes_what_the_library_computes(cli, tmp_path):
-    fitted = cli("influence", "fit", MLP, "--train-n", "64", "--fisher", "empirical", "--out", "fac", "--json")
+    fitted = cli("influence", "fit", MLP, "--train-n", "64", "--fisher", "empirical", "--factor-dtype", "float32",
+                 "--out", "fac", "--json")
     assert fitted.code == 0, fitted.stderr
     summary = fitted.json()
     assert summary["samples"] == 64 and summary["strategy"] == "ekfac" and list(summary["modules"])
+    assert summary["dtype"] == "float32"
+    assert {t.dtype for t in load_file(str(tmp_path / "fac" / "factors.safetensors")).values()} == {torch.float32}
     factors, arguments = load_factors(tmp_path / "fac")
     assert arguments["train"]["samples"] == 64 and arguments["fisher"] == "empirical"
     assert not list(tmp_path.glob(".fac*"))  # no partial or staging folder left behind
@@ -83,6 +86,7 @@ def test_bad_input_is_one_line_and_exit_2(cli_in_process, tmp_path):
     cases = [
         (("influence", "fit", MLP, "--train-n", "16", "--out", "fac"), "exists"),
         (("influence", "fit", MLP, "--strategy", "lissa", "--out", "x"), "unknown strategy"),
+        (("influence", "fit", MLP, "--factor-dtype", "float16", "--out", "x"), "--factor-dtype takes"),
         (("influence", "score", CNN, "--factors", "fac", "--out", "y"), "another model"),
         (("influence", "score", MLP, "--factors", "fac", "--damping", "lots", "--out", "y"), "--damping"),
         (("influence", "score", MLP, "--factors", "fac", "--damping", "nan", "--out", "y"), "--damping"),

@@ -3,6 +3,8 @@ scoring holds the converted factors of one group of modules at a time, within ``
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -155,3 +157,30 @@ def test_the_plan_keeps_held_factors_and_rows_within_the_budget(fitted):
     assert scoring.factor_memory == (1 << 20) // 4 and 1 <= scoring.query_block <= 7
     fixed = score_plan(RowPlan.of(3, None), influence, x[:1], x[:7])
     assert (fixed.batch_size, fixed.query_batch_size, fixed.query_block, fixed.factor_memory) == (3, 3, None, None)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float64", 0.0), ("float32", 1e-5), ("bfloat16", 0.05)])
+def test_factors_stored_in_a_narrower_dtype_score_within_its_rounding(fitted, tmp_path, dtype, tolerance):
+    model, factors, _, x, y = fitted
+    save_factors(tmp_path, factors, {}, dtype)
+    stored = load_file(str(tmp_path / "factors.safetensors"))
+    assert {t.dtype for t in stored.values()} == {getattr(torch, dtype)}
+    loaded, _ = load_factors(tmp_path, model)
+    for key, value in factors.tensors.items():  # read back as float64, rounded once
+        assert torch.equal(loaded.tensors[key], value.to(getattr(torch, dtype)).double()), key
+    config = ScoreConfig(damping=1e-2, batch_size=8)
+    exact = Influence(model, TASK, factors, config).pairwise(x[:4], y[:4], x, y).sum(0)
+    rounded = Influence(model, TASK, loaded, config).pairwise(x[:4], y[:4], x, y).sum(0)
+    error = float((rounded - exact).norm() / exact.norm())
+    assert error <= tolerance, error
+    if dtype == "bfloat16":
+        assert error > 1e-4  # the rounding is real: the bound above is not vacuous
+    declared = json.loads((tmp_path / "factors.json").read_text())
+    declared["dtype"] = "float64" if dtype != "float64" else "float32"
+    (tmp_path / "factors.json").write_text(json.dumps(declared))
+    with pytest.raises(InputError, match=f"is {dtype}, not {declared['dtype']}"):
+        load_factors(tmp_path, model)
+    declared["dtype"] = "int8"
+    (tmp_path / "factors.json").write_text(json.dumps(declared))
+    with pytest.raises(InputError, match="unknown dtype 'int8'"):
+        load_factors(tmp_path, model)

@@ -1,8 +1,9 @@
 """Factors on disk (safetensors + a JSON of the arguments) and the checkpoints of interrupted work.
 
-A factors directory holds ``factors.safetensors`` (float64 tensors keyed "<module>/<name>"),
-``factors.json`` (format tag, strategy, tracked module shapes, and the arguments that made them: fit
-options, the model file's sha256 and the training data's fingerprint) and ``run.json``. ``influence
+A factors directory holds ``factors.safetensors`` (tensors keyed "<module>/<name>", float64, or float32
+or bfloat16 where ``influence fit --factor-dtype`` asked for them), ``factors.json`` (format tag,
+strategy, tracked module shapes, stored dtype, and the arguments that made them: fit options, the model
+file's sha256 and the training data's fingerprint) and ``run.json``. ``influence
 score`` compares the arguments with its own model before using the factors; ``load_factors`` checks every
 name, shape and tensor read back, since a factors folder may come from anyone.
 
@@ -32,7 +33,7 @@ from torch import nn
 
 from xaibench.core.errors import InputError, first_line
 from xaibench.influence.factors import STRATEGIES, Factors
-from xaibench.influence.stored_tensors import StoredTensors
+from xaibench.influence.stored_tensors import STORED, StoredTensors
 from xaibench.influence.tracking import SUPPORTED, parameter_count
 
 FORMAT = "xaibench-influence-factors/1"
@@ -51,12 +52,18 @@ def fingerprint(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any]) -> None:
-    """Write the factors and their arguments into ``directory`` (which must exist), from any device."""
-    tensors = {key: value.detach().cpu().contiguous() for key, value in factors.tensors.items()}
+def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any], dtype: str = "float64") -> None:
+    """Write the factors and their arguments into ``directory`` (which must exist), from any device,
+    the tensors rounded to ``dtype`` (float64, float32 or bfloat16: half or a quarter of the disk and of
+    the reading; they are computed in float64 and read back as float64)."""
+    if dtype not in STORED:
+        raise InputError(f"factors are stored as {', '.join(STORED)}, not {dtype!r}")
+    stored = getattr(torch, dtype)
+    tensors = {key: value.detach().cpu().to(stored).contiguous() for key, value in factors.tensors.items()}
     save_file(tensors, str(directory / TENSORS_FILE))
     shapes = {name: list(shape) for name, shape in factors.shapes.items()}
-    described = {"format": FORMAT, "strategy": factors.strategy, "modules": shapes, "arguments": arguments}
+    described = {"format": FORMAT, "strategy": factors.strategy, "modules": shapes, "dtype": dtype,
+                 "arguments": arguments}
     if factors.decompositions:  # what was done to each covariance: read by people, not by xaibench
         described["eigendecompositions"] = factors.decompositions
     (directory / ARGUMENTS_FILE).write_text(json.dumps(described, indent=2) + "\n")
@@ -79,11 +86,11 @@ def load_factors(directory: Path, model: nn.Module | None = None, model_sha256: 
     """
     directory = Path(directory)
     described = _factor_file(directory, ARGUMENTS_FILE)
-    strategy, shapes, arguments = _read_description(described)
+    strategy, shapes, arguments, dtype = _read_description(described)
     if model_sha256 is not None:
         _check_model_file(described, arguments, model_sha256)
     stored = _factor_file(directory, TENSORS_FILE)
-    tensors = StoredTensors(stored, _stored_shapes(strategy, shapes), f"{strategy} factors", device)
+    tensors = StoredTensors(stored, _stored_shapes(strategy, shapes), f"{strategy} factors", device, dtype)
     tensors.verify({"exact/fisher": _check_symmetric(stored)})
     factors = Factors(strategy, shapes, tensors)
     if model is not None:
@@ -123,8 +130,9 @@ def _factor_file(directory: Path, name: str) -> Path:
     raise InputError(f"{path}: is missing or not a regular file; fit the factors again")
 
 
-def _read_description(path: Path) -> tuple[str, dict[str, tuple[int, int]], dict[str, Any]]:
-    """Strategy, module shapes and arguments of factors.json, each checked."""
+def _read_description(path: Path) -> tuple[str, dict[str, tuple[int, int]], dict[str, Any], str]:
+    """Strategy, module shapes, arguments and stored dtype (float64 when absent) of factors.json, each
+    checked."""
     try:  # NaN / Infinity are not JSON, and would leave run.json unreadable when copied into it
         info = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except (OSError, ValueError, RecursionError) as err:
@@ -145,8 +153,11 @@ def _read_description(path: Path) -> tuple[str, dict[str, tuple[int, int]], dict
         raise InputError(f"{path}: names no module")
     if not isinstance(arguments, dict):
         raise InputError(f"{path}: 'arguments' must be an object")
+    dtype = info.get("dtype", "float64")
+    if not isinstance(dtype, str) or dtype not in STORED:
+        raise InputError(f"{path}: unknown dtype {_shown(dtype)}; known: {', '.join(STORED)}")
     return strategy, {_module_name(path, name): _module_shape(path, name, shape)
-                      for name, shape in modules.items()}, arguments
+                      for name, shape in modules.items()}, arguments, dtype
 
 
 def _refuse_constant(name: str) -> None:

@@ -28,13 +28,15 @@ from xaibench.core.errors import InputError, first_line
 
 CHUNK_BYTES = 16 << 20  # rows read at once
 HEADER_LIMIT = 100 << 20  # a header this long is not a factors file
+#: the dtypes factors may be stored in: safetensors' code, bytes per element
+STORED = {"float64": ("F64", 8), "float32": ("F32", 4), "bfloat16": ("BF16", 2)}
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
            "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 
 
 class StoredTensors(Mapping[str, torch.Tensor]):
-    """The float64 tensors ``expected`` (key -> shape) of a safetensors file, read on access onto
-    ``device``; ``what`` names them in messages ("ekfac factors").
+    """The tensors ``expected`` (key -> shape) of a safetensors file, stored in ``dtype`` (``STORED``),
+    read on access as float64 onto ``device``; ``what`` names them in messages ("ekfac factors").
 
     Raises (on construction and on every read):
         InputError: the file is unreadable or not safetensors, holds other keys, shapes or dtypes, or
@@ -42,8 +44,10 @@ class StoredTensors(Mapping[str, torch.Tensor]):
     """
 
     def __init__(self, path: Path, expected: dict[str, tuple[int, ...]], what: str,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", dtype: str = "float64") -> None:
         self.path, self.expected, self.what, self.device = Path(path), expected, what, torch.device(device)
+        self.dtype = dtype
+        self._code, self._size = STORED[dtype]
         self._offsets = self._read_header()
 
     def __getitem__(self, key: str) -> torch.Tensor:
@@ -81,7 +85,7 @@ class StoredTensors(Mapping[str, torch.Tensor]):
 
     def _step(self, key: str) -> int:
         """Rows per read of ``key``."""
-        return max(1, CHUNK_BYTES // (8 * self._width(key)))
+        return max(1, CHUNK_BYTES // (self._size * self._width(key)))
 
     def _width(self, key: str) -> int:
         """Elements per row: of a matrix its columns, of a vector or scalar 1."""
@@ -100,11 +104,11 @@ class StoredTensors(Mapping[str, torch.Tensor]):
     def _read_rows(self, key: str, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of ``key`` as (rows, width) float64, by a plain read of their bytes."""
         width = self._width(key)
-        size = (stop - start) * width * 8
+        size = (stop - start) * width * self._size
         buffer = bytearray(size)
         try:
             with open(self.path, "rb") as stored:
-                stored.seek(self._offsets[key] + start * width * 8)
+                stored.seek(self._offsets[key] + start * width * self._size)
                 got = stored.readinto(buffer)
         except OSError as err:
             raise InputError(f"{self.path}: cannot be read ({first_line(err)})") from None
@@ -112,8 +116,13 @@ class StoredTensors(Mapping[str, torch.Tensor]):
             raise InputError(f"{self.path}: not a safetensors file (tensor {key!r} is cut short)")
         if size == 0:
             return torch.empty(0, width, dtype=torch.float64)
-        values = np.frombuffer(buffer, dtype="<f8")  # the file's byte order, whatever the machine's
-        return torch.from_numpy(values.astype(np.float64, copy=False)).view(stop - start, width)
+        # the file's byte order (little-endian), whatever the machine's; bfloat16 is float32's upper half
+        if self._code == "BF16":
+            upper = np.frombuffer(buffer, dtype="<u2").astype(np.uint32) << 16
+            values = upper.view(np.float32)
+        else:
+            values = np.frombuffer(buffer, dtype="<f8" if self._code == "F64" else "<f4")
+        return torch.from_numpy(values.astype(np.float64)).view(stop - start, width)
 
     def _read_header(self) -> dict[str, int]:
         """Each expected key's first byte in the file, once the header is checked against ``expected``."""
@@ -151,14 +160,15 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         if tuple(shape) != self.expected[key]:
             raise InputError(f"{self.path}: tensor {key!r} has shape {tuple(shape)} where {self.what} need "
                              f"{self.expected[key]}")
-        if dtype != "F64":
+        if dtype != self._code:
             shown = _DTYPES.get(dtype, str(dtype).lower()) if isinstance(dtype, str) else _shown(dtype)
-            raise InputError(f"{self.path}: tensor {key!r} is {shown}, not float64")
+            raise InputError(f"{self.path}: tensor {key!r} is {shown}, not {self.dtype}")
         numel = 1
         for n in shape:
             numel *= n
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)
-                and 0 <= offsets[0] and offsets[1] - offsets[0] == 8 * numel and data + offsets[1] <= total):
+                and 0 <= offsets[0] and offsets[1] - offsets[0] == self._size * numel
+                and data + offsets[1] <= total):
             raise InputError(f"{self.path}: not a safetensors file (tensor {key!r} lies outside the file)")
         return data + offsets[0]
 

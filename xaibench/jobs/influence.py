@@ -52,6 +52,7 @@ from xaibench.influence.storage import (
     load_factors,
     save_factors,
 )
+from xaibench.influence.stored_tensors import STORED
 from xaibench.influence.task import ClassificationTask
 from xaibench.jobs.influence_ranking import TrainData, query_rankings, self_ranking
 from xaibench.models import LoadedModel, ModelSource
@@ -87,11 +88,14 @@ class FitJob:
     batch_size: int | None = None  # --batch-size; None: rows per pass from the memory budget
     max_memory: str | None = None
     device: str = "auto"
+    factor_dtype: str = "float64"  # --factor-dtype: what factors.safetensors stores
 
 
 def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     """Fit factors and write the factors directory; a summary for the CLI."""
     started = time.perf_counter()
+    if job.factor_dtype not in STORED:  # a usage error before the work
+        raise InputError(f"--factor-dtype takes {', '.join(STORED)}, got {job.factor_dtype!r}")
     check_destination(job.out, job.overwrite)  # before the work, on every process
     device = resolve_device(job.device)
     memory = RowPlan.of(job.batch_size, job.max_memory, device)
@@ -103,12 +107,13 @@ def fit(job: FitJob, argv: list[str]) -> dict[str, Any]:
     task = ClassificationTask()
     factors = fit_factors(loaded.module, task, data.prepared.inputs, data.labels, config, partial)
     summary = {"factors": str(job.out), "strategy": factors.strategy, "fisher": job.config.fisher,
+               "dtype": job.factor_dtype,
                "modules": {name: list(shape) for name, shape in factors.shapes.items()},
                "samples": data.spec["samples"]}
     if not distributed.world().main:  # rank 0 writes
         return {**summary, "seconds": round(time.perf_counter() - started, 3)}
     with staged_dir(job.out, job.overwrite) as staging:
-        save_factors(staging, factors, arguments)
+        save_factors(staging, factors, arguments, job.factor_dtype)
         record = run_record("influence fit", argv, asdict(config), config.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "data": data.spec,
                                           "device": device_record(job.device, device),
