@@ -70,8 +70,8 @@ def workload():
                                              align_corners=False)
     split = split_at_default_layer(model, images[:2])
     plan = RowPlan.of(None, None, "cpu")
-    with torch.no_grad():
-        settings = Settings(batch_size=plan.rows(split.g, images[:1]),
+    with torch.no_grad():  # as xaibench.jobs.concepts: the whole model's rows bound g's passes
+        settings = Settings(batch_size=plan.rows(model, images[:1]),
                             head_batch_size=plan.rows(split.h, split.g(images[:1])))
     return split, images, torch.zeros(IMAGES, dtype=torch.long), settings
 

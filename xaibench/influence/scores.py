@@ -14,7 +14,9 @@ al., section 2.3; ``ScoreConfig.query_block`` queries at a time, all by default,
 the training data), optionally compressed to rank r per module by SVD. Training gradients are contracted
 from activations and output gradients batch by batch and module by module, so per-example gradient
 matrices exist for one module of one batch at a time at most, and not at all where a module has few
-positions (``contract``). Self-influence never leaves the eigenbasis:
+positions (``contract``). The factors converted for these products are held for one group of modules at
+a time (``Influence.module_groups``, within ``ScoreConfig.factor_memory`` bytes): self-influence makes
+one pass over the training data per group, and the query side one per group over the queries. Self-influence never leaves the eigenbasis:
 g^T (G + lambda)^-1 g = sum (Q_S^T G Q_A)^2 / (Lambda + lambda), from the rotated gradients
 (``eigenbasis``). Input columns that are zero padding for every training example are left out of the
 query side and of every product (``Captured.support``): their gradients are zero, so with damping 0 a
@@ -290,7 +292,7 @@ class Influence:
 
     def module_groups(self, sample: torch.Tensor) -> list[list[str]]:
         """The tracked modules in consecutive groups whose converted factors fit ``config.factor_memory``
-        bytes together (``Preconditioner.held_bytes``; a module over it alone makes a group of its own),
+        bytes together (``held_bytes``; a module over it alone makes a group of its own),
         for training rows shaped like ``sample`` (one row): a pass holds one group's factors at a time.
         One group without a limit, and for the exact strategy, whose matrix couples every module."""
         names = list(self.factors.shapes)
