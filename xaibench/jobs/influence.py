@@ -202,7 +202,8 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
         record = run_record(command, argv, arguments, job.fit.seed)
         write_json(staging / "run.json", {**record, "model": _model_record(loaded), "train": data.spec,
                                           "device": device_record(job.device, device),
-                                          "memory": memory.record(),
+                                          "memory": {**memory.record(),
+                                                     "factor_groups": influence.module_groups(sample)},
                                           "seconds": round(time.perf_counter() - started, 3)})
     partial.discard()
     return {"run_dir": str(out), "montage": None if montage is None else str(out / montage), **summary}
