@@ -74,8 +74,8 @@ def load_factors(directory: Path, model: nn.Module | None = None, model_sha256: 
     """Factors and their arguments from a directory written by ``influence fit``, validated throughout.
 
     Nothing read from the files is used before it is checked: factors.json must describe a known strategy
-    and plain module names with [out, in] shapes; factors.safetensors must hold exactly the finite float64
-    tensors that strategy stores for those shapes. With ``model_sha256`` the factors must have been fitted
+    and plain module names with [out, in] shapes; factors.safetensors must hold exactly the finite tensors,
+    in the dtype factors.json names, that strategy stores for those shapes. With ``model_sha256`` the factors must have been fitted
     on that model file; with ``model`` their modules must be its tracked modules, in order and shape.
 
     The tensors are checked one at a time and stay in the file: ``Factors.tensors`` reads each when it is
@@ -91,11 +91,10 @@ def load_factors(directory: Path, model: nn.Module | None = None, model_sha256: 
         _check_model_file(described, arguments, model_sha256)
     stored = _factor_file(directory, TENSORS_FILE)
     tensors = StoredTensors(stored, _stored_shapes(strategy, shapes), f"{strategy} factors", device, dtype)
-    tensors.verify({"exact/fisher": _check_symmetric(stored)})
-    factors = Factors(strategy, shapes, tensors)
-    if model is not None:
+    if model is not None:  # before reading every tensor
         _check_modules(described, shapes, model)
-    return factors, arguments
+    tensors.verify({"exact/fisher": _check_symmetric(stored)})
+    return Factors(strategy, shapes, tensors), arguments
 
 
 def _stored_shapes(strategy: str, shapes: dict[str, tuple[int, int]]) -> dict[str, tuple[int, ...]]:
