@@ -19,7 +19,7 @@ every example (``Captured.support``) are left out of every product.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -31,15 +31,15 @@ class Basis:
     """One module's eigenvectors Q_S (out, out) and Q_A (in, in) in the compute dtype, on the compute
     device; none for the strategies that do not rotate (identity, diagonal).
 
-    Q_A is read by rows (``a_rows(rows)``: float64 rows, None for all), only those that the input columns
-    in use need, and of those rows only the eigenvector columns that are not zero on all of them are kept
-    (``rows``). Factors split a covariance's zero rows off before its eigendecomposition
+    Q_A is read by rows (``a_rows(rows)``: float64 blocks of rows, None for all), only those that the
+    input columns in use need, and of those rows only the eigenvector columns that are not zero on all of
+    them are kept (``rows``). Factors split a covariance's zero rows off before its eigendecomposition
     (``factors._eigh``), so for a 3x3 convolution on a 1x1 map that is 512 x 512 of 4,608 x 4,608: the
     rotated gradients are zero in the other eigen-directions. Nothing else of Q_A is held.
     """
 
     def __init__(self, s: torch.Tensor | None = None,
-                 a_rows: Callable[[torch.Tensor | None], torch.Tensor] | None = None,
+                 a_rows: Callable[[torch.Tensor | None], Iterable[torch.Tensor]] | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | None = None) -> None:
         self.s = None if s is None else s.to(device, dtype)
         self._a_rows, self._dtype, self._device = a_rows, dtype, device
@@ -51,16 +51,24 @@ class Basis:
 
     def rows(self, columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Q_A's rows ``columns`` (None: all) restricted to its eigenvector columns that are non-zero
-        there, and those eigenvector columns (None: all); converted once per set of input columns."""
+        there, and those eigenvector columns (None: all); converted once per set of input columns, a
+        block of rows at a time (``a_rows`` yields float64 blocks): one pass finds the columns, a
+        second converts them, so no float64 copy of the whole exists."""
         key = id(columns)  # the cached entry holds ``columns``, so its id is not reused meanwhile
         if key not in self._rows:
-            source = self._a_rows(columns)
-            live = (source != 0).any(dim=0)
-            eigen = None if bool(live.all()) else live.nonzero()[:, 0]
-            if eigen is not None:
-                source = source.index_select(1, eigen)
-                eigen = eigen.to(self._device)
-            self._rows[key] = (columns, source.to(self._device, self._dtype), eigen)
+            live, count = None, 0
+            for block in self._a_rows(columns):
+                seen = (block != 0).any(dim=0)
+                live, count = seen if live is None else live | seen, count + len(block)
+            eigen = None if live is None or bool(live.all()) else live.nonzero()[:, 0]
+            width = 0 if live is None else len(live) if eigen is None else len(eigen)
+            converted = torch.empty(count, width, dtype=self._dtype, device=self._device)
+            first = 0
+            for block in self._a_rows(columns):
+                part = block if eigen is None else block.index_select(1, eigen.to(block.device))
+                converted[first:first + len(block)] = part.to(self._device, self._dtype)
+                first += len(block)
+            self._rows[key] = (columns, converted, None if eigen is None else eigen.to(self._device))
         return self._rows[key][1:]
 
     def held_bytes(self) -> int:

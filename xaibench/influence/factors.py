@@ -44,7 +44,7 @@ match and the fit starts over (still correct, as every stage file is complete on
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,15 +112,16 @@ class Factors:
     def module(self, name: str, key: str) -> torch.Tensor:
         return self.tensors[f"{name}/{key}"]
 
-    def module_rows(self, name: str, key: str, rows: torch.Tensor | None) -> torch.Tensor:
-        """The rows ``rows`` (ascending; None: all) of a module's matrix, read alone where it is stored."""
-        if rows is None:
-            return self.module(name, key)
-        read = getattr(self.tensors, "rows", None)
-        if read is not None:
-            return read(f"{name}/{key}", rows)
+    def module_rows(self, name: str, key: str, rows: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """Float64 blocks of the rows ``rows`` (ascending; None: all) of a module's matrix, in order:
+        read a chunk at a time where the factors are stored (``StoredTensors.row_chunks``), one block
+        where they are held."""
+        chunks = getattr(self.tensors, "row_chunks", None)
+        if chunks is not None:
+            yield from chunks(f"{name}/{key}", rows)
+            return
         matrix = self.module(name, key)
-        return matrix.index_select(0, rows.to(matrix.device))
+        yield matrix if rows is None else matrix.index_select(0, rows.to(matrix.device))
 
 
 class Checkpoint(Protocol):

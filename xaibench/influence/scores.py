@@ -35,7 +35,7 @@ its rank and the world size (``factors.checkpoint_stage``): a resume needs the s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -52,6 +52,7 @@ from xaibench.influence.factors import (
     checkpoint_stage,
     compute_basis,
 )
+from xaibench.influence.stored_tensors import CHUNK_BYTES
 from xaibench.influence.task import Task
 from xaibench.influence.tracking import (
     Captured,
@@ -65,6 +66,7 @@ Gradients = dict[str, torch.Tensor]  # module name -> (rows, out, in[+1])
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> a batch sum
 Query = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # (Q, out, columns) or rank-r (left, right)
 Columns = dict[str, torch.Tensor | None]  # module name -> training support columns (None: all)
+CURVED = ("kfac", "ekfac", "diagonal")  # the strategies that weigh by curvature eigenvalues
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,9 @@ class Preconditioner:
         self._bases: dict[tuple, Basis] = {}
         self._weights: dict[tuple, torch.Tensor | None] = {}
         for name in self.shapes:
-            curvature = self._eigenvalues(name)
-            if curvature is not None:
-                self.damping[name] = float(0.1 * curvature.mean()) if damping is None else damping
+            if factors.strategy in CURVED:
+                self.damping[name] = damping if damping is not None else \
+                    0.1 * sum(float(block.sum()) for block in self._curvature(name)) / math.prod(self.shapes[name])
         if factors.strategy == "exact":  # the mean eigenvalue is the trace over the dimension
             fisher = factors.tensors["exact/fisher"]
             lam = float(0.1 * fisher.diagonal().mean()) if damping is None else damping
@@ -110,13 +112,16 @@ class Preconditioner:
             eye = torch.eye(len(fisher), dtype=fisher.dtype, device=fisher.device)
             self.cholesky = torch.linalg.cholesky(fisher + lam * eye)
 
-    def _eigenvalues(self, name: str) -> torch.Tensor | None:
-        strategy, get = self.factors.strategy, self.factors.tensors.get
-        if strategy == "kfac":
-            return torch.outer(get(f"{name}/S_values"), get(f"{name}/A_values"))
-        if strategy in ("ekfac", "diagonal"):
-            return get(f"{name}/lambda")
-        return None
+    def _curvature(self, name: str) -> Iterator[torch.Tensor]:
+        """The module's curvature eigenvalues (out, in), float64, as blocks of rows of at most
+        ``CHUNK_BYTES``: never whole at once where the factors are stored."""
+        if self.factors.strategy == "kfac":
+            s_values, a_values = self.factors.module(name, "S_values"), self.factors.module(name, "A_values")
+            step = max(1, CHUNK_BYTES // (8 * len(a_values)))
+            for first in range(0, len(s_values), step):
+                yield torch.outer(s_values[first:first + step], a_values)
+        else:
+            yield from self.factors.module_rows(name, "lambda")
 
     def release(self) -> None:
         """Let go of every converted basis and weight (they are read again when next used)."""
@@ -134,9 +139,14 @@ class Preconditioner:
         """1 / (curvature eigenvalues + damping) (out, in) in ``dtype`` on ``device``; None for identity."""
         key = (name, dtype, device)
         if key not in self._weights:
-            curvature = self._eigenvalues(name)
-            self._weights[key] = None if curvature is None else \
-                (1 / (curvature + self.damping[name])).to(device, dtype)
+            if self.factors.strategy not in CURVED:
+                self._weights[key] = None
+            else:
+                weights, first = torch.empty(self.shapes[name], dtype=dtype, device=device), 0
+                for block in self._curvature(name):  # converted a block at a time
+                    weights[first:first + len(block)] = (1 / (block + self.damping[name])).to(device, dtype)
+                    first += len(block)
+                self._weights[key] = weights
         return self._weights[key]
 
     def apply(self, grads: Gradients) -> Gradients:
@@ -195,13 +205,25 @@ class Preconditioner:
 def held_bytes(factors: Factors, name: str, support: int | None, element: int) -> int:
     """At most the bytes a module's factors take once converted to an ``element``-byte dtype by the
     ``Preconditioner``: Q_S, the rows of Q_A for ``support`` input columns (None: all), and the weights.
-    0 for the exact strategy, whose matrix is held whole whatever the modules."""
+    0 for the exact strategy, whose matrix couples every module (``Influence.held_bytes``)."""
     if factors.strategy == "exact":
         return 0
     out, ins = factors.shapes[name]
     rotating = factors.strategy in ("kfac", "ekfac")
     weighted = factors.strategy != "identity"
     return element * (rotating * (out * out + (ins if support is None else support) * ins) + weighted * out * ins)
+
+
+def conversion_bytes(factors: Factors, name: str, support: int | None) -> int:
+    """At most the bytes alive while one module's factors are converted, a block of rows at a time
+    (``Basis.rows``, ``Preconditioner.weights``): a float64 block read, its selected columns and their
+    conversion, each at most ``CHUNK_BYTES``; less for a smaller matrix."""
+    if factors.strategy in ("exact", "identity"):
+        return 0
+    out, ins = factors.shapes[name]
+    rows = ins if support is None else support
+    largest = 8 * max(rows * ins if factors.strategy in ("kfac", "ekfac") else 0, out * ins)
+    return 3 * min(largest, max(CHUNK_BYTES, 8 * ins))
 
 
 def _moved(matrices: torch.Tensor, held: torch.Tensor | None, wanted: torch.Tensor | None,
@@ -298,7 +320,7 @@ class Influence:
         names = list(self.factors.shapes)
         if self.config.factor_memory is None or self.factors.strategy == "exact":
             return [names]
-        held = self._held(sample)
+        held = self._held(sample)[0]
         groups: list[list[str]] = [[]]
         total = 0
         for name in names:
@@ -310,15 +332,24 @@ class Influence:
         return groups
 
     def held_bytes(self, sample: torch.Tensor) -> int:
-        """At most the bytes of converted factors held at once by passes over rows like ``sample``."""
-        held = self._held(sample)
-        return max(sum(held[name] for name in group) for group in self.module_groups(sample))
+        """At most the bytes of factors held at once by passes over rows like ``sample``: the largest
+        group's converted factors, plus what converting one module takes meanwhile; for the exact
+        strategy its matrix and Cholesky factor, float64."""
+        if self.factors.strategy == "exact":
+            size = sum(out * ins for out, ins in self.factors.shapes.values())
+            return 16 * size * size
+        held, converting = self._held(sample)
+        return max(sum(held[name] for name in group) for group in self.module_groups(sample)) \
+            + max(converting.values())
 
-    def _held(self, sample: torch.Tensor) -> dict[str, int]:
+    def _held(self, sample: torch.Tensor) -> tuple[dict[str, int], dict[str, int]]:
+        """Per module: its converted factors' bytes (``held_bytes``) and its conversion's
+        (``conversion_bytes``), for training rows like ``sample``."""
         columns = training_columns(self.model, self.modules, sample)
         element = next((p.element_size() for p in self.model.parameters()), 4)
-        return {name: held_bytes(self.factors, name, None if cols is None else len(cols), element)
-                for name, cols in columns.items()}
+        sizes = {name: None if cols is None else len(cols) for name, cols in columns.items()}
+        return ({name: held_bytes(self.factors, name, size, element) for name, size in sizes.items()},
+                {name: conversion_bytes(self.factors, name, size) for name, size in sizes.items()})
 
     def query_side(self, inputs: torch.Tensor, targets: torch.Tensor,
                    columns: Columns | None = None) -> dict[str, Query]:

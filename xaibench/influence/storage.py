@@ -60,6 +60,8 @@ def save_factors(directory: Path, factors: Factors, arguments: dict[str, Any], d
         raise InputError(f"factors are stored as {', '.join(STORED)}, not {dtype!r}")
     stored = getattr(torch, dtype)
     tensors = {key: value.detach().cpu().to(stored).contiguous() for key, value in factors.tensors.items()}
+    if not all(bool(torch.isfinite(value).all()) for value in tensors.values()):
+        raise InputError(f"the factors overflow {dtype}; store them as float64 (--factor-dtype float64)")
     save_file(tensors, str(directory / TENSORS_FILE))
     shapes = {name: list(shape) for name, shape in factors.shapes.items()}
     described = {"format": FORMAT, "strategy": factors.strategy, "modules": shapes, "dtype": dtype,

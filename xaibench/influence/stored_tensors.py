@@ -17,7 +17,9 @@ file and matching the shapes) before any byte of data is read.
 from __future__ import annotations
 
 import json
+import os
 import struct
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -26,8 +28,8 @@ import torch
 
 from xaibench.core.errors import InputError, first_line
 
-CHUNK_BYTES = 16 << 20  # rows read at once
-HEADER_LIMIT = 100 << 20  # a header this long is not a factors file
+CHUNK_BYTES = 16 << 20  # rows read at once, counted as the float64 they become
+HEADER_BASE, HEADER_PER_KEY = 64 << 10, 1 << 10  # a longer header is not a factors file: refused unparsed
 #: the dtypes factors may be stored in: safetensors' code, bytes per element
 STORED = {"float64": ("F64", 8), "float32": ("F32", 4), "bfloat16": ("BF16", 2)}
 _DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
@@ -48,14 +50,20 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         self.path, self.expected, self.what, self.device = Path(path), expected, what, torch.device(device)
         self.dtype = dtype
         self._code, self._size = STORED[dtype]
+        self._identity: tuple[int, ...] = ()
         self._offsets = self._read_header()
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self.expected:
             raise KeyError(key)
         shape = self.expected[key]
-        rows = shape[0] if shape else 1
-        return self._checked(key, self._read_rows(key, 0, rows).reshape(shape))
+        out = torch.empty(shape[0] if shape else 1, self._width(key), dtype=torch.float64, device="cpu")
+        for start, window in self._windows(key, range(-(-len(out) // self._step(key)))):
+            out[start:start + len(window)] = window.view(len(window), -1)
+        return self._checked(key, out.reshape(shape))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.expected
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.expected)
@@ -64,13 +72,25 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         return len(self.expected)
 
     def rows(self, key: str, indices: torch.Tensor) -> torch.Tensor:
-        """The rows ``indices`` (ascending) of a matrix, read ``CHUNK_BYTES`` at a time."""
-        wanted, step = indices.cpu(), self._step(key)
-        parts = []
+        """The rows ``indices`` (ascending, in range) of a matrix, read ``CHUNK_BYTES`` at a time."""
+        parts = list(self.row_chunks(key, indices))
+        return torch.cat(parts) if parts else torch.empty(0, self._width(key), dtype=torch.float64,
+                                                          device=self.device)
+
+    def row_chunks(self, key: str, indices: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
+        """The rows ``indices`` (ascending, in range; None: all) of a matrix, in order, as checked
+        float64 blocks of at most ``CHUNK_BYTES`` (or one row) read one at a time."""
+        rows, step = self.expected[key][0], self._step(key)
+        if indices is None:
+            for _start, window in self._windows(key, range(-(-rows // step))):
+                yield self._checked(key, window)
+            return
+        wanted = indices.cpu()
+        if len(wanted) and (bool((wanted[1:] < wanted[:-1]).any()) or wanted[0] < 0 or wanted[-1] >= rows):
+            raise ValueError(f"rows of {key!r} must be ascending and in range")
         for start, window in self._windows(key, torch.unique(wanted // step).tolist()):
-            parts.append(window.index_select(0, wanted[(wanted >= start) & (wanted < start + step)] - start))
-        width = self.expected[key][1]
-        return self._checked(key, torch.cat(parts) if parts else torch.empty(0, width, dtype=torch.float64))
+            picked = wanted[(wanted >= start) & (wanted < start + step)] - start
+            yield self._checked(key, window.index_select(0, picked))
 
     def verify(self, checks: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> None:
         """Read every tensor once, ``CHUNK_BYTES`` at a time, and check its values; ``checks`` maps keys
@@ -85,7 +105,7 @@ class StoredTensors(Mapping[str, torch.Tensor]):
 
     def _step(self, key: str) -> int:
         """Rows per read of ``key``."""
-        return max(1, CHUNK_BYTES // (self._size * self._width(key)))
+        return max(1, CHUNK_BYTES // (8 * self._width(key)))
 
     def _width(self, key: str) -> int:
         """Elements per row: of a matrix its columns, of a vector or scalar 1."""
@@ -108,6 +128,8 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         buffer = bytearray(size)
         try:
             with open(self.path, "rb") as stored:
+                if _identity(os.fstat(stored.fileno())) != self._identity:
+                    raise InputError(f"{self.path}: changed since it was loaded (fitted again?); run again")
                 stored.seek(self._offsets[key] + start * width * self._size)
                 got = stored.readinto(buffer)
         except OSError as err:
@@ -115,7 +137,9 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         if got != size:
             raise InputError(f"{self.path}: not a safetensors file (tensor {key!r} is cut short)")
         if size == 0:
-            return torch.empty(0, width, dtype=torch.float64)
+            return torch.empty(0, width, dtype=torch.float64, device="cpu")
+        if self._code == "F64" and sys.byteorder == "little":  # the file's order: used as it is, no copy
+            return torch.frombuffer(buffer, dtype=torch.float64).view(stop - start, width)
         # the file's byte order (little-endian), whatever the machine's; bfloat16 is float32's upper half
         if self._code == "BF16":
             upper = np.frombuffer(buffer, dtype="<u2").astype(np.uint32) << 16
@@ -126,15 +150,16 @@ class StoredTensors(Mapping[str, torch.Tensor]):
 
     def _read_header(self) -> dict[str, int]:
         """Each expected key's first byte in the file, once the header is checked against ``expected``."""
+        limit = HEADER_BASE + HEADER_PER_KEY * len(self.expected)
         try:
             with open(self.path, "rb") as stored:
+                self._identity = _identity(os.fstat(stored.fileno()))
+                total = self._identity[2]
                 head = stored.read(8)
                 length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-                if not 2 <= length <= HEADER_LIMIT:
-                    raise ValueError("no header")
+                if not 2 <= length <= min(limit, total - 8):
+                    raise ValueError(f"no header of 2 to {limit} bytes")
                 text = stored.read(length)
-                stored.seek(0, 2)
-                total = stored.tell()
             header = json.loads(text)
         except (OSError, ValueError, UnicodeDecodeError, RecursionError, struct.error) as err:
             raise InputError(f"{self.path}: not a safetensors file ({first_line(err)})") from None
@@ -176,6 +201,11 @@ class StoredTensors(Mapping[str, torch.Tensor]):
         if not torch.isfinite(tensor).all():
             raise InputError(f"{self.path}: tensor {key!r} holds NaN or infinite values")
         return tensor.to(self.device)
+
+
+def _identity(status: os.stat_result) -> tuple[int, ...]:
+    """What tells a file from its replacement: device, inode, size, modification time."""
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _shown(value: object) -> str:

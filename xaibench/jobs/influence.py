@@ -18,6 +18,8 @@ stored factors stay in their file until a group needs them.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -41,6 +43,7 @@ from xaibench.data.prepare import Prepared, Selection, default_split, prepare
 from xaibench.influence.factors import (
     Factors,
     FitConfig,
+    checkpoint_stage,
     fit_factors,
     sum_device,
 )
@@ -165,12 +168,11 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     data = load_train(loaded, job.train, memory)
     queries = None if job.query is None else prepare(loaded, job.query, memory)
     sample = data.prepared.inputs[:1]
-    if job.factors is None:  # self-influence fits the factors first, in passes of the budget's rows
-        job = replace(job, score=replace(job.score, batch_size=training_rows(memory, loaded.module, sample)))
-    factors, fitted = _factors(job, loaded, data, device)
-    influence = Influence(loaded.module, ClassificationTask(job.measurement), factors, job.score)
-    influence = replace(influence, config=score_plan(memory, influence, sample,
-                                                     None if queries is None else queries.inputs))
+    fit_config = replace(job.fit, batch_size=training_rows(memory, loaded.module, sample))
+    if job.factors is None:  # self-influence fits them first, into the partial folder (below)
+        factors, fitted = None, fit_arguments(fit_config, loaded, data)
+    else:
+        factors, fitted = load_factors(job.factors, loaded.module, loaded.sha256, sum_device(device))
     command = "influence score" if job.query is not None else "influence self"
     # rank 0's default, so that every process checkpoints beside the same destination
     out = job.out or Path(distributed.broadcast_object(str(default_run_dir(command.replace(" ", "-"),
@@ -181,6 +183,11 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     arguments = {"command": command, "factors": fitted, "train": data.spec, "score": score_arguments,
                  "measurement": job.measurement, "query": None if job.query is None else asdict(job.query)}
     partial = PartialWork.beside(out, arguments)
+    if factors is None:
+        factors = _fitted(partial, fit_config, loaded, data, device)
+    influence = Influence(loaded.module, ClassificationTask(job.measurement), factors, job.score)
+    influence = replace(influence, config=score_plan(memory, influence, sample,
+                                                     None if queries is None else queries.inputs))
     if queries is None:
         values = influence.self_influence(data.prepared.inputs, data.labels, partial).cpu()
         ranking = self_ranking(values.sum(0), data, job.top_k)
@@ -209,16 +216,22 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     return {"run_dir": str(out), "montage": None if montage is None else str(out / montage), **summary}
 
 
-def _factors(job: ScoreJob, loaded: LoadedModel, data: TrainData,
-             device: torch.device) -> tuple[Factors, dict[str, Any]]:
-    """Stored factors checked against the model, or (self without --factors) ones fitted in memory.
-    Stored ones stay in their file, each tensor read onto the device when used (float64 where the device
-    has it)."""
-    if job.factors is None:
-        config = replace(job.fit, batch_size=job.score.batch_size)
-        factors = fit_factors(loaded.module, ClassificationTask(), data.prepared.inputs, data.labels, config)
-        return factors, fit_arguments(config, loaded, data)
-    return load_factors(job.factors, loaded.module, loaded.sha256, sum_device(device))
+def _fitted(partial: PartialWork, config: FitConfig, loaded: LoadedModel, data: TrainData,
+            device: torch.device) -> Factors:
+    """Factors fitted for ``influence self`` without --factors, written into the partial folder and read
+    from there like stored ones (so that scoring holds only what the budget allows); a resumed run
+    reads the ones an earlier try fitted. The fit's own passes checkpoint there too."""
+    folder = partial.folder / checkpoint_stage("fitted-factors")  # each process its own under torchrun
+    if not folder.is_dir():
+        factors = fit_factors(loaded.module, ClassificationTask(), data.prepared.inputs, data.labels, config,
+                              partial)
+        writing = folder.with_name(f".{folder.name}.tmp")  # renamed once whole: a kill leaves no half
+        shutil.rmtree(writing, ignore_errors=True)
+        writing.mkdir(parents=True)
+        save_factors(writing, factors, fit_arguments(config, loaded, data))
+        del factors
+        os.replace(writing, folder)
+    return load_factors(folder, loaded.module, device=sum_device(device))[0]
 
 
 def _montage(folder: Path, summary: dict[str, Any], data: TrainData, queries: Prepared | None,
