@@ -197,3 +197,27 @@ def test_a_small_budget_scores_modules_in_groups_with_the_same_scores(cli, tmp_p
     assert scoring["held_bytes"] > 2 << 20 and scoring["rows_per_pass"] == 1
     small, whole = (load_file(str(tmp_path / name / "scores.safetensors")) for name in ("small", "whole"))
     torch.testing.assert_close(small, whole, rtol=1e-4, atol=1e-6)  # float32 sums over other batch sizes
+
+
+def test_self_without_factors_resumes_with_the_factors_it_fitted(cli_in_process, tmp_path, monkeypatch):
+    """The factors that influence self fits are written into the partial folder and read from there; a
+    run killed while scoring reuses them instead of fitting again, and gives the uninterrupted scores."""
+    from xaibench.influence import scores as scores_module
+    from xaibench.jobs import influence as jobs_module
+
+    args = ("influence", "self", MLP, "--train-n", "16", "--fisher", "empirical")
+    assert cli_in_process(*args, "--out", "whole").code == 0
+    real = scores_module.Influence.self_influence
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scores_module.Influence, "self_influence", killed)
+    assert cli_in_process(*args, "--out", "resumed").code == 130  # interrupted
+    assert (tmp_path / ".resumed.partial" / "fitted-factors" / "factors.json").is_file()
+    monkeypatch.setattr(scores_module.Influence, "self_influence", real)
+    monkeypatch.setattr(jobs_module, "fit_factors", killed)  # a second fit would fail the run
+    assert cli_in_process(*args, "--out", "resumed").code == 0
+    assert not (tmp_path / ".resumed.partial").exists()
+    whole, resumed = (load_file(str(tmp_path / name / "scores.safetensors")) for name in ("whole", "resumed"))
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
