@@ -168,8 +168,9 @@ def score(job: ScoreJob, argv: list[str]) -> dict[str, Any]:
     data = load_train(loaded, job.train, memory)
     queries = None if job.query is None else prepare(loaded, job.query, memory)
     sample = data.prepared.inputs[:1]
-    fit_config = replace(job.fit, batch_size=training_rows(memory, loaded.module, sample))
+    fit_config = job.fit
     if job.factors is None:  # self-influence fits them first, into the partial folder (below)
+        fit_config = replace(job.fit, batch_size=training_rows(memory, loaded.module, sample))
         factors, fitted = None, fit_arguments(fit_config, loaded, data)
     else:
         factors, fitted = load_factors(job.factors, loaded.module, loaded.sha256, sum_device(device))
