@@ -28,6 +28,11 @@ libraries' scores (target at least 0.99) and their relative Frobenius difference
 xaibench's fit + score, and fit + score + self, at most 0.5x kronfluence's.
 
     .venv/bin/python benchmarks/scale_influence.py [--threads 1] [--train 2000] [--queries 16] [--quick]
+    .venv/bin/python benchmarks/scale_influence.py --xaibench-only --repeats 3 --out results/x.json
+
+The self child measures memory twice: ``ru_maxrss`` (the peak since the process started, which loading
+the model may set) and the kernel's VmHWM restarted after loading (``/proc/self/clear_refs``), so that
+``added_mib`` is what self-influence itself added to the resident memory.
 
 Writes benchmarks/results/scale_influence.json (``--out``) and prints a markdown table. kronfluence forms
 every per-example gradient in full and rotates it (45 G multiply-adds per example in layer4), so its
@@ -136,6 +141,27 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def status_mib(field: str) -> float | None:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak) in MiB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak() -> float | None:
+    """Restart the kernel's count of this process's peak resident memory (VmHWM) from what is resident
+    now, and return that: ru_maxrss keeps the peak of loading, which later work may never reach."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return status_mib("VmRSS")
+
+
 def load(folder: Path) -> tuple[torch.nn.Module, Split, Split]:
     """The model and the training and query splits."""
     from xaibench.models import load_model
@@ -184,7 +210,8 @@ def self_child(folder: Path) -> dict[str, object]:
     from xaibench.influence.storage import load_factors
 
     model, train, _ = load(folder)
-    setup = peak_mib()  # what self-influence adds from here, the factors' loading included, meets the budget
+    setup = peak_mib()
+    resident = reset_peak()  # what self-influence adds from here, the factors' loading included, meets the budget
     start = time.perf_counter()
     factors = load_factors(folder / "factors", model)[0]
     memory = RowPlan.of(None, SELF_BUDGET)
@@ -193,9 +220,11 @@ def self_child(folder: Path) -> dict[str, object]:
     values = influence.self_influence(train.x, train.y).sum(0)
     seconds = time.perf_counter() - start
     torch.save(values, folder / "self_xaibench.pt")
-    peak = peak_mib()
-    return {"seconds": seconds, "setup_peak_mib": setup, "peak_mib": peak, "budget": SELF_BUDGET,
-            "over_setup_mib": peak - setup, "rows_per_pass": influence.config.batch_size,
+    since = status_mib("VmHWM")
+    return {"seconds": seconds, "setup_peak_mib": setup, "peak_mib": peak_mib(), "budget": SELF_BUDGET,
+            "resident_at_start_mib": resident, "peak_since_start_mib": since,
+            "added_mib": None if resident is None or since is None else since - resident,
+            "rows_per_pass": influence.config.batch_size,
             "module_groups": len(influence.module_groups(train.x[:1])),
             "held_factor_mib": influence.held_bytes(train.x[:1]) / 2**20}
 
@@ -306,6 +335,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of the ResNet")
     parser.add_argument("--quick", action="store_true", help="64 training examples, 4 queries: a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale_influence.json")
+    parser.add_argument("--xaibench-only", action="store_true",
+                        help="only xaibench's children (fit and scores, then self-influence, --repeats times): "
+                             "its side re-measured without the two-hour reference; no comparison")
+    parser.add_argument("--repeats", type=int, default=1, help="self-influence runs (with --xaibench-only)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,6 +352,13 @@ def main() -> None:
         folder = Path(tmp)
         workload = write_files(folder, train_n, queries, args.epochs)
         print(f"workload: {workload}", flush=True)
+        if args.xaibench_only:
+            ours = {"benchmark": "scale_influence", "xaibench_only": True, "threads": args.threads,
+                    "workload": workload, "xaibench": run_child("xaibench", folder, args.threads),
+                    "self_influence": [run_child("self", folder, args.threads) for _ in range(args.repeats)]}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(ours, indent=2) + "\n")
+            return
         # kronfluence first: the long run; xaibench's children then run on the same files
         sides = {side: run_child(side, folder, args.threads) for side in ("kronfluence", "xaibench", "self")}
         scores = {side: torch.load(folder / f"scores_{side}.pt") for side in ("xaibench", "kronfluence")}
