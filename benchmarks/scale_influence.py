@@ -36,7 +36,8 @@ the model may set) and the kernel's VmHWM restarted after loading (``/proc/self/
 
 Writes benchmarks/results/scale_influence.json (``--out``) and prints a markdown table. kronfluence forms
 every per-example gradient in full and rotates it (45 G multiply-adds per example in layer4), so its
-side dominates the cost: about an hour and a half for 2,000 examples on one thread of a loaded 2-core VM.
+side dominates the cost: about two hours for 2,000 examples on one thread (42 minutes to fit and score,
+73 more for its self-influence).
 ``--quick`` (64 training examples, 4 queries, one epoch) is a smoke run of a few minutes. Use
 ``--threads 1`` when other jobs hold the cores (see influence_vs_kronfluence.py).
 """
