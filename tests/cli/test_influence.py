@@ -177,16 +177,16 @@ def test_tampered_factors_are_refused_before_any_work(cli_in_process, tmp_path, 
     assert not marker.exists()
 
 
-def test_a_small_budget_scores_modules_in_groups_with_the_same_scores(cli, tmp_path):
+def test_a_small_budget_scores_modules_in_groups_with_the_same_scores(cli_in_process, tmp_path):
     """Under --max-memory 2M the CNN's factors are held one group of modules at a time (fc's alone take
     1 MiB in float32, and converting them 6 MiB more: rows drop to one per pass, with a warning); the
     scores are those of one pass with every module (--batch-size), and run.json says which groups and
     bytes were held. (Scores with the same rows per pass are bit-identical grouped or not:
     tests/influence/test_streamed_factors.py.)"""
-    assert cli("influence", "fit", CNN, "--train-n", "16", "--out", "fac").code == 0
+    assert cli_in_process("influence", "fit", CNN, "--train-n", "16", "--out", "fac").code == 0
     runs, warned = {}, {}
     for name, flags in (("small", ("--max-memory", "2M")), ("whole", ("--batch-size", "16"))):
-        result = cli("influence", "self", CNN, "--factors", "fac", "--train-n", "16", *flags, "--out", name)
+        result = cli_in_process("influence", "self", CNN, "--factors", "fac", "--train-n", "16", *flags, "--out", name)
         assert result.code == 0, result.stderr
         runs[name] = json.loads((tmp_path / name / "run.json").read_text())["memory"]
         warned[name] = "more than the memory budget of 2.0 MiB" in result.stderr
