@@ -3,7 +3,7 @@
 A ResNet-18's EK-FAC factors are 800 MiB of float64, three quarters of them the 4,608 x 4,608
 eigenvector matrices of layer4's activation covariances, of which scoring at 32x32 uses 512 rows. Holding
 them all would put influence scoring far over its memory budget, so ``StoredTensors`` is a read-only
-mapping over the file: each access reads one tensor (``rows`` only some rows, ``CHUNK_BYTES`` at a time)
+mapping over the file: each access reads one tensor (``row_chunks`` only some rows, ``CHUNK_BYTES`` at a time)
 and checks its values again, since the file may have changed since it was opened; ``verify`` reads every
 tensor once, a chunk at a time, before any work starts.
 
@@ -70,12 +70,6 @@ class StoredTensors(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self.expected)
-
-    def rows(self, key: str, indices: torch.Tensor) -> torch.Tensor:
-        """The rows ``indices`` (ascending, in range) of a matrix, read ``CHUNK_BYTES`` at a time."""
-        parts = list(self.row_chunks(key, indices))
-        return torch.cat(parts) if parts else torch.empty(0, self._width(key), dtype=torch.float64,
-                                                          device=self.device)
 
     def row_chunks(self, key: str, indices: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
         """The rows ``indices`` (ascending, in range; None: all) of a matrix, in order, as checked
